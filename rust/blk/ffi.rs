@@ -1,0 +1,29 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Declarations of the C helpers in `rust/helpers.c` (kernel APIs that are inline functions or
+//! macros). Each is a single expression of the API it names; see that file.
+
+use kernel::bindings;
+
+// The kernel structs appear only behind pointers, which C and Rust pass alike; bindgen marks
+// some of them (with arrays of unknown layout deep inside) as not FFI-safe by value.
+#[allow(improper_ctypes)]
+extern "C" {
+    pub(crate) fn pf_gfp_noio() -> bindings::gfp_t;
+    pub(crate) fn pf_feat_write_cache_fua() -> bindings::blk_features_t;
+    pub(crate) fn pf_open_mode_rw() -> bindings::blk_mode_t;
+    pub(crate) fn pf_opf_flush() -> bindings::blk_opf_t;
+    pub(crate) fn pf_rq_op(rq: *mut bindings::request) -> u32;
+    pub(crate) fn pf_rq_is_fua(rq: *mut bindings::request) -> bool;
+    pub(crate) fn pf_disk_openers(disk: *mut bindings::gendisk) -> u32;
+    pub(crate) fn pf_disk_claim_for_removal(disk: *mut bindings::gendisk, removing: *mut bool) -> i32;
+    pub(crate) fn pf_bdev_nr_sectors(bdev: *mut bindings::block_device) -> u64;
+    pub(crate) fn pf_bdev_logical_block_size(bdev: *mut bindings::block_device) -> u32;
+    pub(crate) fn pf_bdev_physical_block_size(bdev: *mut bindings::block_device) -> u32;
+    pub(crate) fn pf_bdev_max_discard_sectors(bdev: *mut bindings::block_device) -> u32;
+    pub(crate) fn pf_bdev_discard_granularity(bdev: *mut bindings::block_device) -> u32;
+    pub(crate) fn pf_bdev_write_zeroes_sectors(bdev: *mut bindings::block_device) -> u32;
+    pub(crate) fn pf_bdev_fops(
+        bdev: *mut bindings::block_device,
+    ) -> *const bindings::block_device_operations;
+}

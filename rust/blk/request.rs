@@ -1,0 +1,255 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! A started blk-mq request, owned by the handler until it is ended exactly once, and its
+//! remapping to another block device by cloning its bios.
+
+use core::marker::PhantomData;
+use core::mem::ManuallyDrop;
+use core::ptr::NonNull;
+use core::sync::atomic::{AtomicU32, AtomicU8, Ordering};
+
+use kernel::bindings;
+use kernel::prelude::*;
+use kernel::sync::Arc;
+use kernel::types::ForeignOwnable;
+
+use super::bdev::BlockDev;
+use super::bioset::BioSet;
+use super::disk::Handler;
+use super::ffi;
+
+/// The operation of a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Op {
+    /// Read data.
+    Read,
+    /// Write data (possibly with FUA).
+    Write,
+    /// Make every completed write stable (a PREFLUSH without data).
+    Flush,
+    /// Discard a range.
+    Discard,
+    /// Write zeroes to a range.
+    WriteZeroes,
+    /// Anything else (never advertised, refused).
+    Other(u32),
+}
+
+impl Op {
+    fn from_raw(op: u32) -> Self {
+        match op {
+            bindings::req_op_REQ_OP_READ => Op::Read,
+            bindings::req_op_REQ_OP_WRITE => Op::Write,
+            bindings::req_op_REQ_OP_FLUSH => Op::Flush,
+            bindings::req_op_REQ_OP_DISCARD => Op::Discard,
+            bindings::req_op_REQ_OP_WRITE_ZEROES => Op::WriteZeroes,
+            other => Op::Other(other),
+        }
+    }
+}
+
+/// Per-request driver data (the tag set's `cmd_size`).
+#[repr(C)]
+pub(crate) struct Pdu {
+    /// Outstanding child bios plus one for the submitter.
+    pending: AtomicU32,
+    /// First non-zero `blk_status_t` of a child bio.
+    status: AtomicU8,
+}
+
+/// A started request that must be ended exactly once.
+///
+/// # Invariants
+///
+/// `rq` is a request of a [`super::disk::Disk<T>`] that was started with
+/// `blk_mq_start_request` and has not been ended; its queue's `queuedata` is an `Arc<T>`.
+pub(crate) struct Request<T: Handler> {
+    rq: NonNull<bindings::request>,
+    _t: PhantomData<T>,
+}
+
+// SAFETY: a started request may be ended from any context.
+unsafe impl<T: Handler> Send for Request<T> {}
+
+fn pdu<'a>(rq: *mut bindings::request) -> &'a Pdu {
+    // SAFETY: the tag set was created with `cmd_size == size_of::<Pdu>()`, so the driver data of
+    // every request is a `Pdu`, initialised in `queue_rq_callback` before any use and living as
+    // long as the request.
+    unsafe { &*(bindings::blk_mq_rq_to_pdu(rq) as *const Pdu) }
+}
+
+/// Ends `rq` with `status` after telling the handler.
+///
+/// # Safety
+///
+/// `rq` must satisfy the invariants of [`Request<T>`]; it is ended here and must not be used after.
+unsafe fn finish<T: Handler>(rq: *mut bindings::request, status: bindings::blk_status_t) {
+    // SAFETY: per the caller, the queue's `queuedata` is an `Arc<T>` that outlives the request.
+    let handler = unsafe { Arc::<T>::borrow((*(*rq).q).queuedata) };
+    // SAFETY: `rq` is valid per the caller.
+    let op = Op::from_raw(unsafe { ffi::pf_rq_op(rq) });
+    handler.completed(op, status == 0);
+    // SAFETY: the request was started and is ended exactly once, here.
+    unsafe { bindings::blk_mq_end_request(rq, status) };
+}
+
+fn to_status(r: Result) -> bindings::blk_status_t {
+    match r {
+        Ok(()) => 0,
+        // SAFETY: `errno_to_blk_status` accepts any negative errno.
+        Err(e) => unsafe { bindings::errno_to_blk_status(e.to_errno()) },
+    }
+}
+
+/// Drops one reference on a remapped request; the last one ends it.
+///
+/// # Safety
+///
+/// `rq` must satisfy the invariants of [`Request<T>`] and the caller must own one of the
+/// references counted in its `Pdu::pending`.
+unsafe fn put_ref<T: Handler>(rq: *mut bindings::request) {
+    let p = pdu(rq);
+    if p.pending.fetch_sub(1, Ordering::AcqRel) == 1 {
+        let status = p.status.load(Ordering::Acquire);
+        // SAFETY: this was the last reference, so nothing else touches the request.
+        unsafe { finish::<T>(rq, status) };
+    }
+}
+
+/// `bi_end_io` of a child bio of a remapped request.
+///
+/// # Safety
+///
+/// Called once by the block layer for a bio set up by [`Request::remap`].
+unsafe extern "C" fn child_end_io<T: Handler>(bio: *mut bindings::bio) {
+    // SAFETY: the bio is valid until `bio_put`; `bi_private` is its parent request, which holds
+    // a reference for this bio.
+    let (rq, status) = unsafe { ((*bio).bi_private as *mut bindings::request, (*bio).bi_status) };
+    if status != 0 {
+        let _ = pdu(rq).status.compare_exchange(0, status, Ordering::AcqRel, Ordering::Acquire);
+    }
+    // SAFETY: this bio was allocated by `Request::remap` and is released exactly once, here.
+    unsafe { bindings::bio_put(bio) };
+    // SAFETY: this bio's reference on `rq` is dropped exactly once, here.
+    unsafe { put_ref::<T>(rq) };
+}
+
+/// `blk_mq_ops::queue_rq`.
+///
+/// # Safety
+///
+/// Called by blk-mq for a disk created by [`super::disk::Disk<T>`].
+pub(crate) unsafe extern "C" fn queue_rq_callback<T: Handler>(
+    hctx: *mut bindings::blk_mq_hw_ctx,
+    bd: *const bindings::blk_mq_queue_data,
+) -> bindings::blk_status_t {
+    // SAFETY: blk-mq passes a valid `bd` whose `rq` belongs to this queue.
+    let rq = unsafe { (*bd).rq };
+    // SAFETY: `hctx` is valid; its queue's `queuedata` is the `Arc<T>` set up by `Disk::new`,
+    // which lives until after `del_gendisk` has drained all requests.
+    let handler = unsafe { Arc::<T>::borrow((*(*hctx).queue).queuedata) };
+    // SAFETY: `rq` is ours until ended; its driver data is a `Pdu`-sized area.
+    unsafe {
+        core::ptr::write(
+            bindings::blk_mq_rq_to_pdu(rq) as *mut Pdu,
+            Pdu { pending: AtomicU32::new(0), status: AtomicU8::new(0) },
+        );
+        bindings::blk_mq_start_request(rq);
+    }
+    let Some(rq) = NonNull::new(rq) else {
+        return 0;
+    };
+    // INVARIANT: the request was started above and is handed over to exactly one `Request`.
+    handler.queue_rq(Request { rq, _t: PhantomData });
+    0
+}
+
+impl<T: Handler> Request<T> {
+    fn raw(&self) -> *mut bindings::request {
+        self.rq.as_ptr()
+    }
+
+    /// Gives up ownership without ending the request (the caller arranges the end).
+    fn into_raw(self) -> *mut bindings::request {
+        ManuallyDrop::new(self).raw()
+    }
+
+    /// The request's operation.
+    pub(crate) fn op(&self) -> Op {
+        // SAFETY: by the type invariant `rq` is a valid started request.
+        Op::from_raw(unsafe { ffi::pf_rq_op(self.raw()) })
+    }
+
+    /// Whether the write must be stable when it completes.
+    pub(crate) fn is_fua(&self) -> bool {
+        // SAFETY: by the type invariant `rq` is valid.
+        unsafe { ffi::pf_rq_is_fua(self.raw()) }
+    }
+
+    /// Length in bytes.
+    pub(crate) fn bytes(&self) -> u32 {
+        // SAFETY: by the type invariant `rq` is valid; `__data_len` is `blk_rq_bytes`.
+        unsafe { (*self.raw()).__data_len }
+    }
+
+    /// Ends the request now.
+    pub(crate) fn end(self, r: Result) {
+        let rq = self.into_raw();
+        // SAFETY: ownership was given up above, so this is the only end.
+        unsafe { finish::<T>(rq, to_status(r)) };
+    }
+
+    /// Sends the request to `target` unchanged (same sectors, flags and data) by cloning each of
+    /// its bios; a request without bios (a flush) becomes an empty PREFLUSH bio. The request ends
+    /// when every clone has completed, with the first error any of them had.
+    pub(crate) fn remap(self, target: &BlockDev, bs: &BioSet) {
+        let rq = self.into_raw();
+        let p = pdu(rq);
+        // The submitter's own reference keeps the request alive while clones are submitted.
+        p.pending.store(1, Ordering::Release);
+        // SAFETY: a constant from the C helpers.
+        let gfp = unsafe { ffi::pf_gfp_noio() };
+        let submit = |child: *mut bindings::bio| {
+            if child.is_null() {
+                let _ = p.status.compare_exchange(0, to_status(Err(ENOMEM)), Ordering::AcqRel, Ordering::Acquire);
+                return;
+            }
+            p.pending.fetch_add(1, Ordering::AcqRel);
+            // SAFETY: `child` is a new bio owned here until submitted; its completion drops the
+            // reference taken just above.
+            unsafe {
+                (*child).bi_end_io = Some(child_end_io::<T>);
+                (*child).bi_private = rq.cast();
+                bindings::submit_bio(child);
+            }
+        };
+        // SAFETY: `rq` is valid and not ended (the submitter's reference is held).
+        let mut bio = unsafe { (*rq).bio };
+        if bio.is_null() {
+            // SAFETY: `target` is an open block device and `bs` an initialised bio set; GFP_NOIO
+            // may sleep, which BLK_MQ_F_BLOCKING allows here.
+            submit(unsafe { bindings::bio_alloc_bioset(target.raw(), 0, ffi::pf_opf_flush(), gfp, bs.raw()) });
+        }
+        while !bio.is_null() {
+            // SAFETY: `bio` is one of the request's bios, valid until the request ends, which
+            // cannot happen while the submitter's reference is held.
+            let (clone, next) = unsafe {
+                (bindings::bio_alloc_clone(target.raw(), bio, gfp, bs.raw()), (*bio).bi_next)
+            };
+            submit(clone);
+            bio = next;
+        }
+        // SAFETY: drops the submitter's reference taken above.
+        unsafe { put_ref::<T>(rq) };
+    }
+}
+
+impl<T: Handler> Drop for Request<T> {
+    /// A request dropped without being ended is a driver bug; end it with an error rather than
+    /// leave the submitter waiting forever.
+    fn drop(&mut self) {
+        pr_err!("peerflash: request dropped without being ended\n");
+        // SAFETY: by the type invariant the request is started and not yet ended.
+        unsafe { finish::<T>(self.raw(), to_status(Err(EIO))) };
+    }
+}

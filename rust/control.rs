@@ -1,0 +1,324 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The control interface: a configfs subsystem, `/sys/kernel/config/peerflash/`.
+//!
+//! `mkdir peerflash/NAME` makes a volume's configuration; writing `backing` then `1` to `enable`
+//! creates block device `/dev/pf-NAME`; `0` to `enable` removes it (refused with `EBUSY` while it is
+//! open); `rmdir` forgets the volume (the helper disables first). A refused write leaves a human
+//! reason in `last_error`. Documented in Documentation/control-interface.md.
+//!
+//! Locking: `VolumeConfig::inner` (one per volume) is taken by every attribute access. Under it,
+//! the block layer's `open_mutex` of the backing device (opening it) and of the volume's own disk
+//! (removal) may be taken; never the reverse: the volume's `open` callback takes no lock of ours.
+
+use core::ffi::c_void;
+
+use kernel::configfs::{self, AttributeOperations};
+use kernel::configfs_attrs;
+use kernel::fmt::{self, Write as _};
+use kernel::new_mutex;
+use kernel::page::PAGE_SIZE;
+use kernel::prelude::*;
+use kernel::str::CString;
+use kernel::sync::{Arc, Mutex};
+use kernel::ModuleMetadata;
+
+use crate::blk::bdev::BlockDev;
+use crate::blk::disk::Disk;
+use crate::pfcore::{attr, geometry, names};
+use crate::volume::Volume;
+
+/// The configfs subsystem `peerflash`.
+pub(crate) fn subsystem() -> impl PinInit<configfs::Subsystem<Config>, Error> {
+    let item_type = configfs_attrs! {
+        container: configfs::Subsystem<Config>,
+        data: Config,
+        child: VolumeConfig,
+        attributes: [
+            version: 0,
+        ],
+    };
+    configfs::Subsystem::new(c"peerflash", item_type, try_pin_init!(Config {}))
+}
+
+/// The subsystem's own data (none).
+#[pin_data]
+pub(crate) struct Config {}
+
+#[vtable]
+impl AttributeOperations<0> for Config {
+    type Data = Config;
+
+    fn show(_this: &Config, page: &mut [u8; PAGE_SIZE]) -> Result<usize> {
+        let mut w = kernel::str::Formatter::new(page);
+        w.write_str(crate::VERSION)?;
+        w.write_str("\n")?;
+        Ok(w.bytes_written())
+    }
+}
+
+#[vtable]
+impl configfs::GroupOperations for Config {
+    type Child = VolumeConfig;
+
+    fn make_group(&self, name: &CStr) -> Result<impl PinInit<configfs::Group<VolumeConfig>, Error>> {
+        if let Err(e) = names::validate_volume_name(name.to_bytes()) {
+            pr_err!("refusing volume name {:?}: {}\n", name, e.describe());
+            return Err(EINVAL);
+        }
+        let item_type = configfs_attrs! {
+            container: configfs::Group<VolumeConfig>,
+            data: VolumeConfig,
+            attributes: [
+                backing: 0,
+                enable: 1,
+                device: 2,
+                dev: 3,
+                size: 4,
+                openers: 5,
+                last_error: 6,
+                stats: 7,
+            ],
+        };
+        Ok(configfs::Group::new(
+            name.try_into()?,
+            item_type,
+            try_pin_init!(VolumeConfig {
+                inner <- new_mutex!(VolumeInner {
+                    name: name.try_into()?,
+                    backing: None,
+                    last_error: "",
+                    running: None,
+                }),
+            }),
+        ))
+    }
+}
+
+/// One volume's configuration and, while enabled, its running state.
+#[pin_data]
+pub(crate) struct VolumeConfig {
+    #[pin]
+    inner: Mutex<VolumeInner>,
+}
+
+struct VolumeInner {
+    name: CString,
+    backing: Option<CString>,
+    /// Why the last refused write was refused ("" after a success).
+    last_error: &'static str,
+    running: Option<Running>,
+}
+
+/// Field order matters: the disk goes first (draining I/O), then the volume with its backing.
+struct Running {
+    disk: Disk<Volume>,
+    volume: Arc<Volume>,
+    sectors: u64,
+}
+
+impl VolumeInner {
+    /// Records why an operation is refused and returns the error to give to the writer.
+    fn refuse(&mut self, why: &'static str, err: Error) -> Error {
+        pr_err!("volume {:?}: {}\n", &*self.name, why);
+        self.last_error = why;
+        err
+    }
+
+    fn start(&mut self, holder: *mut c_void) -> Result {
+        let Some(path) = self.backing.as_ref() else {
+            return Err(self.refuse("no backing device set (write its path to `backing` first)", EINVAL));
+        };
+        let dev = match BlockDev::open(path, holder) {
+            Ok(d) => d,
+            Err(e) => {
+                let why = match e {
+                    e if e == ENOENT => "the backing device does not exist",
+                    e if e == ENOTBLK => "the backing path is not a block device",
+                    e if e == EBUSY => {
+                        "the backing device is in use (by another volume, a mounted filesystem or device-mapper)"
+                    }
+                    e if e == EACCES || e == EROFS => "the backing device is read-only",
+                    e if e == ENXIO || e == ENODEV => "the backing device is not present",
+                    _ => "cannot open the backing device",
+                };
+                return Err(self.refuse(why, e));
+            }
+        };
+        if Disk::<Volume>::is_ours(&dev) {
+            return Err(self.refuse("the backing device is a peerflash volume; volumes cannot be stacked", EINVAL));
+        }
+        let limits = match geometry::limits_for(&dev.geometry()) {
+            Ok(l) => l,
+            Err(e) => return Err(self.refuse(e.describe(), EINVAL)),
+        };
+        let volume = Arc::pin_init(Volume::new(dev), GFP_KERNEL)?;
+        let module = &<crate::PeerflashModule as ModuleMetadata>::THIS_MODULE;
+        let created = Disk::new(
+            fmt!("{}{}", names::DISK_PREFIX, self.name.to_str()?),
+            &limits,
+            module,
+            volume.clone(),
+        );
+        let disk = match created {
+            Ok(d) => d,
+            Err(e) => return Err(self.refuse("cannot create the block device", e)),
+        };
+        pr_info!(
+            "volume {:?}: /dev/{}{} on {:?}, {} sectors\n",
+            &*self.name,
+            names::DISK_PREFIX,
+            self.name.to_str()?,
+            &**path,
+            limits.sectors
+        );
+        self.running = Some(Running { disk, volume, sectors: limits.sectors });
+        Ok(())
+    }
+
+    fn stop(&mut self) -> Result {
+        if let Some(r) = &self.running {
+            if r.disk.claim_for_removal().is_err() {
+                return Err(self.refuse("the volume is open; close it first", EBUSY));
+            }
+        }
+        if self.running.take().is_some() {
+            pr_info!("volume {:?}: removed\n", &*self.name);
+        }
+        Ok(())
+    }
+}
+
+/// Writes `args` to a configfs page and returns the length.
+fn show_fmt(page: &mut [u8; PAGE_SIZE], args: fmt::Arguments<'_>) -> Result<usize> {
+    let mut w = kernel::str::Formatter::new(page);
+    w.write_fmt(args)?;
+    Ok(w.bytes_written())
+}
+
+#[vtable]
+impl AttributeOperations<0> for VolumeConfig {
+    type Data = VolumeConfig;
+
+    fn show(this: &VolumeConfig, page: &mut [u8; PAGE_SIZE]) -> Result<usize> {
+        let g = this.inner.lock();
+        match &g.backing {
+            Some(p) => show_fmt(page, fmt!("{}\n", p.to_str()?)),
+            None => show_fmt(page, fmt!("\n")),
+        }
+    }
+
+    fn store(this: &VolumeConfig, page: &[u8]) -> Result {
+        let mut g = this.inner.lock();
+        if g.running.is_some() {
+            return Err(g.refuse("the backing device of an enabled volume cannot change", EBUSY));
+        }
+        let path = match attr::parse_path(page) {
+            Ok(p) => p,
+            Err(e) => return Err(g.refuse(e.describe(), EINVAL)),
+        };
+        g.backing = Some(CString::try_from_fmt(fmt!("{path}"))?);
+        g.last_error = "";
+        Ok(())
+    }
+}
+
+#[vtable]
+impl AttributeOperations<1> for VolumeConfig {
+    type Data = VolumeConfig;
+
+    fn show(this: &VolumeConfig, page: &mut [u8; PAGE_SIZE]) -> Result<usize> {
+        let on = this.inner.lock().running.is_some();
+        show_fmt(page, fmt!("{}\n", u8::from(on)))
+    }
+
+    fn store(this: &VolumeConfig, page: &[u8]) -> Result {
+        let holder = core::ptr::from_ref(this).cast_mut().cast::<c_void>();
+        let mut g = this.inner.lock();
+        let on = match attr::parse_bool(page) {
+            Ok(b) => b,
+            Err(e) => return Err(g.refuse(e.describe(), EINVAL)),
+        };
+        match (on, g.running.is_some()) {
+            (true, false) => g.start(holder)?,
+            (false, true) => g.stop()?,
+            _ => {}
+        }
+        g.last_error = "";
+        Ok(())
+    }
+}
+
+#[vtable]
+impl AttributeOperations<2> for VolumeConfig {
+    type Data = VolumeConfig;
+
+    fn show(this: &VolumeConfig, page: &mut [u8; PAGE_SIZE]) -> Result<usize> {
+        let g = this.inner.lock();
+        if g.running.is_some() {
+            show_fmt(page, fmt!("{}{}\n", names::DISK_PREFIX, g.name.to_str()?))
+        } else {
+            show_fmt(page, fmt!("\n"))
+        }
+    }
+}
+
+#[vtable]
+impl AttributeOperations<3> for VolumeConfig {
+    type Data = VolumeConfig;
+
+    fn show(this: &VolumeConfig, page: &mut [u8; PAGE_SIZE]) -> Result<usize> {
+        match &this.inner.lock().running {
+            Some(r) => {
+                let (major, minor) = r.disk.devt();
+                show_fmt(page, fmt!("{major}:{minor}\n"))
+            }
+            None => show_fmt(page, fmt!("\n")),
+        }
+    }
+}
+
+#[vtable]
+impl AttributeOperations<4> for VolumeConfig {
+    type Data = VolumeConfig;
+
+    fn show(this: &VolumeConfig, page: &mut [u8; PAGE_SIZE]) -> Result<usize> {
+        let sectors = this.inner.lock().running.as_ref().map_or(0, |r| r.sectors);
+        show_fmt(page, fmt!("{sectors}\n"))
+    }
+}
+
+#[vtable]
+impl AttributeOperations<5> for VolumeConfig {
+    type Data = VolumeConfig;
+
+    fn show(this: &VolumeConfig, page: &mut [u8; PAGE_SIZE]) -> Result<usize> {
+        let n = this.inner.lock().running.as_ref().map_or(0, |r| r.disk.openers());
+        show_fmt(page, fmt!("{n}\n"))
+    }
+}
+
+#[vtable]
+impl AttributeOperations<6> for VolumeConfig {
+    type Data = VolumeConfig;
+
+    fn show(this: &VolumeConfig, page: &mut [u8; PAGE_SIZE]) -> Result<usize> {
+        show_fmt(page, fmt!("{}\n", this.inner.lock().last_error))
+    }
+}
+
+#[vtable]
+impl AttributeOperations<7> for VolumeConfig {
+    type Data = VolumeConfig;
+
+    fn show(this: &VolumeConfig, page: &mut [u8; PAGE_SIZE]) -> Result<usize> {
+        let g = this.inner.lock();
+        let mut w = kernel::str::Formatter::new(page);
+        if let Some(r) = &g.running {
+            for (k, v) in r.volume.stats().snapshot() {
+                w.write_fmt(fmt!("{k} {v}\n"))?;
+            }
+        }
+        Ok(w.bytes_written())
+    }
+}

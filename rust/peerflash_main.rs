@@ -1,0 +1,39 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! peerflash: a clustered, fault-tolerant write-back cache on host flash for VM disks on shared
+//! storage. See Documentation/design.md.
+//!
+//! Layout: `blk` is the thin unsafe layer over the block layer; `volume` is a volume's data path;
+//! `control` is the configfs control interface; `pfcore` is the pure logic shared with userspace
+//! (compiled from `userspace/core/src`, tested on the host).
+
+mod blk;
+mod control;
+mod pfcore;
+mod volume;
+
+use kernel::prelude::*;
+
+/// Version of the module and of its control interface.
+pub(crate) const VERSION: &str = "0.1.0";
+
+module! {
+    type: PeerflashModule,
+    name: "peerflash",
+    authors: ["peerflash developers"],
+    description: "Clustered fault-tolerant write-back cache on host flash",
+    license: "GPL v2",
+}
+
+#[pin_data]
+struct PeerflashModule {
+    #[pin]
+    configfs: kernel::configfs::Subsystem<control::Config>,
+}
+
+impl kernel::InPlaceModule for PeerflashModule {
+    fn init(_module: &'static ThisModule) -> impl PinInit<Self, Error> {
+        pr_info!("peerflash {} loaded\n", VERSION);
+        try_pin_init!(Self { configfs <- control::subsystem() })
+    }
+}

@@ -1,0 +1,13 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The pure shared core, compiled from the same files as the `peerflash-core` crate
+//! (`userspace/core/src`), where they are unit-, property- and fuzz-tested on the host.
+// The files are the public API of the host crate; in the module only some of it is used.
+#![allow(dead_code, unreachable_pub)]
+
+#[path = "../userspace/core/src/attr.rs"]
+pub mod attr;
+#[path = "../userspace/core/src/geometry.rs"]
+pub mod geometry;
+#[path = "../userspace/core/src/names.rs"]
+pub mod names;

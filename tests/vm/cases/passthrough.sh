@@ -1,0 +1,91 @@
+#!/bin/sh
+# A volume passes everything through to its backing device: fio verify at 4k/64k, QD1/QD16,
+# the device's geometry, write cache and FUA advertised, flush/FUA/discard/write-zeroes reach the
+# backing device, backing I/O errors reach the caller, and the backing device holds exactly the
+# bytes written through the volume once the volume is removed.
+. "$PF_REPO/tests/vm/lib.sh"
+set -u
+SAN=$PF_SAN_DEV
+DEV=/dev/pf-vol
+C=/sys/kernel/config/peerflash/vol
+
+step "load and create"
+modprobe peerflash || fail "modprobe peerflash"
+peerflash create vol --backing "$SAN" || fail "create"
+[ -b "$DEV" ] || fail "$DEV is missing"
+
+step "geometry and advertised features"
+same "$(blockdev --getsize64 $DEV)" "$(blockdev --getsize64 $SAN)" "size in bytes"
+same "$(blockdev --getss $DEV)" "$(blockdev --getss $SAN)" "logical block size"
+same "$(blockdev --getpbsz $DEV)" "$(blockdev --getpbsz $SAN)" "physical block size"
+same "$(cat /sys/block/pf-vol/queue/write_cache)" "write back" "write cache"
+same "$(cat /sys/block/pf-vol/queue/fua)" "1" "fua"
+same "$(cat /sys/block/pf-vol/queue/discard_max_bytes)" "$(cat /sys/block/${SAN#/dev/}/queue/discard_max_bytes)" "discard_max_bytes"
+
+step "fio verify through the volume"
+i=0
+for bs in 4k 64k; do
+    for qd in 1 16; do
+        off=$((i * 256))
+        fio --name="v-$bs-qd$qd" --filename=$DEV --rw=randwrite --bs=$bs --iodepth=$qd \
+            --ioengine=libaio --direct=1 --offset=${off}M --size=256M --verify=crc32c \
+            --verify_fatal=1 --do_verify=1 --randseed=$((1000 + i)) \
+            --output-format=terse --terse-version=3 > /tmp/fio-$i.out || fail "fio $bs QD$qd"
+        echo "ok: fio randwrite+verify bs=$bs qd=$qd at ${off}M: $(cut -d';' -f49 /tmp/fio-$i.out) write IOPS"
+        i=$((i + 1))
+    done
+done
+[ "$(stat_of vol errors)" = 0 ] || fail "errors counted during fio"
+
+step "flush, FUA, discard and write-zeroes reach the backing device"
+f0=$(stat_of vol flushes); u0=$(stat_of vol fua_writes)
+dd if=/dev/urandom of=$DEV bs=4k count=8 seek=100 oflag=direct,dsync status=none || fail "dsync write"
+dd if=/dev/urandom of=$DEV bs=4k count=8 seek=200 conv=fsync status=none || fail "fsync write"
+[ "$(stat_of vol fua_writes)" -gt "$u0" ] || fail "no FUA write reached the volume"
+[ "$(stat_of vol flushes)" -gt "$f0" ] || fail "no flush reached the volume"
+echo "ok: fua_writes $u0 -> $(stat_of vol fua_writes), flushes $f0 -> $(stat_of vol flushes)"
+if [ "$(cat /sys/block/pf-vol/queue/discard_max_bytes)" != 0 ]; then
+    blkdiscard -o $((900 << 20)) -l $((1 << 20)) $DEV || fail "discard"
+    [ "$(stat_of vol discards)" -gt 0 ] || fail "discard not counted"
+    echo "ok: discards $(stat_of vol discards)"
+fi
+dd if=/dev/urandom of=$DEV bs=1M count=1 seek=950 oflag=direct status=none
+blkdiscard -z -o $((950 << 20)) -l $((1 << 20)) $DEV || fail "write zeroes"
+same "$(dd if=$SAN bs=1M count=1 skip=950 iflag=direct status=none | tr -d '\0' | wc -c)" 0 "bytes left non-zero on the SAN after write-zeroes"
+
+step "the backing device holds the same bytes after removal"
+through=$(dd if=$DEV bs=1M count=1024 iflag=direct status=none | sha256sum)
+peerflash remove vol || fail "remove"
+[ ! -e $DEV ] || fail "$DEV still exists after remove"
+direct=$(dd if=$SAN bs=1M count=1024 iflag=direct status=none | sha256sum)
+same "$direct" "$through" "sha256 of the SAN vs. through the volume"
+i=0
+for bs in 4k 64k; do
+    for qd in 1 16; do
+        off=$((i * 256))
+        fio --name="v-$bs-qd$qd" --filename=$SAN --rw=randwrite --bs=$bs --iodepth=$qd \
+            --ioengine=libaio --direct=1 --offset=${off}M --size=256M --verify=crc32c \
+            --verify_fatal=1 --verify_only --randseed=$((1000 + i)) > /dev/null || fail "fio verify_only on the SAN, $bs QD$qd"
+        i=$((i + 1))
+    done
+done
+echo "ok: fio verify_only on the bare SAN"
+
+step "backing I/O errors reach the caller"
+printf '0 2048 linear %s 0\n2048 2048 error\n' "$SAN" | dmsetup create pfbad --noudevsync || fail "dmsetup create"
+dmsetup mknodes pfbad
+peerflash create bad --backing /dev/mapper/pfbad || fail "create over dm"
+dd if=/dev/pf-bad of=/dev/null bs=4k count=1 iflag=direct status=none || fail "read of a good sector failed"
+if dd if=/dev/pf-bad of=/dev/null bs=4k count=1 skip=300 iflag=direct status=none 2>/tmp/err; then
+    fail "a read of a failing backing sector succeeded"
+fi
+grep -q "Input/output error" /tmp/err || fail "read error was not EIO: $(cat /tmp/err)"
+if dd if=/dev/zero of=/dev/pf-bad bs=4k count=1 seek=300 oflag=direct status=none 2>/tmp/err; then
+    fail "a write to a failing backing sector succeeded"
+fi
+[ "$(stat_of bad errors)" -ge 2 ] || fail "errors not counted: $(stat_of bad errors)"
+echo "ok: EIO on read and write, errors counted: $(stat_of bad errors)"
+peerflash remove bad || fail "remove bad"
+dmsetup remove pfbad || fail "dmsetup remove"
+rmmod peerflash || fail "rmmod"
+echo "passthrough: all checks passed"

@@ -1,0 +1,36 @@
+#!/bin/sh
+# The demo (cargo xtask demo): peerflash at work in one VM. It narrates each step.
+. "$PF_REPO/tests/vm/lib.sh"
+set -u
+SAN=$PF_SAN_DEV
+say() { printf '\n\033[1m# %s\033[0m\n' "$*"; }
+
+say "Devices of this VM: NVMe cache $PF_CACHE_DEV, SAN disk $SAN ($(blockdev --getsize64 $SAN) bytes)"
+say "Load the module and create volume 'vm1' over the SAN"
+modprobe peerflash || fail "modprobe"
+echo "\$ peerflash create vm1 --backing $SAN"
+peerflash create vm1 --backing "$SAN" || fail "create"
+echo "\$ peerflash status vm1"
+peerflash status vm1
+
+say "A VM writes 64 MiB through /dev/pf-vm1 (fio, random 4k and 64k, verified)"
+fio --name=demo --filename=/dev/pf-vm1 --rw=randwrite --bsrange=4k-64k --iodepth=16 --ioengine=libaio \
+    --direct=1 --size=64M --verify=crc32c --verify_fatal=1 --do_verify=1 --randseed=42 \
+    --output-format=terse --terse-version=3 > /tmp/demo.fio || fail "fio"
+awk -F';' '{ printf "write: %s KiB/s, %s IOPS; verify read: %s KiB/s\n", $48, $49, $7 }' /tmp/demo.fio
+echo "\$ dd ... oflag=direct,dsync; sync  (a FUA write and a flush)"
+dd if=/dev/urandom of=/dev/pf-vm1 bs=4k count=4 seek=20000 oflag=direct,dsync status=none
+sync /dev/pf-vm1 2>/dev/null || blockdev --flushbufs /dev/pf-vm1
+echo "\$ peerflash status vm1 --output json"
+peerflash status vm1 --output json
+
+say "Remove the volume: the SAN holds exactly what was written"
+a=$(dd if=/dev/pf-vm1 bs=1M count=64 iflag=direct status=none | sha256sum | cut -c1-16)
+peerflash remove vm1 || fail "remove"
+b=$(dd if=$SAN bs=1M count=64 iflag=direct status=none | sha256sum | cut -c1-16)
+echo "through the volume: $a   on the SAN afterwards: $b"
+[ "$a" = "$b" ] || fail "the SAN differs"
+fio --name=demo --filename="$SAN" --rw=randwrite --bsrange=4k-64k --iodepth=16 --ioengine=libaio \
+    --direct=1 --size=64M --verify=crc32c --verify_fatal=1 --verify_only --randseed=42 > /dev/null || fail "verify on SAN"
+echo "fio verify of the bare SAN: OK"
+say "Done. (Today peerflash passes I/O through; caching on the NVMe device is the next step.)"

@@ -1,0 +1,14 @@
+//! peerflash-core: the pure, `no_std`, allocation-free logic shared by the peerflash kernel
+//! module and its userspace helper.
+//!
+//! The kernel module compiles these same files into itself with `#[path]` modules (see
+//! `rust/peerflash_main.rs`), so every file here must:
+//! - use only `core` (no `std`, no `alloc`), and refer to sibling modules with `super::`;
+//! - never panic on any input (property tests and fuzzing check this);
+//! - stay free of kernel types, so that it is unit- and property-tested on the host.
+#![no_std]
+#![forbid(unsafe_code)]
+
+pub mod attr;
+pub mod geometry;
+pub mod names;

@@ -1,0 +1,118 @@
+//! `peerflash`: the userspace helper. dmsetup-style verbs over the module's configfs tree.
+
+mod configfs;
+mod volume;
+
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// Exit codes (documented in Documentation/admin-guide.md).
+pub mod exit {
+    /// Success.
+    pub const OK: u8 = 0;
+    /// Any failure not listed below.
+    pub const FAILURE: u8 = 1;
+    /// Bad usage or invalid input refused before anything was changed.
+    pub const INVALID: u8 = 2;
+    /// The volume or device is busy (open, in use, exists already).
+    pub const BUSY: u8 = 3;
+    /// The volume or device does not exist.
+    pub const NOT_FOUND: u8 = 4;
+    /// The peerflash module is not loaded or configfs is not mounted.
+    pub const NO_MODULE: u8 = 5;
+}
+
+#[derive(Parser)]
+#[command(name = "peerflash", version, about = "Manage peerflash cached volumes")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+enum Output {
+    Human,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create a volume NAME stacked over a backing block device; it appears as /dev/pf-NAME.
+    Create {
+        /// Volume name: letters, digits, '_', '.', '-'; at most 28 bytes.
+        name: String,
+        /// The backing ("SAN") block device.
+        #[arg(long)]
+        backing: String,
+    },
+    /// Remove a volume; refused while the volume is open.
+    Remove {
+        /// Volume name.
+        name: String,
+    },
+    /// List volume names, one per line.
+    List,
+    /// Show the state of one volume or of all.
+    Status {
+        /// Volume name; all volumes when absent.
+        name: Option<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Output::Human)]
+        output: Output,
+    },
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let root = configfs::Root::locate()?;
+    match cli.command {
+        Command::Create { name, backing } => {
+            let v = volume::create(&root, &name, &backing)?;
+            println!("created volume {} on {} as {}", name, backing, v.device);
+        }
+        Command::Remove { name } => {
+            volume::remove(&root, &name)?;
+            println!("removed volume {name}");
+        }
+        Command::List => {
+            for name in root.volume_names()? {
+                println!("{name}");
+            }
+        }
+        Command::Status { name, output } => {
+            let names = match name {
+                Some(n) => vec![n],
+                None => root.volume_names()?,
+            };
+            let all = names
+                .iter()
+                .map(|n| volume::status(&root, n))
+                .collect::<Result<Vec<_>>>()?;
+            match output {
+                Output::Json => println!("{}", serde_json::to_string_pretty(&all)?),
+                Output::Human => {
+                    for s in &all {
+                        print!("{}", s.human());
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::from(exit::OK),
+        Err(e) => {
+            eprintln!("peerflash: error: {e:#}");
+            ExitCode::from(
+                e.downcast_ref::<volume::VolumeError>()
+                    .map(volume::VolumeError::exit_code)
+                    .unwrap_or(exit::FAILURE),
+            )
+        }
+    }
+}

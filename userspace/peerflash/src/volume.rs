@@ -1,0 +1,254 @@
+//! Volume verbs: create, remove, status.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::io;
+use std::os::unix::fs::FileTypeExt;
+
+use anyhow::{Context, Result};
+use peerflash_core::{attr, names};
+use serde::Serialize;
+
+use crate::configfs::Root;
+use crate::exit;
+
+/// Linux errno values the module returns (asm-generic/errno-base.h).
+mod errno {
+    pub const ENOENT: i32 = 2;
+    pub const ENXIO: i32 = 6;
+    pub const ENOTBLK: i32 = 15;
+    pub const EBUSY: i32 = 16;
+    pub const EEXIST: i32 = 17;
+    pub const EINVAL: i32 = 22;
+}
+
+/// Failures with a meaning of their own: each maps to a documented exit code.
+#[derive(Debug, thiserror::Error)]
+pub enum VolumeError {
+    /// Input refused before anything was changed.
+    #[error("{0}")]
+    Invalid(String),
+    /// The volume or device is busy.
+    #[error("{0}")]
+    Busy(String),
+    /// The volume or device does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// The module or configfs is missing.
+    #[error("{0}")]
+    NoModule(String),
+}
+
+impl VolumeError {
+    /// The exit code for this failure.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            VolumeError::Invalid(_) => exit::INVALID,
+            VolumeError::Busy(_) => exit::BUSY,
+            VolumeError::NotFound(_) => exit::NOT_FOUND,
+            VolumeError::NoModule(_) => exit::NO_MODULE,
+        }
+    }
+}
+
+fn check_name(name: &str) -> Result<()> {
+    names::validate_volume_name(name.as_bytes()).map_err(|e| {
+        VolumeError::Invalid(format!("invalid volume name {name:?}: {}", e.describe())).into()
+    })
+}
+
+fn check_backing(backing: &str) -> Result<()> {
+    attr::parse_path(backing.as_bytes()).map_err(|e| {
+        VolumeError::Invalid(format!("invalid backing device path {backing:?}: {}", e.describe()))
+    })?;
+    let meta = match std::fs::metadata(backing) {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Err(
+                VolumeError::NotFound(format!("backing device {backing} does not exist")).into()
+            )
+        }
+        Err(e) => return Err(e).with_context(|| format!("cannot examine {backing}")),
+    };
+    if !meta.file_type().is_block_device() {
+        return Err(VolumeError::Invalid(format!("{backing} is not a block device")).into());
+    }
+    Ok(())
+}
+
+/// What `create` made.
+pub struct Created {
+    /// The volume's block device path.
+    pub device: String,
+}
+
+/// Turns a failed write to `enable` into a message that says why, using the module's
+/// `last_error` attribute when it has one.
+fn enable_error(root: &Root, name: &str, backing: &str, err: io::Error) -> anyhow::Error {
+    let detail = root.read(name, "last_error").unwrap_or_default();
+    let detail = if detail.is_empty() { err.to_string() } else { detail };
+    let msg = format!("cannot create volume {name} on {backing}: {detail}");
+    match err.raw_os_error() {
+        Some(errno::EBUSY) | Some(errno::EEXIST) => VolumeError::Busy(msg).into(),
+        Some(errno::ENOENT) | Some(errno::ENXIO) => VolumeError::NotFound(msg).into(),
+        Some(errno::EINVAL) | Some(errno::ENOTBLK) => VolumeError::Invalid(msg).into(),
+        _ => anyhow::anyhow!(msg),
+    }
+}
+
+/// Creates volume `name` over `backing` and enables it.
+pub fn create(root: &Root, name: &str, backing: &str) -> Result<Created> {
+    check_name(name)?;
+    check_backing(backing)?;
+    let dir = root.dir(name);
+    match std::fs::create_dir(&dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            return Err(VolumeError::Busy(format!("volume {name} already exists")).into())
+        }
+        Err(e) => return Err(e).with_context(|| format!("cannot create {}", dir.display())),
+    }
+    let result = root
+        .write(name, "backing", backing)
+        .and_then(|()| root.write(name, "enable", "1"));
+    if let Err(e) = result {
+        let err = enable_error(root, name, backing, e);
+        // Leave nothing behind: the volume was never enabled, so removing its directory is safe.
+        if let Err(rm) = std::fs::remove_dir(&dir) {
+            return Err(err.context(format!(
+                "and cleaning up {} failed too: {rm}",
+                dir.display()
+            )));
+        }
+        return Err(err);
+    }
+    Ok(Created { device: format!("/dev/{}", root.read(name, "device")?) })
+}
+
+/// Disables and removes volume `name`; refused while it is open.
+pub fn remove(root: &Root, name: &str) -> Result<()> {
+    check_name(name)?;
+    if !root.dir(name).is_dir() {
+        return Err(VolumeError::NotFound(format!("volume {name} does not exist")).into());
+    }
+    if let Err(e) = root.write(name, "enable", "0") {
+        if e.raw_os_error() == Some(errno::EBUSY) {
+            let openers = root.read(name, "openers").unwrap_or_else(|_| "?".into());
+            return Err(VolumeError::Busy(format!(
+                "volume {name} is open ({openers} opener(s)); close it first"
+            ))
+            .into());
+        }
+        return Err(e).with_context(|| format!("cannot disable volume {name}"));
+    }
+    std::fs::remove_dir(root.dir(name))
+        .with_context(|| format!("cannot remove {}", root.dir(name).display()))
+}
+
+/// The state of one volume, as `status` shows it.
+#[derive(Debug, Serialize)]
+pub struct Status {
+    /// Volume name.
+    pub name: String,
+    /// Whether the block device exists.
+    pub enabled: bool,
+    /// Backing device path.
+    pub backing: String,
+    /// Block device path, when enabled.
+    pub device: Option<String>,
+    /// major:minor, when enabled.
+    pub dev: Option<String>,
+    /// Capacity in bytes.
+    pub size_bytes: u64,
+    /// How many times the block device is open.
+    pub openers: u64,
+    /// I/O counters.
+    pub stats: BTreeMap<String, u64>,
+}
+
+impl Status {
+    /// drbdadm-like indented `key: value` form.
+    pub fn human(&self) -> String {
+        let mut s = String::new();
+        let _ = writeln!(s, "{}:", self.name);
+        let _ = writeln!(s, "  state: {}", if self.enabled { "enabled" } else { "disabled" });
+        let _ = writeln!(s, "  backing: {}", self.backing);
+        let _ = writeln!(s, "  device: {}", self.device.as_deref().unwrap_or("-"));
+        let _ = writeln!(s, "  size: {} bytes", self.size_bytes);
+        let _ = writeln!(s, "  openers: {}", self.openers);
+        let _ = writeln!(s, "  stats:");
+        for (k, v) in &self.stats {
+            let _ = writeln!(s, "    {k}: {v}");
+        }
+        s
+    }
+}
+
+fn parse_num(name: &str, attr: &str, text: &str) -> Result<u64> {
+    attr::parse_u64(text.as_bytes())
+        .map_err(|e| anyhow::anyhow!("volume {name}: attribute {attr} = {text:?}: {}", e.describe()))
+}
+
+/// Parses the module's `stats` attribute: one `key value` pair per line.
+pub fn parse_stats(name: &str, text: &str) -> Result<BTreeMap<String, u64>> {
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let (k, v) = l
+                .split_once(' ')
+                .ok_or_else(|| anyhow::anyhow!("volume {name}: malformed stats line {l:?}"))?;
+            Ok((k.to_string(), parse_num(name, k, v.trim())?))
+        })
+        .collect()
+}
+
+/// Reads the state of volume `name`.
+pub fn status(root: &Root, name: &str) -> Result<Status> {
+    check_name(name)?;
+    if !root.dir(name).is_dir() {
+        return Err(VolumeError::NotFound(format!("volume {name} does not exist")).into());
+    }
+    let read = |attr: &str| {
+        root.read(name, attr)
+            .with_context(|| format!("cannot read attribute {attr} of volume {name}"))
+    };
+    let enabled = attr::parse_bool(read("enable")?.as_bytes()).unwrap_or(false);
+    let device = Some(read("device")?).filter(|d| !d.is_empty()).map(|d| format!("/dev/{d}"));
+    let dev = Some(read("dev")?).filter(|d| !d.is_empty());
+    Ok(Status {
+        name: name.to_string(),
+        enabled,
+        backing: read("backing")?,
+        device,
+        dev,
+        size_bytes: parse_num(name, "size", &read("size")?)? * 512,
+        openers: parse_num(name, "openers", &read("openers")?)?,
+        stats: parse_stats(name, &read("stats")?)?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stats_parse() {
+        let s = parse_stats("v", "reads 3\nwrites 4\n\n").unwrap();
+        assert_eq!(s.get("reads"), Some(&3));
+        assert_eq!(s.get("writes"), Some(&4));
+        assert!(parse_stats("v", "reads x\n").is_err());
+        assert!(parse_stats("v", "reads\n").is_err());
+    }
+
+    #[test]
+    fn bad_input_is_refused_before_touching_configfs() {
+        let e = check_name("a/b").unwrap_err();
+        assert!(e.to_string().contains("invalid volume name"), "{e}");
+        let e = check_backing("/nonexistent/dev").unwrap_err();
+        assert!(e.to_string().contains("does not exist"), "{e}");
+        let e = check_backing("/etc/hostname").unwrap_err();
+        assert!(e.to_string().contains("not a block device"), "{e}");
+        let e = check_backing("relative").unwrap_err();
+        assert!(e.to_string().contains("absolute"), "{e}");
+    }
+}

@@ -1,0 +1,109 @@
+//! `cargo xtask`: sets up the toolchain and kernel, builds the module and helper, boots test VMs
+//! and clusters, runs the tests and the demo. See Documentation/build-and-test.md.
+
+mod build;
+mod cluster;
+mod demo;
+mod env;
+mod setup;
+mod test;
+mod vm;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "Build, boot and test peerflash")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Install what the machine lacks, fetch and build the test kernel (cached).
+    Setup,
+    /// Build the kernel module and the userspace crates.
+    Build,
+    /// Boot one VM with an NVMe cache device and a virtio-blk SAN disk and run COMMAND in it.
+    Vm {
+        /// Image file of the NVMe cache device (created if missing).
+        #[arg(long)]
+        cache_image: Option<PathBuf>,
+        /// Image file of the SAN disk (created if missing).
+        #[arg(long)]
+        san_image: Option<PathBuf>,
+        /// Guest memory in MiB.
+        #[arg(long, default_value_t = 2048)]
+        mem: u32,
+        /// Seconds before the VM is killed.
+        #[arg(long, default_value_t = 1800)]
+        timeout: u64,
+        /// Command and arguments to run in the guest.
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+    /// Boot a cluster of N VMs on a private network in a new network namespace and run its smoke
+    /// scenario (reachability, shared SAN, node kill and restart, link cut and restore).
+    Cluster {
+        /// Number of nodes.
+        #[arg(long, default_value_t = 2)]
+        nodes: usize,
+    },
+    /// Run the host unit tests, then the VM tests; prints `N passed, N failed`.
+    Test {
+        /// Only run VM tests whose name contains this.
+        #[arg(long)]
+        filter: Option<String>,
+        /// Skip the VM tests.
+        #[arg(long)]
+        host_only: bool,
+    },
+    /// The main job: show peerflash at work in a VM.
+    Demo,
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Setup => {
+            setup::setup()?;
+        }
+        Command::Build => {
+            let k = setup::setup()?;
+            build::build(&k)?;
+        }
+        Command::Vm { cache_image, san_image, mem, timeout, command } => {
+            let k = setup::setup()?;
+            let b = build::build(&k)?;
+            let code = vm::run_interactive(&k, &b, cache_image, san_image, mem, timeout, &command)?;
+            return Ok(ExitCode::from(code));
+        }
+        Command::Cluster { nodes } => {
+            let k = setup::setup()?;
+            let b = build::build(&k)?;
+            cluster::smoke(&k, &b, nodes)?;
+        }
+        Command::Test { filter, host_only } => {
+            return test::run(filter.as_deref(), host_only);
+        }
+        Command::Demo => {
+            let k = setup::setup()?;
+            let b = build::build(&k)?;
+            demo::run(&k, &b)?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("xtask: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

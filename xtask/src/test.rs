@@ -1,0 +1,224 @@
+//! `cargo xtask test`: host unit tests, then the VM tests, then a report with the wall time of
+//! each phase and the closing line `N passed, N failed`.
+//!
+//! VM tests are the scripts `tests/vm/cases/*.sh` (each boots its own VM with fresh images and
+//! passes when it exits 0, its kernel log shows no warning, bug or lockdep report, and lockdep
+//! was on), plus two scenarios driven from here: the VM exit status and the cluster smoke test.
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+
+use crate::build::{self, Built};
+use crate::cluster;
+use crate::env::{self, phase};
+use crate::setup::{self, Kernel};
+use crate::vm::{Vm, VmConfig};
+
+struct Outcome {
+    name: String,
+    passed: bool,
+    took: Duration,
+    detail: String,
+}
+
+/// Sums `test result: ... N passed; M failed` lines of cargo test output.
+fn count_cargo_results(out: &str) -> (u64, u64) {
+    let mut passed = 0;
+    let mut failed = 0;
+    for l in out.lines().filter(|l| l.starts_with("test result:")) {
+        let num_before = |word: &str| -> u64 {
+            l.split(';')
+                .find(|p| p.contains(word))
+                .and_then(|p| p.split_whitespace().rev().nth(1).and_then(|n| n.parse().ok()))
+                .unwrap_or(0)
+        };
+        passed += num_before("passed");
+        failed += num_before("failed");
+    }
+    (passed, failed)
+}
+
+fn host_tests() -> Result<(u64, u64)> {
+    let repo = env::repo_root();
+    let out = duct::cmd!("cargo", "test", "--workspace", "--release", "--no-fail-fast")
+        .dir(&repo)
+        .stderr_to_stdout()
+        .unchecked()
+        .read()
+        .context("cannot run cargo test")?;
+    std::fs::create_dir_all(repo.join("target"))?;
+    std::fs::write(repo.join("target/host-tests.log"), &out)?;
+    let (p, f) = count_cargo_results(&out);
+    if f > 0 || p == 0 {
+        eprintln!("{out}");
+    }
+    eprintln!("    host tests: {p} passed, {f} failed (log: target/host-tests.log)");
+    Ok((p, f))
+}
+
+/// Checks a VM's kernel log and lockdep state; returns what is wrong.
+fn kernel_verdict(run_dir: &Path) -> Option<String> {
+    let log = std::fs::read_to_string(run_dir.join("dmesg.txt")).unwrap_or_default();
+    if log.is_empty() {
+        return Some("no kernel log (the VM did not finish its command)".into());
+    }
+    let bad = cluster::kernel_log_problems(&log);
+    if !bad.is_empty() {
+        return Some(format!("kernel log shows:\n{}", bad.join("\n")));
+    }
+    match std::fs::read_to_string(run_dir.join("lockdep")).map(|s| s.trim().to_string()) {
+        Ok(s) if s == "on" => None,
+        _ => Some("lockdep was not on in the test kernel".into()),
+    }
+}
+
+fn tail(path: &Path, n: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+fn vm_case(k: &Kernel, b: &Built, script: &Path) -> Result<Outcome> {
+    let name = script.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let dir = env::repo_root().join("target/vm-tests").join(&name);
+    let _ = std::fs::remove_dir_all(&dir);
+    let cfg = VmConfig::new(&format!("t-{name}"), &dir);
+    let console = dir.join("console.log");
+    let start = Instant::now();
+    std::fs::create_dir_all(&dir)?;
+    let mut vm = Vm::spawn(k, b, &cfg, &["sh".into(), script.display().to_string()], Some(&console))?;
+    let rc = vm.wait(Duration::from_secs(2400))?;
+    let took = start.elapsed();
+    let mut detail = String::new();
+    let passed = match rc {
+        Some(0) => match kernel_verdict(&cfg.run_dir) {
+            None => true,
+            Some(why) => {
+                detail = why;
+                false
+            }
+        },
+        Some(code) => {
+            detail = format!("exited {code}; console tail:\n{}", tail(&console, 40));
+            false
+        }
+        None => {
+            detail = format!("the VM died or timed out; console tail:\n{}", tail(&console, 40));
+            false
+        }
+    };
+    Ok(Outcome { name, passed, took, detail })
+}
+
+fn exit_status_case(k: &Kernel, b: &Built) -> Result<Outcome> {
+    let dir = env::repo_root().join("target/vm-tests/vm-exit-status");
+    let _ = std::fs::remove_dir_all(&dir);
+    let cfg = VmConfig::new("t-exit", &dir);
+    let start = Instant::now();
+    std::fs::create_dir_all(&dir)?;
+    let cmd = ["sh".to_string(), "-c".into(), "exit 7".into()];
+    let mut vm = Vm::spawn(k, b, &cfg, &cmd, Some(&dir.join("console.log")))?;
+    let rc = vm.wait(Duration::from_secs(600))?;
+    Ok(Outcome {
+        name: "vm-exit-status".into(),
+        passed: rc == Some(7),
+        took: start.elapsed(),
+        detail: format!("`sh -c 'exit 7'` in the VM gave {rc:?}, expected Some(7)"),
+    })
+}
+
+fn cluster_case(k: &Kernel, b: &Built) -> Outcome {
+    let start = Instant::now();
+    let r = cluster::smoke(k, b, 2);
+    Outcome {
+        name: "cluster-smoke".into(),
+        passed: r.is_ok(),
+        took: start.elapsed(),
+        detail: r.err().map(|e| format!("{e:#}")).unwrap_or_default(),
+    }
+}
+
+/// Runs everything; `filter` selects VM tests by name.
+pub fn run(filter: Option<&str>, host_only: bool) -> Result<ExitCode> {
+    let (mut passed, mut failed) = phase("host tests", host_tests)?;
+    if !host_only {
+        let k = setup::setup()?;
+        let b = build::build(&k)?;
+        let cases_dir = env::repo_root().join("tests/vm/cases");
+        let mut scripts: Vec<_> = std::fs::read_dir(&cases_dir)
+            .with_context(|| format!("cannot list {}", cases_dir.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "sh"))
+            .collect();
+        scripts.sort();
+        let wanted = |name: &str| filter.is_none_or(|f| name.contains(f));
+        let mut outcomes = Vec::new();
+        phase("VM tests", || {
+            if wanted("vm-exit-status") {
+                outcomes.push(exit_status_case(&k, &b)?);
+                report(outcomes.last());
+            }
+            for s in &scripts {
+                let name = s.file_stem().map(|x| x.to_string_lossy().into_owned()).unwrap_or_default();
+                if wanted(&name) {
+                    eprintln!("    running {name}");
+                    outcomes.push(vm_case(&k, &b, s)?);
+                    report(outcomes.last());
+                }
+            }
+            if wanted("cluster-smoke") {
+                eprintln!("    running cluster-smoke");
+                outcomes.push(cluster_case(&k, &b));
+                report(outcomes.last());
+            }
+            Ok(())
+        })?;
+        for o in &outcomes {
+            if o.passed {
+                passed += 1;
+            } else {
+                failed += 1;
+            }
+        }
+    }
+    eprintln!("\nphase wall times:");
+    for (name, took) in env::phases() {
+        eprintln!("  {name:<28} {:>8.1} s", took.as_secs_f64());
+    }
+    println!("{passed} passed, {failed} failed");
+    Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+fn report(o: Option<&Outcome>) {
+    if let Some(o) = o {
+        let verdict = if o.passed { "PASS" } else { "FAIL" };
+        eprintln!("    {verdict} {} ({:.0} s)", o.name, o.took.as_secs_f64());
+        if !o.passed {
+            eprintln!("{}", o.detail);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_cargo_summaries() {
+        let out = "test result: ok. 7 passed; 0 failed; 0 ignored\n\
+                   noise\n\
+                   test result: FAILED. 2 passed; 1 failed; 0 ignored; 0 measured\n";
+        assert_eq!(count_cargo_results(out), (9, 1));
+        assert_eq!(count_cargo_results("nothing"), (0, 0));
+    }
+
+    #[test]
+    fn kernel_log_problems_are_found() {
+        let log = "[ 1.0] ok\n[ 2.0] WARNING: CPU: 0 PID: 1 at x\n[ 3.0] fine\n";
+        assert_eq!(cluster::kernel_log_problems(log).len(), 1);
+        assert!(cluster::kernel_log_problems("all good\n").is_empty());
+    }
+}
