@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use anyhow::Result;
 use clap::{Parser, Subcommand, ValueEnum};
 
-/// Exit codes (documented in Documentation/admin-guide.md).
+/// Exit codes (documented in Documentation/control-interface.md).
 pub mod exit {
     /// Success.
     pub const OK: u8 = 0;
