@@ -32,9 +32,13 @@ impl BioSet {
     pub(crate) fn new() -> impl PinInit<Self, Error> {
         try_pin_init!(Self {
             inner <- Opaque::try_ffi_init(|slot: *mut bindings::bio_set| {
-                // SAFETY: `slot` points to memory for a `bio_set` that stays pinned; `bioset_init`
-                // zeroes and initialises it.
-                to_result(unsafe { bindings::bioset_init(slot, POOL_SIZE, 0, 0) })
+                // SAFETY: `slot` points to memory for a `bio_set` that stays pinned. `bioset_init`
+                // expects zeroed memory (C callers embed it in kzalloc'ed structs): it leaves
+                // fields such as the per-cpu `cache` pointer untouched when unused.
+                unsafe {
+                    core::ptr::write_bytes(slot, 0, 1);
+                    to_result(bindings::bioset_init(slot, POOL_SIZE, 0, 0))
+                }
             }),
         })
         // INVARIANT: `bioset_init` succeeded.

@@ -47,6 +47,7 @@ pub fn build(k: &Kernel) -> Result<Built> {
     })?;
     let modroot = repo.join("target/vm/modroot");
     let moddir = modroot.join("lib/modules").join(&k.release);
+    std::fs::create_dir_all(&modroot)?;
     duct::cmd!("rsync", "-a", "--delete", format!("{}/", k.modroot.display()), format!("{}/", modroot.display()))
         .run()
         .context("cannot copy the kernel's modules")?;

@@ -35,7 +35,7 @@ step "duplicate name"
 expect_refusal 3 "already exists" peerflash create v1 --backing /dev/loop1
 step "bad names"
 expect_refusal 2 "invalid volume name" peerflash create "a/b" --backing "$SAN"
-expect_refusal 2 "invalid volume name" peerflash create "-x" --backing "$SAN"
+expect_refusal 2 "invalid volume name" peerflash create --backing "$SAN" -- "-x"
 expect_refusal 2 "invalid volume name" peerflash create "0123456789012345678901234567890" --backing "$SAN"
 if mkdir "$CFS/bad name" 2>/dev/null; then fail "the kernel accepted a volume named 'bad name'"; fi
 step "invalid attribute values"

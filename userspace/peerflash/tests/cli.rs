@@ -1,0 +1,87 @@
+//! The helper against a fake configfs tree (`PEERFLASH_CONFIGFS`): output formats, exit codes
+//! and refusals that happen before the kernel is asked. The real kernel side is covered by the
+//! VM tests (tests/vm/cases/).
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn peerflash(root: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_peerflash"))
+        .env("PEERFLASH_CONFIGFS", root)
+        .args(args)
+        .output()
+        .expect("run peerflash")
+}
+
+fn fake_volume(root: &Path, name: &str, enabled: bool) {
+    let d = root.join(name);
+    std::fs::create_dir_all(&d).unwrap();
+    let w = |f: &str, v: &str| std::fs::write(d.join(f), v).unwrap();
+    w("backing", "/dev/vda\n");
+    w("enable", if enabled { "1\n" } else { "0\n" });
+    w("device", if enabled { "pf-vm1\n" } else { "\n" });
+    w("dev", if enabled { "252:0\n" } else { "\n" });
+    w("size", "2048\n");
+    w("openers", "1\n");
+    w("last_error", "\n");
+    w("stats", "reads 5\nwrites 7\nerrors 0\n");
+}
+
+#[test]
+fn status_human_and_json() {
+    let t = tempfile::tempdir().unwrap();
+    fake_volume(t.path(), "vm1", true);
+    let out = peerflash(t.path(), &["status", "vm1"]);
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("vm1:\n  state: enabled\n"), "{text}");
+    assert!(text.contains("  device: /dev/pf-vm1\n"), "{text}");
+    assert!(text.contains("  size: 1048576 bytes\n"), "{text}");
+    assert!(text.contains("    writes: 7\n"), "{text}");
+
+    let out = peerflash(t.path(), &["status", "--output", "json"]);
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v[0]["name"], "vm1");
+    assert_eq!(v[0]["device"], "/dev/pf-vm1");
+    assert_eq!(v[0]["dev"], "252:0");
+    assert_eq!(v[0]["size_bytes"], 1048576);
+    assert_eq!(v[0]["openers"], 1);
+    assert_eq!(v[0]["stats"]["reads"], 5);
+}
+
+#[test]
+fn list_is_sorted() {
+    let t = tempfile::tempdir().unwrap();
+    fake_volume(t.path(), "b", false);
+    fake_volume(t.path(), "a", false);
+    let out = peerflash(t.path(), &["list"]);
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), "a\nb\n");
+}
+
+#[test]
+fn refusals_have_exit_codes_and_reasons() {
+    let t = tempfile::tempdir().unwrap();
+    let cases: [(&[&str], i32, &str); 5] = [
+        (&["create", "a/b", "--backing", "/dev/vda"], 2, "invalid volume name"),
+        (&["create", "v", "--backing", "/nonexistent/dev"], 4, "does not exist"),
+        (&["create", "v", "--backing", "/etc/hostname"], 2, "is not a block device"),
+        (&["remove", "nothere"], 4, "volume nothere does not exist"),
+        (&["status", "nothere"], 4, "volume nothere does not exist"),
+    ];
+    for (args, code, text) in cases {
+        let out = peerflash(t.path(), args);
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(out.status.code(), Some(code), "{args:?}: {err}");
+        assert!(err.contains(text), "{args:?}: {err}");
+    }
+    // Nothing was created by the refused commands.
+    assert_eq!(std::fs::read_dir(t.path()).unwrap().count(), 0);
+}
+
+#[test]
+fn missing_module_is_reported() {
+    let out = peerflash(Path::new("/nonexistent/configfs"), &["list"]);
+    assert_eq!(out.status.code(), Some(5));
+    assert!(String::from_utf8(out.stderr).unwrap().contains("not loaded"));
+}
