@@ -28,7 +28,10 @@ unsafe impl Send for BioSet {}
 unsafe impl Sync for BioSet {}
 
 impl BioSet {
-    /// Initialises a bio set without front padding or integrity support.
+    /// Initialises a bio set without front padding, with a rescuer: `queue_rq` may run in the
+    /// submitter's context inside `submit_bio_noacct`, where the bios we submit wait on
+    /// `current->bio_list`; if the pool runs dry there, the rescuer issues them so that the
+    /// allocation can make progress (as device-mapper does).
     pub(crate) fn new() -> impl PinInit<Self, Error> {
         try_pin_init!(Self {
             inner <- Opaque::try_ffi_init(|slot: *mut bindings::bio_set| {
@@ -37,7 +40,12 @@ impl BioSet {
                 // fields such as the per-cpu `cache` pointer untouched when unused.
                 unsafe {
                     core::ptr::write_bytes(slot, 0, 1);
-                    to_result(bindings::bioset_init(slot, POOL_SIZE, 0, 0))
+                    to_result(bindings::bioset_init(
+                        slot,
+                        POOL_SIZE,
+                        0,
+                        bindings::BIOSET_NEED_RESCUER as i32,
+                    ))
                 }
             }),
         })

@@ -40,12 +40,27 @@ fn ip_ns(ns: &str, args: &[&str]) -> Result<()> {
     Ok(())
 }
 
+/// Deletes namespaces `pf-PID` left behind by runs that were killed (PID no longer running).
+fn remove_stale_namespaces() {
+    let list = duct::cmd!("ip", "netns", "list").stderr_null().read().unwrap_or_default();
+    for name in list.lines().filter_map(|l| l.split_whitespace().next()) {
+        let stale = name
+            .strip_prefix("pf-")
+            .and_then(|pid| pid.parse::<u32>().ok())
+            .is_some_and(|pid| !std::path::Path::new(&format!("/proc/{pid}")).exists());
+        if stale {
+            let _ = duct::cmd!("ip", "netns", "del", name).stderr_null().unchecked().run();
+        }
+    }
+}
+
 impl<'a> Cluster<'a> {
     /// Creates the namespace, bridge and taps for `n` nodes below `dir` (nothing booted yet).
     pub fn new(k: &'a Kernel, b: &'a Built, n: usize, dir: PathBuf) -> Result<Self> {
         if n == 0 || n > 200 {
             bail!("a cluster has 1 to 200 nodes, not {n}");
         }
+        remove_stale_namespaces();
         let ns = format!("pf-{}", std::process::id());
         let _ = duct::cmd!("ip", "netns", "del", &ns).stderr_null().unchecked().run();
         duct::cmd!("ip", "netns", "add", &ns).run().context("cannot create a network namespace (need root)")?;

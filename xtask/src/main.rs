@@ -99,7 +99,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
 }
 
 fn main() -> ExitCode {
-    match run(Cli::parse()) {
+    let cli = Cli::parse();
+    vm::kill_vms_on_interrupt();
+    match run(cli) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("xtask: error: {e:#}");

@@ -115,7 +115,7 @@ fn install_packages() -> Result<()> {
         .stdout_null()
         .run()
         .context("apt-get update failed: no network to the Debian archive?")?;
-    let mut args = vec!["install", "-y", "-q", "--no-install-recommends"];
+    let mut args = vec!["install", "-y", "-q"];
     args.extend(&missing);
     duct::cmd("apt-get", args)
         .env("DEBIAN_FRONTEND", "noninteractive")
@@ -354,7 +354,8 @@ fn check_config(config: &Path) -> Result<()> {
         "CONFIG_RUST=y", "CONFIG_PROVE_LOCKING=y", "CONFIG_DEBUG_ATOMIC_SLEEP=y", "CONFIG_BLK_DEV_NVME=y",
         "CONFIG_VIRTIO_BLK=y", "CONFIG_VIRTIO_NET=y", "CONFIG_VIRTIO_CONSOLE=y", "CONFIG_NET_9P_VIRTIO=y",
         "CONFIG_CONFIGFS_FS=y", "CONFIG_DM_DELAY=m", "CONFIG_DM_WRITECACHE=m", "CONFIG_BCACHE=m",
-        "CONFIG_BLK_DEV_NULL_BLK=m", "CONFIG_ACPI=y", "CONFIG_FAIL_MAKE_REQUEST=y",
+        "CONFIG_BLK_DEV_NULL_BLK=m", "CONFIG_ACPI=y", "CONFIG_FAIL_MAKE_REQUEST=y", "CONFIG_SYSVIPC=y",
+        "CONFIG_DETECT_HUNG_TASK=y", "CONFIG_NET_SCH_NETEM=y",
     ];
     let missing: Vec<&str> = need.iter().copied().filter(|o| !text.lines().any(|l| l == *o)).collect();
     if !missing.is_empty() {

@@ -95,6 +95,24 @@ fn ensure_image(path: &Path, size: u64) -> Result<()> {
     Ok(())
 }
 
+/// Process groups of the VMs this process started, killed on Ctrl-C.
+static LIVE: std::sync::Mutex<Vec<libc::pid_t>> = std::sync::Mutex::new(Vec::new());
+
+/// Kills every VM this process started when it is interrupted (VMs run in their own process
+/// groups, so the terminal's SIGINT does not reach them).
+pub fn kill_vms_on_interrupt() {
+    let _ = ctrlc::set_handler(|| {
+        if let Ok(live) = LIVE.lock() {
+            for pgid in live.iter() {
+                // SAFETY: sends SIGKILL to a process group this process created.
+                unsafe { libc::kill(-*pgid, libc::SIGKILL) };
+            }
+        }
+        eprintln!("xtask: interrupted; VMs killed");
+        std::process::exit(130);
+    });
+}
+
 /// A running VM. Dropping it kills the VM.
 pub struct Vm {
     child: Child,
@@ -184,6 +202,9 @@ impl Vm {
             cmd.stdout(f.try_clone()?).stderr(f);
         }
         let child = cmd.spawn().with_context(|| format!("cannot start VM {}", cfg.name))?;
+        if let Ok(mut live) = LIVE.lock() {
+            live.push(child.id() as libc::pid_t);
+        }
         Ok(Vm { child, run_dir: cfg.run_dir.clone() })
     }
 
@@ -211,6 +232,9 @@ impl Vm {
         // SAFETY: sends SIGKILL to the process group this VM was started in (its own).
         unsafe { libc::kill(-pgid, libc::SIGKILL) };
         let _ = self.child.wait();
+        if let Ok(mut live) = LIVE.lock() {
+            live.retain(|p| *p != pgid);
+        }
     }
 
     /// Whether the VM is still running.

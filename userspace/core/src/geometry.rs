@@ -80,7 +80,7 @@ pub fn limits_for(b: &Backing) -> Result<Limits, GeometryError> {
         return Err(GeometryError::BadBlockSize);
     }
     let lbs_sectors = u64::from(b.logical_block_size) / SECTOR_SIZE;
-    if b.sectors % lbs_sectors != 0 {
+    if !b.sectors.is_multiple_of(lbs_sectors) {
         return Err(GeometryError::Unaligned);
     }
     // A physical block size the block layer would refuse is replaced by the logical one.
