@@ -25,9 +25,8 @@ unsigned int pf_bdev_physical_block_size(struct block_device *bdev);
 unsigned int pf_bdev_max_discard_sectors(struct block_device *bdev);
 unsigned int pf_bdev_discard_granularity(struct block_device *bdev);
 unsigned int pf_bdev_write_zeroes_sectors(struct block_device *bdev);
+unsigned int pf_bdev_max_hw_sectors(struct block_device *bdev);
 const struct block_device_operations *pf_bdev_fops(struct block_device *bdev);
-bool pf_is_err(const void *ptr);
-long pf_ptr_err(const void *ptr);
 
 gfp_t pf_gfp_noio(void) { return GFP_NOIO; }
 blk_features_t pf_feat_write_cache_fua(void) { return BLK_FEAT_WRITE_CACHE | BLK_FEAT_FUA; }
@@ -61,6 +60,5 @@ unsigned int pf_bdev_physical_block_size(struct block_device *bdev) { return bde
 unsigned int pf_bdev_max_discard_sectors(struct block_device *bdev) { return bdev_max_discard_sectors(bdev); }
 unsigned int pf_bdev_discard_granularity(struct block_device *bdev) { return bdev_discard_granularity(bdev); }
 unsigned int pf_bdev_write_zeroes_sectors(struct block_device *bdev) { return bdev_write_zeroes_sectors(bdev); }
+unsigned int pf_bdev_max_hw_sectors(struct block_device *bdev) { return queue_max_hw_sectors(bdev_get_queue(bdev)); }
 const struct block_device_operations *pf_bdev_fops(struct block_device *bdev) { return bdev->bd_disk->fops; }
-bool pf_is_err(const void *ptr) { return IS_ERR(ptr); }
-long pf_ptr_err(const void *ptr) { return PTR_ERR(ptr); }

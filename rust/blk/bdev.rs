@@ -62,7 +62,7 @@ impl BlockDev {
     /// Size and block sizes of the device.
     pub(crate) fn geometry(&self) -> geometry::Backing {
         let b = self.raw();
-        // SAFETY (all six calls): by the type invariant `b` is a valid, open block device.
+        // SAFETY (all seven calls): by the type invariant `b` is a valid, open block device.
         unsafe {
             geometry::Backing {
                 sectors: ffi::pf_bdev_nr_sectors(b),
@@ -71,6 +71,7 @@ impl BlockDev {
                 max_discard_sectors: ffi::pf_bdev_max_discard_sectors(b),
                 discard_granularity: ffi::pf_bdev_discard_granularity(b),
                 max_write_zeroes_sectors: ffi::pf_bdev_write_zeroes_sectors(b),
+                max_hw_sectors: ffi::pf_bdev_max_hw_sectors(b),
             }
         }
     }

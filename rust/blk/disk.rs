@@ -146,6 +146,7 @@ impl<T: Handler> Disk<T> {
         lim.max_hw_discard_sectors = limits.max_discard_sectors;
         lim.discard_granularity = limits.discard_granularity;
         lim.max_write_zeroes_sectors = limits.max_write_zeroes_sectors;
+        lim.max_hw_sectors = limits.max_hw_sectors;
         // SAFETY: a constant from the C helpers.
         lim.features = unsafe { ffi::pf_feat_write_cache_fua() };
 

@@ -23,6 +23,7 @@ extern "C" {
     pub(crate) fn pf_bdev_max_discard_sectors(bdev: *mut bindings::block_device) -> u32;
     pub(crate) fn pf_bdev_discard_granularity(bdev: *mut bindings::block_device) -> u32;
     pub(crate) fn pf_bdev_write_zeroes_sectors(bdev: *mut bindings::block_device) -> u32;
+    pub(crate) fn pf_bdev_max_hw_sectors(bdev: *mut bindings::block_device) -> u32;
     pub(crate) fn pf_bdev_fops(
         bdev: *mut bindings::block_device,
     ) -> *const bindings::block_device_operations;

@@ -20,6 +20,7 @@ same "$(blockdev --getss $DEV)" "$(blockdev --getss $SAN)" "logical block size"
 same "$(blockdev --getpbsz $DEV)" "$(blockdev --getpbsz $SAN)" "physical block size"
 same "$(cat /sys/block/pf-vol/queue/write_cache)" "write back" "write cache"
 same "$(cat /sys/block/pf-vol/queue/fua)" "1" "fua"
+same "$(cat /sys/block/pf-vol/queue/max_hw_sectors_kb)" "$(cat /sys/block/${SAN#/dev/}/queue/max_hw_sectors_kb)" "max_hw_sectors_kb"
 same "$(cat /sys/block/pf-vol/queue/discard_max_bytes)" "$(cat /sys/block/${SAN#/dev/}/queue/discard_max_bytes)" "discard_max_bytes"
 
 step "fio verify through the volume"

@@ -7,6 +7,9 @@
 /// Sector size used by the block layer for all addresses.
 pub const SECTOR_SIZE: u64 = 512;
 
+/// Sectors in a 4 KiB page: the smallest maximum request size the block layer accepts.
+const PAGE_SECTORS: u32 = 8;
+
 /// What the volume needs to know about its backing device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Backing {
@@ -22,6 +25,8 @@ pub struct Backing {
     pub discard_granularity: u32,
     /// Largest write-zeroes, in sectors; 0 when unsupported.
     pub max_write_zeroes_sectors: u32,
+    /// Largest request the device takes, in sectors.
+    pub max_hw_sectors: u32,
 }
 
 /// The limits the volume advertises.
@@ -39,6 +44,9 @@ pub struct Limits {
     pub discard_granularity: u32,
     /// Largest write-zeroes in sectors (0: none).
     pub max_write_zeroes_sectors: u32,
+    /// Largest request in sectors: the backing device's, at least one page and a whole number
+    /// of logical blocks.
+    pub max_hw_sectors: u32,
 }
 
 /// Why a backing device cannot carry a volume.
@@ -103,6 +111,12 @@ pub fn limits_for(b: &Backing) -> Result<Limits, GeometryError> {
             0
         },
         max_write_zeroes_sectors: b.max_write_zeroes_sectors,
+        max_hw_sectors: {
+            let lbs = b.logical_block_size / SECTOR_SIZE as u32;
+            let floor = (PAGE_SECTORS).max(lbs);
+            let m = b.max_hw_sectors.max(floor);
+            m - m % lbs
+        },
     })
 }
 
@@ -118,6 +132,7 @@ mod tests {
             max_discard_sectors: 0,
             discard_granularity: 0,
             max_write_zeroes_sectors: 0,
+            max_hw_sectors: 2560,
         }
     }
 
@@ -140,7 +155,7 @@ mod tests {
         #[test]
         fn limits_are_always_consistent(sectors in 0u64..1 << 40, lbs_shift in 8u32..14,
                                         pbs_shift in 8u32..14, disc in 0u32..1 << 20,
-                                        gran in 0u32..1 << 20) {
+                                        gran in 0u32..1 << 20, maxhw in 0u32..1 << 16) {
             let b = Backing {
                 sectors,
                 logical_block_size: 1 << lbs_shift,
@@ -148,8 +163,12 @@ mod tests {
                 max_discard_sectors: disc,
                 discard_granularity: gran,
                 max_write_zeroes_sectors: 0,
+                max_hw_sectors: maxhw,
             };
             if let Ok(l) = limits_for(&b) {
+                proptest::prop_assert!(l.max_hw_sectors >= 8);
+                proptest::prop_assert_eq!(l.max_hw_sectors % (l.logical_block_size / 512), 0);
+                proptest::prop_assert!(l.max_hw_sectors <= maxhw.max(8));
                 proptest::prop_assert!(l.sectors > 0);
                 proptest::prop_assert!(l.physical_block_size >= l.logical_block_size);
                 proptest::prop_assert!(l.physical_block_size <= 4096);
