@@ -1,7 +1,7 @@
 #!/bin/sh
 # Runs inside every test VM (as root) before the requested command. Started by xtask (vm.rs),
 # with PF_RUN_DIR (writable, shared with the host), PF_BIN (the helper), PF_REPO, PF_NODE and,
-# on cluster nodes, PF_IP. Leaves the command's exit status in $PF_RUN_DIR/rc and the kernel
+# on cluster nodes, PF_IP and PF_MAC. Leaves the command's exit status in $PF_RUN_DIR/rc and the kernel
 # log in $PF_RUN_DIR/dmesg.txt.
 set -u
 run=${PF_RUN_DIR:?}
@@ -21,6 +21,13 @@ done
 export PF_CACHE_DEV="${PF_CACHE_DEV:-}" PF_SAN_DEV="${PF_SAN_DEV:-}"
 
 if [ -n "${PF_IP:-}" ]; then
+    # virtme-ng's init renames NICs (enp0sN); find ours by the MAC xtask gave it and call it eth0.
+    for n in /sys/class/net/*; do
+        if [ "$(cat "$n/address")" = "${PF_MAC:?}" ] && [ "${n##*/}" != eth0 ]; then
+            ip link set "${n##*/}" down
+            ip link set "${n##*/}" name eth0
+        fi
+    done
     ip link set lo up
     ip addr add "$PF_IP/24" dev eth0
     ip link set eth0 up

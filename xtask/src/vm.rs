@@ -67,7 +67,7 @@ impl VmConfig {
             cache_image: dir.join("cache.img"),
             san_image: dir.join("san.img"),
             cache_size: 512 << 20,
-            san_size: 1 << 30,
+            san_size: 2 << 30,
             mem_mb: 2048,
             cpus: 2,
             run_dir: dir.join("run"),
@@ -139,6 +139,7 @@ impl Vm {
         ];
         if let Some(n) = &cfg.nic {
             guest_env.push(("PF_IP".to_string(), n.ip.clone()));
+            guest_env.push(("PF_MAC".to_string(), n.mac.clone()));
         }
         guest_env.extend(cfg.env.iter().cloned());
         let mut exec = String::from("env");

@@ -40,25 +40,26 @@ done
 
 step "flush, FUA, discard and write-zeroes reach the backing device"
 f0=$(stat_of vol flushes); u0=$(stat_of vol fua_writes)
-dd if=/dev/urandom of=$DEV bs=4k count=8 seek=100 oflag=direct,dsync status=none || fail "dsync write"
-dd if=/dev/urandom of=$DEV bs=4k count=8 seek=200 conv=fsync status=none || fail "fsync write"
+dd if=/dev/urandom of=$DEV bs=4k count=8 seek=$((1100 << 8)) oflag=direct,dsync status=none || fail "dsync write"
+dd if=/dev/urandom of=$DEV bs=4k count=8 seek=$((1110 << 8)) conv=fsync status=none || fail "fsync write"
 [ "$(stat_of vol fua_writes)" -gt "$u0" ] || fail "no FUA write reached the volume"
 [ "$(stat_of vol flushes)" -gt "$f0" ] || fail "no flush reached the volume"
 echo "ok: fua_writes $u0 -> $(stat_of vol fua_writes), flushes $f0 -> $(stat_of vol flushes)"
 if [ "$(cat /sys/block/pf-vol/queue/discard_max_bytes)" != 0 ]; then
-    blkdiscard -o $((900 << 20)) -l $((1 << 20)) $DEV || fail "discard"
+    blkdiscard -o $((1200 << 20)) -l $((1 << 20)) $DEV || fail "discard"
     [ "$(stat_of vol discards)" -gt 0 ] || fail "discard not counted"
     echo "ok: discards $(stat_of vol discards)"
 fi
-dd if=/dev/urandom of=$DEV bs=1M count=1 seek=950 oflag=direct status=none
-blkdiscard -z -o $((950 << 20)) -l $((1 << 20)) $DEV || fail "write zeroes"
-same "$(dd if=$SAN bs=1M count=1 skip=950 iflag=direct status=none | tr -d '\0' | wc -c)" 0 "bytes left non-zero on the SAN after write-zeroes"
+dd if=/dev/urandom of=$DEV bs=1M count=1 seek=1300 oflag=direct status=none
+blkdiscard -z -o $((1300 << 20)) -l $((1 << 20)) $DEV || fail "write zeroes"
+same "$(dd if=$SAN bs=1M count=1 skip=1300 iflag=direct status=none | tr -d '\0' | wc -c)" 0 "bytes left non-zero on the SAN after write-zeroes"
 
 step "the backing device holds the same bytes after removal"
-through=$(dd if=$DEV bs=1M count=1024 iflag=direct status=none | sha256sum)
+# fio wrote the first 1 GiB; the flush/FUA/discard/write-zeroes checks wrote above it.
+through=$(dd if=$DEV bs=1M iflag=direct status=none | sha256sum)
 peerflash remove vol || fail "remove"
 [ ! -e $DEV ] || fail "$DEV still exists after remove"
-direct=$(dd if=$SAN bs=1M count=1024 iflag=direct status=none | sha256sum)
+direct=$(dd if=$SAN bs=1M iflag=direct status=none | sha256sum)
 same "$direct" "$through" "sha256 of the SAN vs. through the volume"
 i=0
 for bs in 4k 64k; do
