@@ -95,6 +95,22 @@ impl<'a> Cluster<'a> {
 
     /// Boots node `i` over its images and waits until its agent answers.
     pub fn start(&mut self, i: usize) -> Result<()> {
+        self.spawn(i)?;
+        self.wait_ready(i)
+    }
+
+    /// Boots every node at once and waits until all agents answer.
+    pub fn start_all(&mut self) -> Result<()> {
+        (0..self.nodes.len()).try_for_each(|i| self.spawn(i))?;
+        (0..self.nodes.len()).try_for_each(|i| self.wait_ready(i))
+    }
+
+    fn console(&self, i: usize) -> PathBuf {
+        self.nodes[i].cfg.run_dir.with_extension("console.log")
+    }
+
+    fn spawn(&mut self, i: usize) -> Result<()> {
+        let console = self.console(i);
         let node = &mut self.nodes[i];
         let run = &node.cfg.run_dir;
         std::fs::create_dir_all(run)?;
@@ -105,10 +121,16 @@ impl<'a> Cluster<'a> {
             }
         }
         let agent = env::repo_root().join("tests/vm/node-agent.sh").display().to_string();
-        let console = run.with_extension("console.log");
         node.vm = Some(Vm::spawn(self.k, self.b, &node.cfg, &["sh".into(), agent], Some(&console))?);
+        node.seq = 0;
+        Ok(())
+    }
+
+    fn wait_ready(&mut self, i: usize) -> Result<()> {
+        let console = self.console(i);
+        let node = &mut self.nodes[i];
         let start = Instant::now();
-        while !run.join("ready").exists() {
+        while !node.cfg.run_dir.join("ready").exists() {
             if start.elapsed() > Duration::from_secs(300) {
                 bail!("node{i} did not come up in 300 s (console: {})", console.display());
             }
@@ -220,7 +242,7 @@ pub fn smoke(k: &Kernel, b: &Built, n: usize) -> Result<()> {
     }
     let dir = env::repo_root().join("target/vm/cluster-smoke");
     let mut c = Cluster::new(k, b, n, dir)?;
-    phase("cluster: boot nodes", || (0..n).try_for_each(|i| c.start(i)))?;
+    phase("cluster: boot nodes", || c.start_all())?;
     let ping = |c: &mut Cluster, from: usize, to: usize| -> Result<bool> {
         let (code, _) = c.exec(from, &format!("ping -c 2 -W 2 {}", Cluster::ip(to)), Duration::from_secs(30))?;
         Ok(code == 0)
