@@ -9,6 +9,7 @@
 #include <linux/blk-mq.h>
 #include <linux/blkdev.h>
 #include <linux/fs.h>
+#include <linux/workqueue.h>
 
 gfp_t pf_gfp_noio(void);
 blk_features_t pf_feat_write_cache_fua(void);
@@ -16,6 +17,10 @@ blk_mode_t pf_open_mode_rw(void);
 blk_opf_t pf_opf_flush(void);
 unsigned int pf_rq_op(struct request *rq);
 bool pf_rq_is_fua(struct request *rq);
+bool pf_rq_in_flush_seq(struct request *rq);
+struct request *pf_rq_from_pdu(void *pdu);
+void pf_init_work(struct work_struct *work, work_func_t func);
+bool pf_queue_work(struct work_struct *work);
 unsigned int pf_bio_op(struct bio *bio);
 unsigned int pf_disk_openers(struct gendisk *disk);
 int pf_disk_claim_for_removal(struct gendisk *disk, bool *removing);
@@ -34,6 +39,10 @@ blk_mode_t pf_open_mode_rw(void) { return BLK_OPEN_READ | BLK_OPEN_WRITE; }
 blk_opf_t pf_opf_flush(void) { return REQ_OP_WRITE | REQ_PREFLUSH; }
 unsigned int pf_rq_op(struct request *rq) { return req_op(rq); }
 bool pf_rq_is_fua(struct request *rq) { return rq->cmd_flags & REQ_FUA; }
+bool pf_rq_in_flush_seq(struct request *rq) { return rq->rq_flags & RQF_FLUSH_SEQ; }
+struct request *pf_rq_from_pdu(void *pdu) { return blk_mq_rq_from_pdu(pdu); }
+void pf_init_work(struct work_struct *work, work_func_t func) { INIT_WORK(work, func); }
+bool pf_queue_work(struct work_struct *work) { return queue_work(system_wq, work); }
 unsigned int pf_bio_op(struct bio *bio) { return bio_op(bio); }
 unsigned int pf_disk_openers(struct gendisk *disk) { return disk_openers(disk); }
 

@@ -15,6 +15,13 @@ extern "C" {
     pub(crate) fn pf_opf_flush() -> bindings::blk_opf_t;
     pub(crate) fn pf_rq_op(rq: *mut bindings::request) -> u32;
     pub(crate) fn pf_rq_is_fua(rq: *mut bindings::request) -> bool;
+    pub(crate) fn pf_rq_in_flush_seq(rq: *mut bindings::request) -> bool;
+    pub(crate) fn pf_rq_from_pdu(pdu: *mut core::ffi::c_void) -> *mut bindings::request;
+    pub(crate) fn pf_init_work(
+        work: *mut bindings::work_struct,
+        func: unsafe extern "C" fn(*mut bindings::work_struct),
+    );
+    pub(crate) fn pf_queue_work(work: *mut bindings::work_struct) -> bool;
     pub(crate) fn pf_disk_openers(disk: *mut bindings::gendisk) -> u32;
     pub(crate) fn pf_disk_claim_for_removal(disk: *mut bindings::gendisk, removing: *mut bool) -> i32;
     pub(crate) fn pf_bdev_nr_sectors(bdev: *mut bindings::block_device) -> u64;

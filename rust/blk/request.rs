@@ -11,7 +11,7 @@ use core::sync::atomic::{AtomicU32, AtomicU8, Ordering};
 use kernel::bindings;
 use kernel::prelude::*;
 use kernel::sync::Arc;
-use kernel::types::ForeignOwnable;
+use kernel::types::{ForeignOwnable, Opaque};
 
 use super::bdev::BlockDev;
 use super::bioset::BioSet;
@@ -55,6 +55,8 @@ pub(crate) struct Pdu {
     pending: AtomicU32,
     /// First non-zero `blk_status_t` of a child bio.
     status: AtomicU8,
+    /// Ends the request from process context (see [`put_ref`]).
+    work: Opaque<bindings::work_struct>,
 }
 
 /// A started request that must be ended exactly once.
@@ -101,7 +103,31 @@ fn to_status(r: Result) -> bindings::blk_status_t {
     }
 }
 
+/// Work function that ends a request deferred by [`put_ref`].
+///
+/// # Safety
+///
+/// Called by the workqueue for the `work` of a request's `Pdu`, queued by [`put_ref`].
+unsafe extern "C" fn end_work<T: Handler>(work: *mut bindings::work_struct) {
+    let pdu = work
+        .cast::<u8>()
+        .wrapping_sub(core::mem::offset_of!(Pdu, work))
+        .cast::<core::ffi::c_void>();
+    // SAFETY: `work` is the `work` field of a request's `Pdu`, so `pdu` is that `Pdu`, which sits
+    // right after its request; the request is not ended yet (that happens here).
+    let rq = unsafe { ffi::pf_rq_from_pdu(pdu) };
+    let status = self::pdu(rq).status.load(Ordering::Acquire);
+    // SAFETY: the last reference was dropped in `put_ref`, which handed the request over here.
+    unsafe { finish::<T>(rq, status) };
+}
+
 /// Drops one reference on a remapped request; the last one ends it.
+///
+/// A request of a flush sequence (our flush requests, and writes with PREFLUSH) takes our
+/// queue's `mq_flush_lock` when it ends. Its last clone may complete inside the backing device's
+/// own flush completion, which holds the backing queue's lock of the same class: ending it there
+/// would nest the two (lockdep reports it, and the order between two queues is not one the block
+/// layer defines). Those requests are ended from a work item; all others end inline.
 ///
 /// # Safety
 ///
@@ -109,11 +135,22 @@ fn to_status(r: Result) -> bindings::blk_status_t {
 /// references counted in its `Pdu::pending`.
 unsafe fn put_ref<T: Handler>(rq: *mut bindings::request) {
     let p = pdu(rq);
-    if p.pending.fetch_sub(1, Ordering::AcqRel) == 1 {
-        let status = p.status.load(Ordering::Acquire);
-        // SAFETY: this was the last reference, so nothing else touches the request.
-        unsafe { finish::<T>(rq, status) };
+    if p.pending.fetch_sub(1, Ordering::AcqRel) != 1 {
+        return;
     }
+    // SAFETY: `rq` is valid; this was the last reference, so the request is ours alone.
+    if unsafe { ffi::pf_rq_in_flush_seq(rq) } {
+        // SAFETY: the `work` of this `Pdu` is idle (each request queues it at most once, after
+        // its last reference), and the request stays allocated until `end_work` ends it.
+        unsafe {
+            ffi::pf_init_work(p.work.get(), end_work::<T>);
+            ffi::pf_queue_work(p.work.get());
+        }
+        return;
+    }
+    let status = p.status.load(Ordering::Acquire);
+    // SAFETY: this was the last reference, so nothing else touches the request.
+    unsafe { finish::<T>(rq, status) };
 }
 
 /// `bi_end_io` of a child bio of a remapped request.
@@ -152,7 +189,7 @@ pub(crate) unsafe extern "C" fn queue_rq_callback<T: Handler>(
     unsafe {
         core::ptr::write(
             bindings::blk_mq_rq_to_pdu(rq) as *mut Pdu,
-            Pdu { pending: AtomicU32::new(0), status: AtomicU8::new(0) },
+            Pdu { pending: AtomicU32::new(0), status: AtomicU8::new(0), work: Opaque::uninit() },
         );
         bindings::blk_mq_start_request(rq);
     }
