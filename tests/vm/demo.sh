@@ -2,6 +2,7 @@
 # The demo (cargo xtask demo): peerflash at work in one VM. It narrates each step.
 . "$PF_REPO/tests/vm/lib.sh"
 set -u
+cd /tmp  # fio writes its verify state files to the working directory
 SAN=$PF_SAN_DEV
 say() { printf '\n\033[1m# %s\033[0m\n' "$*"; }
 

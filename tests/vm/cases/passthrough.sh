@@ -5,6 +5,7 @@
 # bytes written through the volume once the volume is removed.
 . "$PF_REPO/tests/vm/lib.sh"
 set -u
+cd /tmp  # fio writes its verify state files to the working directory
 SAN=$PF_SAN_DEV
 DEV=/dev/pf-vol
 C=/sys/kernel/config/peerflash/vol
@@ -23,18 +24,22 @@ same "$(cat /sys/block/pf-vol/queue/fua)" "1" "fua"
 same "$(cat /sys/block/pf-vol/queue/max_hw_sectors_kb)" "$(cat /sys/block/${SAN#/dev/}/queue/max_hw_sectors_kb)" "max_hw_sectors_kb"
 same "$(cat /sys/block/pf-vol/queue/discard_max_bytes)" "$(cat /sys/block/${SAN#/dev/}/queue/discard_max_bytes)" "discard_max_bytes"
 
+# The four fio jobs, N:BS:QD; job N works on its own 256 MiB region.
+JOBS="0:4k:1 1:4k:16 2:64k:1 3:64k:16"
+# fio_job DEVICE JOB EXTRA...
+fio_job() {
+    dev=$1 n=${2%%:*} bs=${2#*:}
+    qd=${bs#*:} bs=${bs%%:*}
+    shift 2
+    fio --name="v-$bs-qd$qd" --filename="$dev" --rw=randwrite --bs="$bs" --iodepth="$qd" \
+        --ioengine=libaio --direct=1 --offset=$((n * 256))M --size=256M --verify=crc32c \
+        --verify_fatal=1 --randseed=$((1000 + n)) "$@"
+}
+
 step "fio verify through the volume"
-i=0
-for bs in 4k 64k; do
-    for qd in 1 16; do
-        off=$((i * 256))
-        fio --name="v-$bs-qd$qd" --filename=$DEV --rw=randwrite --bs=$bs --iodepth=$qd \
-            --ioengine=libaio --direct=1 --offset=${off}M --size=256M --verify=crc32c \
-            --verify_fatal=1 --do_verify=1 --randseed=$((1000 + i)) \
-            --output-format=terse --terse-version=3 > /tmp/fio-$i.out || fail "fio $bs QD$qd"
-        echo "ok: fio randwrite+verify bs=$bs qd=$qd at ${off}M: $(cut -d';' -f49 /tmp/fio-$i.out) write IOPS"
-        i=$((i + 1))
-    done
+for job in $JOBS; do
+    fio_job $DEV $job --do_verify=1 --output-format=terse --terse-version=3 > /tmp/fio.out || fail "fio $job"
+    echo "ok: fio randwrite+verify bs=$bs QD$qd: $(cut -d';' -f49 /tmp/fio.out) write IOPS"
 done
 [ "$(stat_of vol errors)" = 0 ] || fail "errors counted during fio"
 
@@ -61,15 +66,8 @@ peerflash remove vol || fail "remove"
 [ ! -e $DEV ] || fail "$DEV still exists after remove"
 direct=$(dd if=$SAN bs=1M iflag=direct status=none | sha256sum)
 same "$direct" "$through" "sha256 of the SAN vs. through the volume"
-i=0
-for bs in 4k 64k; do
-    for qd in 1 16; do
-        off=$((i * 256))
-        fio --name="v-$bs-qd$qd" --filename=$SAN --rw=randwrite --bs=$bs --iodepth=$qd \
-            --ioengine=libaio --direct=1 --offset=${off}M --size=256M --verify=crc32c \
-            --verify_fatal=1 --verify_only --randseed=$((1000 + i)) > /dev/null || fail "fio verify_only on the SAN, $bs QD$qd"
-        i=$((i + 1))
-    done
+for job in $JOBS; do
+    fio_job "$SAN" $job --verify_only > /dev/null || fail "fio verify_only on the SAN, bs=$bs QD$qd"
 done
 echo "ok: fio verify_only on the bare SAN"
 
