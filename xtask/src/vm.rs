@@ -116,6 +116,8 @@ pub fn kill_vms_on_interrupt() {
 /// A running VM. Dropping it kills the VM.
 pub struct Vm {
     child: Child,
+    /// Copies the console pipe into the console log until the VM exits.
+    copier: Option<std::thread::JoinHandle<()>>,
     /// The VM's run directory.
     pub run_dir: PathBuf,
 }
@@ -198,15 +200,25 @@ impl Vm {
         let path = format!("{}:{}", venv_bin.display(), std::env::var("PATH").unwrap_or_default());
         let mut cmd = Command::new(&args[0]);
         cmd.args(&args[1..]).env("PATH", path).stdin(Stdio::null()).process_group(0);
+        // The console goes through a pipe: QEMU and vng reopen their stdout by path, which on a
+        // regular file starts a new offset (and truncates) and garbles the log.
+        let mut copier = None;
         if let Some(path) = console {
-            let f = std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
-            cmd.stdout(f.try_clone()?).stderr(f);
+            let mut f = std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+            let (mut reader, writer) = std::io::pipe().context("cannot create a pipe")?;
+            cmd.stdout(writer.try_clone()?).stderr(writer);
+            copier = Some(move || {
+                let _ = std::io::copy(&mut reader, &mut f);
+            });
         }
         let child = cmd.spawn().with_context(|| format!("cannot start VM {}", cfg.name))?;
+        // `cmd` holds the pipe's write end: drop it so the copier sees end-of-file when the VM exits.
+        drop(cmd);
+        let copier = copier.map(std::thread::spawn);
         if let Ok(mut live) = LIVE.lock() {
             live.push(child.id() as libc::pid_t);
         }
-        Ok(Vm { child, run_dir: cfg.run_dir.clone() })
+        Ok(Vm { child, copier, run_dir: cfg.run_dir.clone() })
     }
 
     /// Waits for the VM to power off, at most `timeout`; returns the guest command's exit status,
@@ -223,6 +235,9 @@ impl Vm {
                 break;
             }
             std::thread::sleep(Duration::from_millis(200));
+        }
+        if let Some(c) = self.copier.take() {
+            let _ = c.join();
         }
         Ok(std::fs::read_to_string(self.run_dir.join("rc")).ok().and_then(|s| s.trim().parse().ok()))
     }
