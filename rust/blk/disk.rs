@@ -233,11 +233,12 @@ impl<T: Handler> Drop for Disk<T> {
         // SAFETY: the disk was added; `del_gendisk` waits for requests in flight and detaches
         // the queue from the tag set.
         unsafe { bindings::del_gendisk(g) };
-        // SAFETY: no request can reach the tag set any more (see above).
+        // SAFETY: drops this driver's reference; the last one (maybe an opener's, later) frees
+        // the disk through `free_disk`, without touching the tag set.
+        unsafe { bindings::put_disk(g) };
+        // SAFETY: after `del_gendisk` no request can reach the tag set any more.
         unsafe { bindings::blk_mq_free_tag_set(self.tag_set.get()) };
         // SAFETY: `queue_data` came from `into_foreign` in `new`; nothing calls the handler now.
         drop(unsafe { Arc::<T>::from_foreign(queue_data) });
-        // SAFETY: drops this driver's reference; the last one frees the disk via `free_disk`.
-        unsafe { bindings::put_disk(g) };
     }
 }

@@ -64,6 +64,12 @@ wait $holder 2>/dev/null
 peerflash remove v1 || fail "remove after close"
 expect_refusal 4 "does not exist" peerflash remove v1
 expect_refusal 4 "does not exist" peerflash status v1
+step "rmdir of an enabled volume tears it down (forced removal)"
+peerflash create v5 --backing "$SAN" || fail "create v5"
+rmdir $CFS/v5 || fail "rmdir of an enabled volume"
+[ ! -e /dev/pf-v5 ] || fail "/dev/pf-v5 survived its rmdir"
+peerflash create v6 --backing "$SAN" || fail "the backing device was not released by the rmdir"
+peerflash remove v6 || fail "remove v6"
 same "$(peerflash list)" "" "volumes left"
 rmmod peerflash || fail "rmmod after removing everything"
 expect_refusal 5 "not loaded" peerflash list
