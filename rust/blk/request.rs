@@ -285,7 +285,7 @@ impl<T: Handler> Drop for Request<T> {
     /// A request dropped without being ended is a driver bug; end it with an error rather than
     /// leave the submitter waiting forever.
     fn drop(&mut self) {
-        pr_err!("peerflash: request dropped without being ended\n");
+        pr_err!("request dropped without being ended\n");
         // SAFETY: by the type invariant the request is started and not yet ended.
         unsafe { finish::<T>(self.raw(), to_status(Err(EIO))) };
     }
