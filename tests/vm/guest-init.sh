@@ -2,7 +2,7 @@
 # Runs inside every test VM (as root) before the requested command. Started by xtask (vm.rs),
 # with PF_RUN_DIR (writable, shared with the host), PF_BIN (the helper), PF_REPO, PF_NODE and,
 # on cluster nodes, PF_IP and PF_MAC. Leaves the command's exit status in $PF_RUN_DIR/rc and the kernel
-# log in $PF_RUN_DIR/dmesg.txt.
+# log in $PF_RUN_DIR/dmesg.txt, its output (stdout and stderr) in $PF_RUN_DIR/output.log.
 set -u
 run=${PF_RUN_DIR:?}
 export PATH="$PF_BIN:/usr/sbin:/sbin:$PATH"
@@ -36,8 +36,11 @@ fi
 if [ -e /proc/lockdep ]; then echo on > "$run/lockdep"; else echo off > "$run/lockdep"; fi
 hostname "${PF_NODE:-pf}" 2>/dev/null
 
-"$@"
-rc=$?
+# The console loses lines now and then (seen at both ends of a run); keep a reliable copy of the
+# command's output on the shared directory, which the host shows when a case fails.
+rm -f "$run/output.log" "$run/cmd-rc"
+{ "$@"; echo "$?" > "$run/cmd-rc"; } 2>&1 | tee "$run/output.log"
+rc=$(cat "$run/cmd-rc" 2>/dev/null || echo 255)
 dmesg > "$run/dmesg.txt" 2>&1
 echo "$rc" > "$run/rc"
 sync

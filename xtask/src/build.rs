@@ -48,11 +48,22 @@ pub fn build(k: &Kernel) -> Result<Built> {
     let modroot = repo.join("target/vm/modroot");
     let moddir = modroot.join("lib/modules").join(&k.release);
     std::fs::create_dir_all(&modroot)?;
-    duct::cmd!("rsync", "-a", "--delete", format!("{}/", k.modroot.display()), format!("{}/", modroot.display()))
-        .run()
-        .context("cannot copy the kernel's modules")?;
+    duct::cmd!(
+        "rsync",
+        "-a",
+        "--delete",
+        format!("{}/", k.modroot.display()),
+        format!("{}/", modroot.display())
+    )
+    .run()
+    .context("cannot copy the kernel's modules")?;
     std::fs::create_dir_all(moddir.join("extra"))?;
     std::fs::copy(&ko, moddir.join("extra/peerflash.ko")).context("cannot install peerflash.ko")?;
-    duct::cmd!("depmod", "-b", &modroot, &k.release).run().context("depmod failed")?;
-    Ok(Built { modroot, bin_dir: repo.join("target/release") })
+    duct::cmd!("depmod", "-b", &modroot, &k.release)
+        .run()
+        .context("depmod failed")?;
+    Ok(Built {
+        modroot,
+        bin_dir: repo.join("target/release"),
+    })
 }

@@ -36,20 +36,29 @@ pub struct Cluster<'a> {
 fn ip_ns(ns: &str, args: &[&str]) -> Result<()> {
     let mut full = vec!["-n", ns];
     full.extend_from_slice(args);
-    duct::cmd("ip", &full).stdout_null().run().with_context(|| format!("ip {}", full.join(" ")))?;
+    duct::cmd("ip", &full)
+        .stdout_null()
+        .run()
+        .with_context(|| format!("ip {}", full.join(" ")))?;
     Ok(())
 }
 
 /// Deletes namespaces `pf-PID` left behind by runs that were killed (PID no longer running).
 fn remove_stale_namespaces() {
-    let list = duct::cmd!("ip", "netns", "list").stderr_null().read().unwrap_or_default();
+    let list = duct::cmd!("ip", "netns", "list")
+        .stderr_null()
+        .read()
+        .unwrap_or_default();
     for name in list.lines().filter_map(|l| l.split_whitespace().next()) {
         let stale = name
             .strip_prefix("pf-")
             .and_then(|pid| pid.parse::<u32>().ok())
             .is_some_and(|pid| !std::path::Path::new(&format!("/proc/{pid}")).exists());
         if stale {
-            let _ = duct::cmd!("ip", "netns", "del", name).stderr_null().unchecked().run();
+            let _ = duct::cmd!("ip", "netns", "del", name)
+                .stderr_null()
+                .unchecked()
+                .run();
         }
     }
 }
@@ -62,9 +71,19 @@ impl<'a> Cluster<'a> {
         }
         remove_stale_namespaces();
         let ns = format!("pf-{}", std::process::id());
-        let _ = duct::cmd!("ip", "netns", "del", &ns).stderr_null().unchecked().run();
-        duct::cmd!("ip", "netns", "add", &ns).run().context("cannot create a network namespace (need root)")?;
-        let mut c = Cluster { k, b, ns: ns.clone(), nodes: Vec::new() };
+        let _ = duct::cmd!("ip", "netns", "del", &ns)
+            .stderr_null()
+            .unchecked()
+            .run();
+        duct::cmd!("ip", "netns", "add", &ns)
+            .run()
+            .context("cannot create a network namespace (need root)")?;
+        let mut c = Cluster {
+            k,
+            b,
+            ns: ns.clone(),
+            nodes: Vec::new(),
+        };
         ip_ns(&ns, &["link", "set", "lo", "up"])?;
         ip_ns(&ns, &["link", "add", "pfbr0", "type", "bridge"])?;
         ip_ns(&ns, &["link", "set", "pfbr0", "up"])?;
@@ -82,8 +101,16 @@ impl<'a> Cluster<'a> {
             cfg.mem_mb = 1024;
             cfg.cpus = 1;
             cfg.netns = Some(ns.clone());
-            cfg.nic = Some(Nic { tap, mac: format!("52:54:00:00:02:{:02x}", 11 + i), ip: Self::ip(i) });
-            c.nodes.push(Node { cfg, vm: None, seq: 0 });
+            cfg.nic = Some(Nic {
+                tap,
+                mac: format!("52:54:00:00:02:{:02x}", 11 + i),
+                ip: Self::ip(i),
+            });
+            c.nodes.push(Node {
+                cfg,
+                vm: None,
+                seq: 0,
+            });
         }
         Ok(c)
     }
@@ -120,8 +147,17 @@ impl<'a> Cluster<'a> {
                 let _ = std::fs::remove_file(p);
             }
         }
-        let agent = env::repo_root().join("tests/vm/node-agent.sh").display().to_string();
-        node.vm = Some(Vm::spawn(self.k, self.b, &node.cfg, &["sh".into(), agent], Some(&console))?);
+        let agent = env::repo_root()
+            .join("tests/vm/node-agent.sh")
+            .display()
+            .to_string();
+        node.vm = Some(Vm::spawn(
+            self.k,
+            self.b,
+            &node.cfg,
+            &["sh".into(), agent],
+            Some(&console),
+        )?);
         node.seq = 0;
         Ok(())
     }
@@ -132,11 +168,17 @@ impl<'a> Cluster<'a> {
         let start = Instant::now();
         while !node.cfg.run_dir.join("ready").exists() {
             if start.elapsed() > Duration::from_secs(300) {
-                bail!("node{i} did not come up in 300 s (console: {})", console.display());
+                bail!(
+                    "node{i} did not come up in 300 s (console: {})",
+                    console.display()
+                );
             }
             if let Some(vm) = node.vm.as_mut() {
                 if !vm.running() {
-                    bail!("node{i} exited while booting (console: {})", console.display());
+                    bail!(
+                        "node{i} exited while booting (console: {})",
+                        console.display()
+                    );
                 }
             }
             std::thread::sleep(Duration::from_millis(250));
@@ -157,7 +199,10 @@ impl<'a> Cluster<'a> {
         let rc = run.join(format!("rc-{id}"));
         while !rc.exists() {
             if start.elapsed() > timeout {
-                bail!("node{i}: command timed out after {} s: {script}", timeout.as_secs());
+                bail!(
+                    "node{i}: command timed out after {} s: {script}",
+                    timeout.as_secs()
+                );
             }
             if !node.vm.as_mut().map(Vm::running).unwrap_or(false) {
                 bail!("node{i} is not running");
@@ -199,8 +244,16 @@ impl<'a> Cluster<'a> {
 
     /// Cuts (`up == false`) or restores node `i`'s link.
     pub fn link(&self, i: usize, up: bool) -> Result<()> {
-        let tap = self.nodes[i].cfg.nic.as_ref().map(|n| n.tap.clone()).unwrap_or_default();
-        ip_ns(&self.ns, &["link", "set", &tap, if up { "up" } else { "down" }])
+        let tap = self.nodes[i]
+            .cfg
+            .nic
+            .as_ref()
+            .map(|n| n.tap.clone())
+            .unwrap_or_default();
+        ip_ns(
+            &self.ns,
+            &["link", "set", &tap, if up { "up" } else { "down" }],
+        )
     }
 
     /// Adds latency/loss on node `i`'s NIC (netem inside the guest), e.g. "delay 20ms loss 1%";
@@ -220,17 +273,29 @@ impl Drop for Cluster<'_> {
         for i in 0..self.nodes.len() {
             self.kill(i);
         }
-        let _ = duct::cmd!("ip", "netns", "del", &self.ns).stderr_null().unchecked().run();
+        let _ = duct::cmd!("ip", "netns", "del", &self.ns)
+            .stderr_null()
+            .unchecked()
+            .run();
     }
 }
 
 /// Flags a kernel log that shows a warning, a bug or a lockdep report.
 pub fn kernel_log_problems(log: &str) -> Vec<String> {
     const BAD: [&str; 8] = [
-        "WARNING:", "BUG:", "Oops", "possible recursive locking", "possible circular locking",
-        "inconsistent lock state", "INFO: task", "general protection fault",
+        "WARNING:",
+        "BUG:",
+        "Oops",
+        "possible recursive locking",
+        "possible circular locking",
+        "inconsistent lock state",
+        "INFO: task",
+        "general protection fault",
     ];
-    log.lines().filter(|l| BAD.iter().any(|b| l.contains(b))).map(str::to_string).collect()
+    log.lines()
+        .filter(|l| BAD.iter().any(|b| l.contains(b)))
+        .map(str::to_string)
+        .collect()
 }
 
 /// The cluster smoke scenario: reachability, one shared SAN, a node killed and restarted over its
@@ -244,7 +309,11 @@ pub fn smoke(k: &Kernel, b: &Built, n: usize) -> Result<()> {
     let mut c = Cluster::new(k, b, n, dir)?;
     phase("cluster: boot nodes", || c.start_all())?;
     let ping = |c: &mut Cluster, from: usize, to: usize| -> Result<bool> {
-        let (code, _) = c.exec(from, &format!("ping -c 2 -W 2 {}", Cluster::ip(to)), Duration::from_secs(30))?;
+        let (code, _) = c.exec(
+            from,
+            &format!("ping -c 2 -W 2 {}", Cluster::ip(to)),
+            Duration::from_secs(30),
+        )?;
         Ok(code == 0)
     };
     for i in 0..n {
@@ -259,9 +328,16 @@ pub fn smoke(k: &Kernel, b: &Built, n: usize) -> Result<()> {
     // One SAN: what node0 writes (direct I/O), node1 reads back.
     c.check(0, "head -c 1048576 /dev/urandom > /tmp/pat && dd if=/tmp/pat of=$PF_SAN_DEV bs=1M count=1 seek=7 oflag=direct status=none && sha256sum < /tmp/pat > $PF_RUN_DIR/pat.sum")?;
     let want = std::fs::read_to_string(c.nodes[0].cfg.run_dir.join("pat.sum"))?;
-    let got = c.check(1, "dd if=$PF_SAN_DEV bs=1M count=1 skip=7 iflag=direct status=none | sha256sum")?;
+    let got = c.check(
+        1,
+        "dd if=$PF_SAN_DEV bs=1M count=1 skip=7 iflag=direct status=none | sha256sum",
+    )?;
     if want.trim() != got.trim() {
-        bail!("node1 reads {} from the SAN where node0 wrote {}", got.trim(), want.trim());
+        bail!(
+            "node1 reads {} from the SAN where node0 wrote {}",
+            got.trim(),
+            want.trim()
+        );
     }
     eprintln!("    node1 reads the bytes node0 wrote to the shared SAN");
 
@@ -276,11 +352,17 @@ pub fn smoke(k: &Kernel, b: &Built, n: usize) -> Result<()> {
     if ping(&mut c, 0, 1)? {
         bail!("node1 was killed but still answers pings");
     }
-    c.check(0, "dd if=$PF_SAN_DEV bs=1M count=1 skip=7 iflag=direct status=none > /dev/null")?;
+    c.check(
+        0,
+        "dd if=$PF_SAN_DEV bs=1M count=1 skip=7 iflag=direct status=none > /dev/null",
+    )?;
     eprintln!("    node1 killed; node0 still serves I/O");
     phase("cluster: restart node1", || c.start(1))?;
     let mark = std::fs::read_to_string(c.nodes[1].cfg.run_dir.with_extension("mark"))?;
-    let back = c.check(1, "dd if=$PF_CACHE_DEV bs=4096 count=1 iflag=direct status=none | tr -d '\\0'")?;
+    let back = c.check(
+        1,
+        "dd if=$PF_CACHE_DEV bs=4096 count=1 iflag=direct status=none | tr -d '\\0'",
+    )?;
     if back.trim() != mark.trim() {
         bail!("node1 restarted over another cache image: found {back:?}, expected {mark:?}");
     }

@@ -15,7 +15,10 @@ pub fn run(k: &Kernel, b: &Built) -> Result<()> {
     let dir = env::repo_root().join("target/vm/demo");
     let _ = std::fs::remove_dir_all(&dir);
     let cfg = VmConfig::new("pf-demo", &dir);
-    let script = env::repo_root().join("tests/vm/demo.sh").display().to_string();
+    let script = env::repo_root()
+        .join("tests/vm/demo.sh")
+        .display()
+        .to_string();
     eprintln!("==> booting a VM (TCG, takes a minute) to run {script}");
     let mut vm = Vm::spawn(k, b, &cfg, &["sh".into(), script], None)?;
     match vm.wait(Duration::from_secs(1800))? {

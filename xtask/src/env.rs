@@ -19,7 +19,9 @@ pub fn cache_root() -> PathBuf {
     if let Some(p) = std::env::var_os("PEERFLASH_CACHE") {
         return PathBuf::from(p);
     }
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| "/root".into());
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| "/root".into());
     home.join(".cache").join("peerflash")
 }
 
@@ -32,7 +34,11 @@ pub fn phase<T>(name: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
     let start = Instant::now();
     let r = f();
     let took = start.elapsed();
-    eprintln!("<== {name}: {} in {:.1} s", if r.is_ok() { "done" } else { "FAILED" }, took.as_secs_f64());
+    eprintln!(
+        "<== {name}: {} in {:.1} s",
+        if r.is_ok() { "done" } else { "FAILED" },
+        took.as_secs_f64()
+    );
     if let Ok(mut p) = PHASES.lock() {
         p.push((name.to_string(), took));
     }
@@ -47,20 +53,28 @@ pub fn phases() -> Vec<(String, Duration)> {
 /// Runs `cmd` with its output going to `log`, showing progress: a bar when `expected` lines are
 /// known from a previous run, a spinner otherwise; on a non-terminal a line a minute. On failure
 /// the tail of the log is printed. Returns the number of output lines.
-pub fn run_logged(cmd: duct::Expression, label: &str, log: &Path, expected: Option<u64>) -> Result<u64> {
+pub fn run_logged(
+    cmd: duct::Expression,
+    label: &str,
+    log: &Path,
+    expected: Option<u64>,
+) -> Result<u64> {
     let reader = cmd
         .stderr_to_stdout()
         .unchecked()
         .reader()
         .with_context(|| format!("cannot start {label}"))?;
-    let mut out = std::fs::File::create(log).with_context(|| format!("cannot create {}", log.display()))?;
+    let mut out =
+        std::fs::File::create(log).with_context(|| format!("cannot create {}", log.display()))?;
     let tty = std::io::stderr().is_terminal();
     let bar = match (tty, expected) {
         (true, Some(n)) => {
             let b = ProgressBar::new(n);
             b.set_style(
-                ProgressStyle::with_template("{prefix} [{elapsed_precise}] {bar:40} {pos}/{len} {wide_msg}")
-                    .unwrap_or_else(|_| ProgressStyle::default_bar()),
+                ProgressStyle::with_template(
+                    "{prefix} [{elapsed_precise}] {bar:40} {pos}/{len} {wide_msg}",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
             );
             b
         }
@@ -77,18 +91,24 @@ pub fn run_logged(cmd: duct::Expression, label: &str, log: &Path, expected: Opti
     let mut line = String::new();
     loop {
         line.clear();
-        let n = buf.read_line(&mut line).with_context(|| format!("reading output of {label}"))?;
+        let n = buf
+            .read_line(&mut line)
+            .with_context(|| format!("reading output of {label}"))?;
         if n == 0 {
             break;
         }
-        out.write_all(line.as_bytes()).with_context(|| format!("writing {}", log.display()))?;
+        out.write_all(line.as_bytes())
+            .with_context(|| format!("writing {}", log.display()))?;
         lines += 1;
         let l = line.trim_end().to_string();
         bar.set_position(lines);
         bar.set_message(l.clone());
         if !tty && last_report.elapsed() > Duration::from_secs(60) {
-            eprintln!("    {label}: {:.0} s, {lines} lines{}, last: {l}", start.elapsed().as_secs_f64(),
-                expected.map(|e| format!(" of ~{e}")).unwrap_or_default());
+            eprintln!(
+                "    {label}: {:.0} s, {lines} lines{}, last: {l}",
+                start.elapsed().as_secs_f64(),
+                expected.map(|e| format!(" of ~{e}")).unwrap_or_default()
+            );
             last_report = Instant::now();
         }
         tail.push_back(l);
@@ -97,7 +117,9 @@ pub fn run_logged(cmd: duct::Expression, label: &str, log: &Path, expected: Opti
         }
     }
     bar.finish_and_clear();
-    let status = reader.try_wait().with_context(|| format!("waiting for {label}"))?;
+    let status = reader
+        .try_wait()
+        .with_context(|| format!("waiting for {label}"))?;
     match status {
         Some(o) if o.status.success() => Ok(lines),
         _ => {
@@ -134,7 +156,10 @@ pub fn check_free_space(dir: &Path, need: u64, what: &str) -> Result<()> {
 
 /// Quotes `s` for a POSIX shell.
 pub fn shell_quote(s: &str) -> String {
-    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_./=:,@%+".contains(&b)) {
+    if !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_./=:,@%+".contains(&b))
+    {
         s.to_string()
     } else {
         format!("'{}'", s.replace('\'', "'\\''"))

@@ -75,7 +75,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let k = setup::setup()?;
             build::build(&k)?;
         }
-        Command::Vm { cache_image, san_image, mem, timeout, command } => {
+        Command::Vm {
+            cache_image,
+            san_image,
+            mem,
+            timeout,
+            command,
+        } => {
             let k = setup::setup()?;
             let b = build::build(&k)?;
             let code = vm::run_interactive(&k, &b, cache_image, san_image, mem, timeout, &command)?;

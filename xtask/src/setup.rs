@@ -18,9 +18,29 @@ use crate::env::{self, phase};
 
 /// Debian packages the build and the VMs need (all from the machine's own bookworm sources).
 const PACKAGES: &[&str] = &[
-    "flex", "bison", "bc", "libelf-dev", "libssl-dev", "cpio", "libclang-19-dev", "clang-19",
-    "lld-19", "llvm-19", "qemu-system-x86", "busybox-static", "fio", "kmod", "pahole", "iproute2",
-    "iputils-ping", "bcache-tools", "dmsetup", "python3-venv", "rsync", "procps", "psmisc",
+    "flex",
+    "bison",
+    "bc",
+    "libelf-dev",
+    "libssl-dev",
+    "cpio",
+    "libclang-19-dev",
+    "clang-19",
+    "lld-19",
+    "llvm-19",
+    "qemu-system-x86",
+    "busybox-static",
+    "fio",
+    "kmod",
+    "pahole",
+    "iproute2",
+    "iputils-ping",
+    "bcache-tools",
+    "dmsetup",
+    "python3-venv",
+    "rsync",
+    "procps",
+    "psmisc",
 ];
 
 /// Where Debian's kernel source and rust-src come from (same mirror host as the system's sources).
@@ -78,7 +98,11 @@ pub fn setup() -> Result<Kernel> {
     let vng = phase("deps: virtme-ng", || install_vng(&cache))?;
     let (linux, rustlib) = phase("kernel fetch", || fetch_sources(&cache))?;
     let tools_bin = bindgen.parent().map(Path::to_path_buf).unwrap_or_default();
-    let path = format!("{}:{}", tools_bin.display(), std::env::var("PATH").unwrap_or_default());
+    let path = format!(
+        "{}:{}",
+        tools_bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
     let make_env = vec![
         ("PATH".to_string(), path),
         ("LIBCLANG_PATH".to_string(), LIBCLANG.to_string()),
@@ -106,7 +130,11 @@ fn dpkg_installed(pkg: &str) -> bool {
 }
 
 fn install_packages() -> Result<()> {
-    let missing: Vec<&str> = PACKAGES.iter().copied().filter(|p| !dpkg_installed(p)).collect();
+    let missing: Vec<&str> = PACKAGES
+        .iter()
+        .copied()
+        .filter(|p| !dpkg_installed(p))
+        .collect();
     if missing.is_empty() {
         return Ok(());
     }
@@ -129,10 +157,22 @@ fn install_bindgen(cache: &Path) -> Result<PathBuf> {
     let root = cache.join("tools");
     let bin = root.join("bin/bindgen");
     let ok = bin.exists()
-        && duct::cmd!(&bin, "--version").read().map(|v| v.contains("0.73")).unwrap_or(false);
+        && duct::cmd!(&bin, "--version")
+            .read()
+            .map(|v| v.contains("0.73"))
+            .unwrap_or(false);
     if !ok {
         env::run_logged(
-            duct::cmd!("cargo", "install", "--locked", "bindgen-cli", "--version", "~0.73", "--root", &root),
+            duct::cmd!(
+                "cargo",
+                "install",
+                "--locked",
+                "bindgen-cli",
+                "--version",
+                "~0.73",
+                "--root",
+                &root
+            ),
             "cargo install bindgen-cli",
             &cache.join("bindgen-install.log"),
             None,
@@ -145,7 +185,9 @@ fn install_vng(cache: &Path) -> Result<PathBuf> {
     let venv = cache.join("venv");
     let vng = venv.join("bin/vng");
     if !vng.exists() {
-        duct::cmd!("python3", "-m", "venv", &venv).run().context("python3 -m venv failed")?;
+        duct::cmd!("python3", "-m", "venv", &venv)
+            .run()
+            .context("python3 -m venv failed")?;
         env::run_logged(
             duct::cmd!(venv.join("bin/pip"), "install", "-q", "virtme-ng"),
             "pip install virtme-ng",
@@ -159,7 +201,10 @@ fn install_vng(cache: &Path) -> Result<PathBuf> {
 /// The private apt configuration: flags for apt-get/apt-cache.
 fn apt_opts(apt: &Path) -> Vec<String> {
     vec![
-        format!("-o=Dir::Etc::sourcelist={}", apt.join("sources.list").display()),
+        format!(
+            "-o=Dir::Etc::sourcelist={}",
+            apt.join("sources.list").display()
+        ),
         "-o=Dir::Etc::sourceparts=-".to_string(),
         format!("-o=Dir::State::Lists={}", apt.join("lists").display()),
         format!("-o=Dir::Cache={}", apt.join("cache").display()),
@@ -170,9 +215,14 @@ fn apt_opts(apt: &Path) -> Vec<String> {
 }
 
 fn rustc_version() -> Result<String> {
-    let v = duct::cmd!("rustc", "--version").read().context("cannot run rustc --version")?;
+    let v = duct::cmd!("rustc", "--version")
+        .read()
+        .context("cannot run rustc --version")?;
     // "rustc 1.95.0 (59807616e 2026-04-14)"
-    v.split_whitespace().nth(1).map(str::to_string).with_context(|| format!("odd rustc version {v:?}"))
+    v.split_whitespace()
+        .nth(1)
+        .map(str::to_string)
+        .with_context(|| format!("odd rustc version {v:?}"))
 }
 
 /// Fetches and extracts linux-source-7.3 (newest in the archive) and the rust-src matching the
@@ -181,7 +231,8 @@ fn fetch_sources(cache: &Path) -> Result<(PathBuf, PathBuf)> {
     let apt = cache.join("apt");
     let src = cache.join("src");
     for d in ["lists/partial", "cache/archives/partial", "debs"] {
-        std::fs::create_dir_all(apt.join(d)).with_context(|| format!("cannot create {}", apt.join(d).display()))?;
+        std::fs::create_dir_all(apt.join(d))
+            .with_context(|| format!("cannot create {}", apt.join(d).display()))?;
     }
     std::fs::create_dir_all(&src)?;
     std::fs::write(apt.join("sources.list"), format!("{BACKPORTS}\n"))?;
@@ -204,23 +255,42 @@ fn fetch_sources(cache: &Path) -> Result<(PathBuf, PathBuf)> {
                 return Ok((PathBuf::from(l), PathBuf::from(r)));
             }
         }
-        bail!("cannot reach the Debian archive to fetch {KERNEL_PKG} and rust-src (no network?): {}", err.trim());
+        bail!(
+            "cannot reach the Debian archive to fetch {KERNEL_PKG} and rust-src (no network?): {}",
+            err.trim()
+        );
     }
     let madison = |pkg: &str| -> Result<Vec<String>> {
-        let out = duct::cmd("apt-cache", opts.iter().cloned().chain(["madison".to_string(), pkg.to_string()]))
-            .read()
-            .with_context(|| format!("apt-cache madison {pkg} failed"))?;
-        Ok(out.lines().filter_map(|l| l.split('|').nth(1)).map(|v| v.trim().to_string()).collect())
+        let out = duct::cmd(
+            "apt-cache",
+            opts.iter()
+                .cloned()
+                .chain(["madison".to_string(), pkg.to_string()]),
+        )
+        .read()
+        .with_context(|| format!("apt-cache madison {pkg} failed"))?;
+        Ok(out
+            .lines()
+            .filter_map(|l| l.split('|').nth(1))
+            .map(|v| v.trim().to_string())
+            .collect())
     };
     let newest = |versions: Vec<String>| -> Option<String> {
         versions.into_iter().reduce(|a, b| {
-            let newer = duct::cmd!("dpkg", "--compare-versions", &b, "gt", &a).unchecked().run()
-                .map(|o| o.status.success()).unwrap_or(false);
-            if newer { b } else { a }
+            let newer = duct::cmd!("dpkg", "--compare-versions", &b, "gt", &a)
+                .unchecked()
+                .run()
+                .map(|o| o.status.success())
+                .unwrap_or(false);
+            if newer {
+                b
+            } else {
+                a
+            }
         })
     };
-    let kver = newest(madison(KERNEL_PKG)?)
-        .with_context(|| format!("the archive has no {KERNEL_PKG}"))?;
+    let kver =
+        newest(madison(KERNEL_PKG)?).with_context(|| format!("the archive has no {KERNEL_PKG}"))?;
     let rver = newest(madison("rust-src")?.into_iter().filter(|v| v.starts_with(&format!("{rustc}+"))).collect())
         .with_context(|| format!("the archive has no rust-src for rustc {rustc}: install a rustc that Debian's rust-src matches"))?;
 
@@ -231,30 +301,49 @@ fn fetch_sources(cache: &Path) -> Result<(PathBuf, PathBuf)> {
         let deb = std::fs::read_dir(&debs)?
             .filter_map(|e| e.ok().map(|e| e.path()))
             .find(|p| {
-                let n = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                let n = p
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
                 n.starts_with(&format!("{pkg}_{}", ver.replace(':', "%3a"))) && n.ends_with(".deb")
             });
         if let Some(d) = deb {
             return Ok(d);
         }
         eprintln!("    downloading {pkg} {ver}");
-        duct::cmd("apt-get", opts.iter().cloned().chain(["download".to_string(), format!("{pkg}={ver}")]))
-            .dir(&debs)
-            .stdout_null()
-            .run()
-            .with_context(|| format!("apt-get download {pkg}={ver} failed"))?;
+        duct::cmd(
+            "apt-get",
+            opts.iter()
+                .cloned()
+                .chain(["download".to_string(), format!("{pkg}={ver}")]),
+        )
+        .dir(&debs)
+        .stdout_null()
+        .run()
+        .with_context(|| format!("apt-get download {pkg}={ver} failed"))?;
         std::fs::read_dir(&debs)?
             .filter_map(|e| e.ok().map(|e| e.path()))
-            .find(|p| p.file_name().map(|n| n.to_string_lossy().starts_with(&format!("{pkg}_"))).unwrap_or(false)
-                && p.to_string_lossy().contains(&ver.replace(':', "%3a")))
-            .with_context(|| format!("downloaded {pkg} but cannot find its .deb in {}", debs.display()))
+            .find(|p| {
+                p.file_name()
+                    .map(|n| n.to_string_lossy().starts_with(&format!("{pkg}_")))
+                    .unwrap_or(false)
+                    && p.to_string_lossy().contains(&ver.replace(':', "%3a"))
+            })
+            .with_context(|| {
+                format!(
+                    "downloaded {pkg} but cannot find its .deb in {}",
+                    debs.display()
+                )
+            })
     };
 
     if !rust_dir.join("library").is_dir() {
         let deb = download("rust-src", &rver)?;
         let tmp = src.join("rust-src.tmp");
         let _ = std::fs::remove_dir_all(&tmp);
-        duct::cmd!("dpkg-deb", "-x", &deb, &tmp).run().context("dpkg-deb -x rust-src failed")?;
+        duct::cmd!("dpkg-deb", "-x", &deb, &tmp)
+            .run()
+            .context("dpkg-deb -x rust-src failed")?;
         let lib = tmp.join(format!("usr/src/rustc-{rustc}/library"));
         if !lib.is_dir() {
             bail!("rust-src {rver} has no usr/src/rustc-{rustc}/library");
@@ -268,7 +357,9 @@ fn fetch_sources(cache: &Path) -> Result<(PathBuf, PathBuf)> {
         let tmp = src.join("linux.tmp");
         let _ = std::fs::remove_dir_all(&tmp);
         env::check_free_space(&src, 4 << 30, "extracting the kernel source")?;
-        duct::cmd!("dpkg-deb", "-x", &deb, &tmp).run().context("dpkg-deb -x linux-source failed")?;
+        duct::cmd!("dpkg-deb", "-x", &deb, &tmp)
+            .run()
+            .context("dpkg-deb -x linux-source failed")?;
         let tarball = tmp.join("usr/src/linux-source-7.3.tar.xz");
         env::run_logged(
             duct::cmd!("tar", "-xJf", &tarball, "-C", &tmp),
@@ -282,7 +373,10 @@ fn fetch_sources(cache: &Path) -> Result<(PathBuf, PathBuf)> {
         let _ = std::fs::remove_dir_all(&tmp);
     }
     let lib = rust_dir.join("library");
-    std::fs::write(&current, format!("{}\n{}\n", linux_dir.display(), lib.display()))?;
+    std::fs::write(
+        &current,
+        format!("{}\n{}\n", linux_dir.display(), lib.display()),
+    )?;
     Ok((linux_dir, lib))
 }
 
@@ -294,13 +388,28 @@ fn fragment_path() -> PathBuf {
 fn build_key(linux: &Path, bindgen: &Path) -> Result<String> {
     let mut h = Sha256::new();
     h.update(RECIPE);
-    h.update(linux.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
+    h.update(
+        linux
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+    );
     h.update(std::fs::read(fragment_path()).context("cannot read the kernel config fragment")?);
     h.update(duct::cmd!("rustc", "--version").read()?);
     h.update(duct::cmd!(bindgen, "--version").read()?);
     let digest = h.finalize();
-    let ver = linux.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    Ok(format!("{ver}-{}", digest.iter().take(8).map(|b| format!("{b:02x}")).collect::<String>()))
+    let ver = linux
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    Ok(format!(
+        "{ver}-{}",
+        digest
+            .iter()
+            .take(8)
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    ))
 }
 
 fn build_kernel(k: &mut Kernel, cache: &Path) -> Result<()> {
@@ -309,26 +418,45 @@ fn build_kernel(k: &mut Kernel, cache: &Path) -> Result<()> {
         std::fs::create_dir_all(&k.build)?;
         env::check_free_space(&k.build, 4 << 30, "the kernel build")?;
         let s = |x: &str| x.to_string();
-        let avail = k.make(&[s("rustavailable")]).stderr_to_stdout().unchecked().read()?;
+        let avail = k
+            .make(&[s("rustavailable")])
+            .stderr_to_stdout()
+            .unchecked()
+            .read()?;
         if !avail.contains("Rust is available") {
             bail!("the kernel says Rust is not available with this toolchain:\n{avail}");
         }
-        k.make(&[s("tinyconfig")]).stdout_null().run().context("make tinyconfig failed")?;
+        k.make(&[s("tinyconfig")])
+            .stdout_null()
+            .run()
+            .context("make tinyconfig failed")?;
         let merge = k.src.join("scripts/kconfig/merge_config.sh");
         let config = k.build.join(".config");
         duct::cmd!(
-            merge, "-O", &k.build, "-m", &config,
-            k.src.join("kernel/configs/kvm_guest.config"), fragment_path()
+            merge,
+            "-O",
+            &k.build,
+            "-m",
+            &config,
+            k.src.join("kernel/configs/kvm_guest.config"),
+            fragment_path()
         )
         .dir(&k.src)
         .stdout_null()
         .run()
         .context("merge_config.sh failed")?;
-        k.make(&[s("olddefconfig")]).stdout_null().run().context("make olddefconfig failed")?;
+        k.make(&[s("olddefconfig")])
+            .stdout_null()
+            .run()
+            .context("make olddefconfig failed")?;
         check_config(&config)?;
-        let jobs = std::thread::available_parallelism().map(|n| n.get() + 1).unwrap_or(3);
+        let jobs = std::thread::available_parallelism()
+            .map(|n| n.get() + 1)
+            .unwrap_or(3);
         let lines_file = cache.join("kernel/build-lines.txt");
-        let expected = std::fs::read_to_string(&lines_file).ok().and_then(|s| s.trim().parse().ok());
+        let expected = std::fs::read_to_string(&lines_file)
+            .ok()
+            .and_then(|s| s.trim().parse().ok());
         let lines = env::run_logged(
             k.make(&[format!("-j{jobs}")]),
             "kernel build",
@@ -337,13 +465,21 @@ fn build_kernel(k: &mut Kernel, cache: &Path) -> Result<()> {
         )?;
         let _ = std::fs::write(&lines_file, lines.to_string());
         let _ = std::fs::remove_dir_all(&k.modroot);
-        k.make(&[s("modules_install"), format!("INSTALL_MOD_PATH={}", k.modroot.display())])
-            .stdout_null()
-            .run()
-            .context("make modules_install failed")?;
+        k.make(&[
+            s("modules_install"),
+            format!("INSTALL_MOD_PATH={}", k.modroot.display()),
+        ])
+        .stdout_null()
+        .run()
+        .context("make modules_install failed")?;
         std::fs::write(&done, "")?;
     }
-    k.release = k.make(&["-s".into(), "kernelrelease".into()]).read().context("make kernelrelease failed")?.trim().to_string();
+    k.release = k
+        .make(&["-s".into(), "kernelrelease".into()])
+        .read()
+        .context("make kernelrelease failed")?
+        .trim()
+        .to_string();
     Ok(())
 }
 
@@ -351,15 +487,35 @@ fn build_kernel(k: &mut Kernel, cache: &Path) -> Result<()> {
 fn check_config(config: &Path) -> Result<()> {
     let text = std::fs::read_to_string(config)?;
     let need = [
-        "CONFIG_RUST=y", "CONFIG_PROVE_LOCKING=y", "CONFIG_DEBUG_ATOMIC_SLEEP=y", "CONFIG_BLK_DEV_NVME=y",
-        "CONFIG_VIRTIO_BLK=y", "CONFIG_VIRTIO_NET=y", "CONFIG_VIRTIO_CONSOLE=y", "CONFIG_NET_9P_VIRTIO=y",
-        "CONFIG_CONFIGFS_FS=y", "CONFIG_DM_DELAY=m", "CONFIG_DM_WRITECACHE=m", "CONFIG_BCACHE=m",
-        "CONFIG_BLK_DEV_NULL_BLK=m", "CONFIG_ACPI=y", "CONFIG_FAIL_MAKE_REQUEST=y", "CONFIG_SYSVIPC=y",
-        "CONFIG_DETECT_HUNG_TASK=y", "CONFIG_NET_SCH_NETEM=y",
+        "CONFIG_RUST=y",
+        "CONFIG_PROVE_LOCKING=y",
+        "CONFIG_DEBUG_ATOMIC_SLEEP=y",
+        "CONFIG_BLK_DEV_NVME=y",
+        "CONFIG_VIRTIO_BLK=y",
+        "CONFIG_VIRTIO_NET=y",
+        "CONFIG_VIRTIO_CONSOLE=y",
+        "CONFIG_NET_9P_VIRTIO=y",
+        "CONFIG_CONFIGFS_FS=y",
+        "CONFIG_DM_DELAY=m",
+        "CONFIG_DM_WRITECACHE=m",
+        "CONFIG_BCACHE=m",
+        "CONFIG_BLK_DEV_NULL_BLK=m",
+        "CONFIG_ACPI=y",
+        "CONFIG_FAIL_MAKE_REQUEST=y",
+        "CONFIG_SYSVIPC=y",
+        "CONFIG_DETECT_HUNG_TASK=y",
+        "CONFIG_NET_SCH_NETEM=y",
     ];
-    let missing: Vec<&str> = need.iter().copied().filter(|o| !text.lines().any(|l| l == *o)).collect();
+    let missing: Vec<&str> = need
+        .iter()
+        .copied()
+        .filter(|o| !text.lines().any(|l| l == *o))
+        .collect();
     if !missing.is_empty() {
-        bail!("the kernel configuration lacks {} (see xtask/kernel/peerflash.fragment)", missing.join(", "));
+        bail!(
+            "the kernel configuration lacks {} (see xtask/kernel/peerflash.fragment)",
+            missing.join(", ")
+        );
     }
     Ok(())
 }

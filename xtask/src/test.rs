@@ -32,7 +32,12 @@ fn count_cargo_results(out: &str) -> (u64, u64) {
         let num_before = |word: &str| -> u64 {
             l.split(';')
                 .find(|p| p.contains(word))
-                .and_then(|p| p.split_whitespace().rev().nth(1).and_then(|n| n.parse().ok()))
+                .and_then(|p| {
+                    p.split_whitespace()
+                        .rev()
+                        .nth(1)
+                        .and_then(|n| n.parse().ok())
+                })
                 .unwrap_or(0)
         };
         passed += num_before("passed");
@@ -43,12 +48,18 @@ fn count_cargo_results(out: &str) -> (u64, u64) {
 
 fn host_tests() -> Result<(u64, u64)> {
     let repo = env::repo_root();
-    let out = duct::cmd!("cargo", "test", "--workspace", "--release", "--no-fail-fast")
-        .dir(&repo)
-        .stderr_to_stdout()
-        .unchecked()
-        .read()
-        .context("cannot run cargo test")?;
+    let out = duct::cmd!(
+        "cargo",
+        "test",
+        "--workspace",
+        "--release",
+        "--no-fail-fast"
+    )
+    .dir(&repo)
+    .stderr_to_stdout()
+    .unchecked()
+    .read()
+    .context("cannot run cargo test")?;
     std::fs::create_dir_all(repo.join("target"))?;
     std::fs::write(repo.join("target/host-tests.log"), &out)?;
     let (p, f) = count_cargo_results(&out);
@@ -82,14 +93,23 @@ fn tail(path: &Path, n: usize) -> String {
 }
 
 fn vm_case(k: &Kernel, b: &Built, script: &Path) -> Result<Outcome> {
-    let name = script.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = script
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let dir = env::repo_root().join("target/vm-tests").join(&name);
     let _ = std::fs::remove_dir_all(&dir);
     let cfg = VmConfig::new(&format!("t-{name}"), &dir);
     let console = dir.join("console.log");
     let start = Instant::now();
     std::fs::create_dir_all(&dir)?;
-    let mut vm = Vm::spawn(k, b, &cfg, &["sh".into(), script.display().to_string()], Some(&console))?;
+    let mut vm = Vm::spawn(
+        k,
+        b,
+        &cfg,
+        &["sh".into(), script.display().to_string()],
+        Some(&console),
+    )?;
     let rc = vm.wait(Duration::from_secs(2400))?;
     let took = start.elapsed();
     let mut detail = String::new();
@@ -102,15 +122,27 @@ fn vm_case(k: &Kernel, b: &Built, script: &Path) -> Result<Outcome> {
             }
         },
         Some(code) => {
-            detail = format!("exited {code}; console tail:\n{}", tail(&console, 40));
+            let out = cfg.run_dir.join("output.log");
+            detail = format!("exited {code}; output tail:\n{}", tail(&out, 40));
+            if let Some(why) = kernel_verdict(&cfg.run_dir) {
+                detail.push_str(&format!("\nand {why}"));
+            }
             false
         }
         None => {
-            detail = format!("the VM died or timed out; console tail:\n{}", tail(&console, 40));
+            detail = format!(
+                "the VM died or timed out; console tail:\n{}",
+                tail(&console, 40)
+            );
             false
         }
     };
-    Ok(Outcome { name, passed, took, detail })
+    Ok(Outcome {
+        name,
+        passed,
+        took,
+        detail,
+    })
 }
 
 fn exit_status_case(k: &Kernel, b: &Built) -> Result<Outcome> {
@@ -162,7 +194,10 @@ pub fn run(filter: Option<&str>, host_only: bool) -> Result<ExitCode> {
                 report(outcomes.last());
             }
             for s in &scripts {
-                let name = s.file_stem().map(|x| x.to_string_lossy().into_owned()).unwrap_or_default();
+                let name = s
+                    .file_stem()
+                    .map(|x| x.to_string_lossy().into_owned())
+                    .unwrap_or_default();
                 if wanted(&name) {
                     eprintln!("    running {name}");
                     outcomes.push(vm_case(&k, &b, s)?);
@@ -189,7 +224,11 @@ pub fn run(filter: Option<&str>, host_only: bool) -> Result<ExitCode> {
         eprintln!("  {name:<28} {:>8.1} s", took.as_secs_f64());
     }
     println!("{passed} passed, {failed} failed");
-    Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 fn report(o: Option<&Outcome>) {

@@ -91,7 +91,8 @@ fn ensure_image(path: &Path, size: u64) -> Result<()> {
         .write(true)
         .open(path)
         .with_context(|| format!("cannot create image {}", path.display()))?;
-    f.set_len(size).with_context(|| format!("cannot size image {}", path.display()))?;
+    f.set_len(size)
+        .with_context(|| format!("cannot size image {}", path.display()))?;
     Ok(())
 }
 
@@ -125,7 +126,13 @@ pub struct Vm {
 impl Vm {
     /// Boots a VM that runs `command` (a shell word list) after `guest-init.sh`; its console goes
     /// to `console` (a file) or to this process's stdout when `None`.
-    pub fn spawn(k: &Kernel, b: &Built, cfg: &VmConfig, command: &[String], console: Option<&Path>) -> Result<Vm> {
+    pub fn spawn(
+        k: &Kernel,
+        b: &Built,
+        cfg: &VmConfig,
+        command: &[String],
+        console: Option<&Path>,
+    ) -> Result<Vm> {
         ensure_image(&cfg.cache_image, cfg.cache_size)?;
         ensure_image(&cfg.san_image, cfg.san_size)?;
         std::fs::create_dir_all(&cfg.run_dir)?;
@@ -150,14 +157,20 @@ impl Vm {
             exec.push_str(&shell_quote(&format!("{key}={v}")));
         }
         exec.push_str(" sh ");
-        exec.push_str(&shell_quote(&repo.join("tests/vm/guest-init.sh").display().to_string()));
+        exec.push_str(&shell_quote(
+            &repo.join("tests/vm/guest-init.sh").display().to_string(),
+        ));
         for a in command {
             exec.push(' ');
             exec.push_str(&shell_quote(a));
         }
 
         let share = if cfg.shared_san { ",share-rw=on" } else { "" };
-        let lock = if cfg.shared_san { ",file.locking=off" } else { "" };
+        let lock = if cfg.shared_san {
+            ",file.locking=off"
+        } else {
+            ""
+        };
         let mut qemu = format!(
             "-drive file={},if=none,id=pfcache,format=raw,cache=writeback \
              -device nvme,serial=pfcache0,drive=pfcache \
@@ -188,7 +201,10 @@ impl Vm {
             cfg.cpus.to_string(),
             "--memory".into(),
             format!("{}M", cfg.mem_mb),
-            format!("--rodir=/lib/modules={}", b.modroot.join("lib/modules").display()),
+            format!(
+                "--rodir=/lib/modules={}",
+                b.modroot.join("lib/modules").display()
+            ),
             format!("--rwdir={}", cfg.run_dir.display()),
             // `=` form: argparse would take a value starting with '-' for an option.
             format!("--qemu-opts={qemu}"),
@@ -197,28 +213,42 @@ impl Vm {
         ]);
         // vng runs `virtme-run` from its own venv.
         let venv_bin = k.vng.parent().map(Path::to_path_buf).unwrap_or_default();
-        let path = format!("{}:{}", venv_bin.display(), std::env::var("PATH").unwrap_or_default());
+        let path = format!(
+            "{}:{}",
+            venv_bin.display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
         let mut cmd = Command::new(&args[0]);
-        cmd.args(&args[1..]).env("PATH", path).stdin(Stdio::null()).process_group(0);
+        cmd.args(&args[1..])
+            .env("PATH", path)
+            .stdin(Stdio::null())
+            .process_group(0);
         // The console goes through a pipe: QEMU and vng reopen their stdout by path, which on a
         // regular file starts a new offset (and truncates) and garbles the log.
         let mut copier = None;
         if let Some(path) = console {
-            let mut f = std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+            let mut f = std::fs::File::create(path)
+                .with_context(|| format!("cannot create {}", path.display()))?;
             let (mut reader, writer) = std::io::pipe().context("cannot create a pipe")?;
             cmd.stdout(writer.try_clone()?).stderr(writer);
             copier = Some(move || {
                 let _ = std::io::copy(&mut reader, &mut f);
             });
         }
-        let child = cmd.spawn().with_context(|| format!("cannot start VM {}", cfg.name))?;
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("cannot start VM {}", cfg.name))?;
         // `cmd` holds the pipe's write end: drop it so the copier sees end-of-file when the VM exits.
         drop(cmd);
         let copier = copier.map(std::thread::spawn);
         if let Ok(mut live) = LIVE.lock() {
             live.push(child.id() as libc::pid_t);
         }
-        Ok(Vm { child, copier, run_dir: cfg.run_dir.clone() })
+        Ok(Vm {
+            child,
+            copier,
+            run_dir: cfg.run_dir.clone(),
+        })
     }
 
     /// Waits for the VM to power off, at most `timeout`; returns the guest command's exit status,
@@ -239,7 +269,9 @@ impl Vm {
         if let Some(c) = self.copier.take() {
             let _ = c.join();
         }
-        Ok(std::fs::read_to_string(self.run_dir.join("rc")).ok().and_then(|s| s.trim().parse().ok()))
+        Ok(std::fs::read_to_string(self.run_dir.join("rc"))
+            .ok()
+            .and_then(|s| s.trim().parse().ok()))
     }
 
     /// Kills the VM at once (QEMU and its launcher), like pulling the plug.

@@ -124,7 +124,10 @@ mod tests {
         assert_eq!(parse_u64(b"4096\n"), Ok(4096));
         assert_eq!(parse_u64(b"-1"), Err(AttrError::NotNumber));
         assert_eq!(parse_u64(b"+1"), Err(AttrError::NotNumber));
-        assert_eq!(parse_u64(b"99999999999999999999999"), Err(AttrError::NotNumber));
+        assert_eq!(
+            parse_u64(b"99999999999999999999999"),
+            Err(AttrError::NotNumber)
+        );
     }
 
     #[test]

@@ -138,15 +138,27 @@ mod tests {
 
     #[test]
     fn refuses_zero_and_odd_devices() {
-        assert_eq!(limits_for(&backing(0, 512, 512)), Err(GeometryError::ZeroSize));
-        assert_eq!(limits_for(&backing(8, 1000, 512)), Err(GeometryError::BadBlockSize));
-        assert_eq!(limits_for(&backing(9, 4096, 4096)), Err(GeometryError::Unaligned));
+        assert_eq!(
+            limits_for(&backing(0, 512, 512)),
+            Err(GeometryError::ZeroSize)
+        );
+        assert_eq!(
+            limits_for(&backing(8, 1000, 512)),
+            Err(GeometryError::BadBlockSize)
+        );
+        assert_eq!(
+            limits_for(&backing(9, 4096, 4096)),
+            Err(GeometryError::Unaligned)
+        );
     }
 
     #[test]
     fn copies_geometry() {
         let l = limits_for(&backing(1 << 20, 512, 4096)).unwrap();
-        assert_eq!((l.sectors, l.logical_block_size, l.physical_block_size), (1 << 20, 512, 4096));
+        assert_eq!(
+            (l.sectors, l.logical_block_size, l.physical_block_size),
+            (1 << 20, 512, 4096)
+        );
         assert_eq!(l.max_discard_sectors, 0);
         assert_eq!(l.discard_granularity, 0);
     }

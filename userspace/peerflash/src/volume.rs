@@ -4,6 +4,8 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io;
 use std::os::unix::fs::FileTypeExt;
+use std::path::Path;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use peerflash_core::{attr, names};
@@ -59,13 +61,16 @@ fn check_name(name: &str) -> Result<()> {
 
 fn check_backing(backing: &str) -> Result<()> {
     attr::parse_path(backing.as_bytes()).map_err(|e| {
-        VolumeError::Invalid(format!("invalid backing device path {backing:?}: {}", e.describe()))
+        VolumeError::Invalid(format!(
+            "invalid backing device path {backing:?}: {}",
+            e.describe()
+        ))
     })?;
     let meta = match std::fs::metadata(backing) {
         Ok(m) => m,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             return Err(
-                VolumeError::NotFound(format!("backing device {backing} does not exist")).into()
+                VolumeError::NotFound(format!("backing device {backing} does not exist")).into(),
             )
         }
         Err(e) => return Err(e).with_context(|| format!("cannot examine {backing}")),
@@ -86,7 +91,11 @@ pub struct Created {
 /// `last_error` attribute when it has one.
 fn enable_error(root: &Root, name: &str, backing: &str, err: io::Error) -> anyhow::Error {
     let detail = root.read(name, "last_error").unwrap_or_default();
-    let detail = if detail.is_empty() { err.to_string() } else { detail };
+    let detail = if detail.is_empty() {
+        err.to_string()
+    } else {
+        detail
+    };
     let msg = format!("cannot create volume {name} on {backing}: {detail}");
     match err.raw_os_error() {
         Some(errno::EBUSY) | Some(errno::EEXIST) => VolumeError::Busy(msg).into(),
@@ -122,7 +131,30 @@ pub fn create(root: &Root, name: &str, backing: &str) -> Result<Created> {
         }
         return Err(err);
     }
-    Ok(Created { device: format!("/dev/{}", root.read(name, "device")?) })
+    // Like dmsetup with udev synchronisation: return once udev has made the device node and
+    // finished probing the new disk, so the caller can use (or remove) it at once.
+    udev_settle();
+    Ok(Created {
+        device: format!("/dev/{}", root.read(name, "device")?),
+    })
+}
+
+/// How long `remove` keeps retrying while the volume is open, for openers that are about to go
+/// (udev probing a new disk, a `blkid` just started). A real user of the volume outlasts it.
+const REMOVE_GRACE: Duration = Duration::from_secs(2);
+
+/// Waits (at most 10 s) until udev has processed its queued events, when udev runs here.
+/// Best effort: without udev there is nothing to wait for.
+fn udev_settle() {
+    if !Path::new("/run/udev/control").exists() {
+        return;
+    }
+    let _ = std::process::Command::new("udevadm")
+        .args(["settle", "--timeout=10"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status();
 }
 
 /// Disables and removes volume `name`; refused while it is open.
@@ -131,7 +163,16 @@ pub fn remove(root: &Root, name: &str) -> Result<()> {
     if !root.dir(name).is_dir() {
         return Err(VolumeError::NotFound(format!("volume {name} does not exist")).into());
     }
-    if let Err(e) = root.write(name, "enable", "0") {
+    udev_settle();
+    let start = Instant::now();
+    let mut disabled = root.write(name, "enable", "0");
+    while matches!(&disabled, Err(e) if e.raw_os_error() == Some(errno::EBUSY))
+        && start.elapsed() < REMOVE_GRACE
+    {
+        std::thread::sleep(Duration::from_millis(100));
+        disabled = root.write(name, "enable", "0");
+    }
+    if let Err(e) = disabled {
         if e.raw_os_error() == Some(errno::EBUSY) {
             let openers = root.read(name, "openers").unwrap_or_else(|_| "?".into());
             return Err(VolumeError::Busy(format!(
@@ -171,7 +212,11 @@ impl Status {
     pub fn human(&self) -> String {
         let mut s = String::new();
         let _ = writeln!(s, "{}:", self.name);
-        let _ = writeln!(s, "  state: {}", if self.enabled { "enabled" } else { "disabled" });
+        let _ = writeln!(
+            s,
+            "  state: {}",
+            if self.enabled { "enabled" } else { "disabled" }
+        );
         let _ = writeln!(s, "  backing: {}", self.backing);
         let _ = writeln!(s, "  device: {}", self.device.as_deref().unwrap_or("-"));
         let _ = writeln!(s, "  size: {} bytes", self.size_bytes);
@@ -185,8 +230,12 @@ impl Status {
 }
 
 fn parse_num(name: &str, attr: &str, text: &str) -> Result<u64> {
-    attr::parse_u64(text.as_bytes())
-        .map_err(|e| anyhow::anyhow!("volume {name}: attribute {attr} = {text:?}: {}", e.describe()))
+    attr::parse_u64(text.as_bytes()).map_err(|e| {
+        anyhow::anyhow!(
+            "volume {name}: attribute {attr} = {text:?}: {}",
+            e.describe()
+        )
+    })
 }
 
 /// Parses the module's `stats` attribute: one `key value` pair per line.
@@ -213,7 +262,9 @@ pub fn status(root: &Root, name: &str) -> Result<Status> {
             .with_context(|| format!("cannot read attribute {attr} of volume {name}"))
     };
     let enabled = attr::parse_bool(read("enable")?.as_bytes()).unwrap_or(false);
-    let device = Some(read("device")?).filter(|d| !d.is_empty()).map(|d| format!("/dev/{d}"));
+    let device = Some(read("device")?)
+        .filter(|d| !d.is_empty())
+        .map(|d| format!("/dev/{d}"));
     let dev = Some(read("dev")?).filter(|d| !d.is_empty());
     Ok(Status {
         name: name.to_string(),

@@ -63,9 +63,21 @@ fn list_is_sorted() {
 fn refusals_have_exit_codes_and_reasons() {
     let t = tempfile::tempdir().unwrap();
     let cases: [(&[&str], i32, &str); 5] = [
-        (&["create", "a/b", "--backing", "/dev/vda"], 2, "invalid volume name"),
-        (&["create", "v", "--backing", "/nonexistent/dev"], 4, "does not exist"),
-        (&["create", "v", "--backing", "/etc/hostname"], 2, "is not a block device"),
+        (
+            &["create", "a/b", "--backing", "/dev/vda"],
+            2,
+            "invalid volume name",
+        ),
+        (
+            &["create", "v", "--backing", "/nonexistent/dev"],
+            4,
+            "does not exist",
+        ),
+        (
+            &["create", "v", "--backing", "/etc/hostname"],
+            2,
+            "is not a block device",
+        ),
         (&["remove", "nothere"], 4, "volume nothere does not exist"),
         (&["status", "nothere"], 4, "volume nothere does not exist"),
     ];
@@ -83,5 +95,7 @@ fn refusals_have_exit_codes_and_reasons() {
 fn missing_module_is_reported() {
     let out = peerflash(Path::new("/nonexistent/configfs"), &["list"]);
     assert_eq!(out.status.code(), Some(5));
-    assert!(String::from_utf8(out.stderr).unwrap().contains("not loaded"));
+    assert!(String::from_utf8(out.stderr)
+        .unwrap()
+        .contains("not loaded"));
 }
