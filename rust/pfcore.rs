@@ -7,6 +7,12 @@
 
 #[path = "../userspace/core/src/attr.rs"]
 pub mod attr;
+#[path = "../userspace/core/src/destage.rs"]
+pub mod destage;
+#[path = "../userspace/core/src/extent.rs"]
+pub mod extent;
+#[path = "../userspace/core/src/format.rs"]
+pub mod format;
 #[path = "../userspace/core/src/geometry.rs"]
 pub mod geometry;
 #[path = "../userspace/core/src/names.rs"]

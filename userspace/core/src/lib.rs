@@ -10,5 +10,8 @@
 #![forbid(unsafe_code)]
 
 pub mod attr;
+pub mod destage;
+pub mod extent;
+pub mod format;
 pub mod geometry;
 pub mod names;

@@ -1,0 +1,127 @@
+//! Destager rules: batch planning, checkpoints, retry backoff and log space reuse.
+//!
+//! Each volume keeps its records in serial order (the order of its log). The destager takes a
+//! batch from the front: records whose serial is below every write still in flight to flash, in
+//! serial order, up to a size cap. What is left of them in the index (the parts no newer write
+//! superseded) is written to the SAN concurrently; the parts are disjoint because the index never
+//! overlaps. Then the SAN is flushed, and only then the checkpoint (the batch's last serial) is
+//! written to flash: every write up to it is on the SAN or superseded by a newer one.
+
+/// Caps on one destage batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchLimits {
+    /// Most dirty sectors in a batch (a single larger record still goes alone).
+    pub max_sectors: u64,
+    /// Most records in a batch.
+    pub max_records: usize,
+}
+
+/// A planned batch: the first `records` records of the queue.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Batch {
+    /// Number of records taken from the front of the queue.
+    pub records: usize,
+    /// Dirty sectors to write to the SAN.
+    pub sectors: u64,
+    /// The checkpoint once the batch is on the SAN and the SAN flushed (`None`: nothing to do).
+    pub checkpoint: Option<u64>,
+}
+
+/// Plans a batch from `queue`: `(serial, dirty sectors left)` of each record in serial order.
+/// `safe_serial` is the highest serial below every write still in flight to flash: a record
+/// above it may have a lower-serial neighbour not yet in the index, so it must wait.
+pub fn plan_batch(
+    queue: impl IntoIterator<Item = (u64, u64)>,
+    limits: BatchLimits,
+    safe_serial: u64,
+) -> Batch {
+    let mut batch = Batch::default();
+    for (serial, sectors) in queue {
+        if serial > safe_serial || batch.records >= limits.max_records {
+            break;
+        }
+        if sectors > 0
+            && batch.sectors > 0
+            && batch.sectors.saturating_add(sectors) > limits.max_sectors
+        {
+            break;
+        }
+        batch.records += 1;
+        batch.sectors = batch.sectors.saturating_add(sectors);
+        batch.checkpoint = Some(serial);
+    }
+    batch
+}
+
+/// Counts overlaps among ranges `(start, len)` given in ascending start order: the number of
+/// ranges that begin before an earlier one ends. A correct batch has none.
+pub fn count_overlaps(ranges: impl IntoIterator<Item = (u64, u64)>) -> u64 {
+    let mut reach = 0u64;
+    let mut first = true;
+    let mut overlaps = 0;
+    for (start, len) in ranges {
+        if !first && start < reach {
+            overlaps += 1;
+        }
+        first = false;
+        reach = reach.max(start.saturating_add(len));
+    }
+    overlaps
+}
+
+/// Milliseconds to wait before retry number `attempt` (0 = first retry) after a SAN error:
+/// 100 ms doubling up to 10 s.
+pub fn retry_delay_ms(attempt: u32) -> u64 {
+    100u64.saturating_mul(1u64 << attempt.min(7)).min(10_000)
+}
+
+/// Whether a segment whose dirty records have serials at most `max_dirty_serial` (0: none) may
+/// be reused once the checkpoint is `checkpoint`.
+pub fn segment_reusable(max_dirty_serial: u64, checkpoint: u64) -> bool {
+    max_dirty_serial <= checkpoint
+}
+
+/// The head of a volume's circular log: records are placed one after another inside a segment,
+/// never across a segment's end; when one does not fit, the log moves to the next segment
+/// (wrapping at the region's end), which the caller must have made free first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogHead {
+    /// Segments in the region.
+    pub segments: u64,
+    /// Sectors per segment.
+    pub segment_sectors: u64,
+    /// Current segment (0-based within the region).
+    pub segment: u64,
+    /// Next free sector within the current segment.
+    pub offset: u64,
+}
+
+impl LogHead {
+    /// Where a record of `footprint` sectors goes in the current segment, if it fits there.
+    pub fn fits(&self, footprint: u64) -> Option<u64> {
+        (footprint > 0 && self.offset.saturating_add(footprint) <= self.segment_sectors)
+            .then_some(self.offset)
+    }
+
+    /// Takes `footprint` sectors in the current segment; returns their offset in the segment.
+    pub fn take(&mut self, footprint: u64) -> Option<u64> {
+        let at = self.fits(footprint)?;
+        self.offset += footprint;
+        Some(at)
+    }
+
+    /// The segment after the current one.
+    pub fn next_segment(&self) -> u64 {
+        if self.segments == 0 {
+            0
+        } else {
+            (self.segment + 1) % self.segments
+        }
+    }
+
+    /// Moves to the start of the next segment.
+    pub fn advance(&mut self) {
+        self.segment = self.next_segment();
+        self.offset = 0;
+    }
+}

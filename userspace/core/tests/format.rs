@@ -1,0 +1,217 @@
+//! On-flash format: round trips, and every torn or corrupted item is refused.
+
+use peerflash_core::format::*;
+use proptest::prelude::*;
+
+fn crc(prev: u32, data: &[u8]) -> u32 {
+    crc32c::crc32c_append(prev, data)
+}
+
+fn sb() -> Superblock {
+    Superblock::plan(1 << 21, 512, DEFAULT_SEGMENT_SECTORS, [7; 16]).unwrap()
+}
+
+#[test]
+fn crc_implementation_passes_self_test() {
+    assert!(crc_self_test(crc));
+    assert!(!crc_self_test(|_, _| 0));
+}
+
+#[test]
+fn superblock_layout() {
+    let s = sb();
+    assert_eq!(s.slot_start, 1);
+    assert_eq!(s.checkpoint_start, 65);
+    assert_eq!(
+        s.data_start, 2048,
+        "data starts on a segment boundary after the metadata"
+    );
+    assert_eq!(s.segments, (1 << 21) / 2048 - 1);
+    let big = Superblock::plan(1 << 24, 4096, DEFAULT_SEGMENT_SECTORS, [1; 16]).unwrap();
+    assert_eq!(big.slot_start, 8);
+    assert_eq!(big.checkpoint_sector(3, 1), big.checkpoint_start + 7 * 8);
+    assert!(
+        Superblock::plan(4 * 2048, 512, 2048, [0; 16]).is_err(),
+        "too small"
+    );
+    assert!(
+        Superblock::plan(1 << 21, 1024, 2048, [0; 16]).is_err(),
+        "odd block size"
+    );
+    assert!(
+        Superblock::plan(1 << 21, 512, 3000, [0; 16]).is_err(),
+        "segment not a power of two"
+    );
+}
+
+#[test]
+fn superblock_round_trip_and_refusals() {
+    let s = sb();
+    let mut buf = [0u8; 512];
+    s.encode(&mut buf, crc);
+    assert_eq!(Superblock::decode(&buf, 1 << 21, crc), Ok(s));
+    assert!(matches!(
+        Superblock::decode(&buf, (1 << 21) - 1, crc),
+        Err(FormatError::Inconsistent(_))
+    ));
+    let mut bad = buf;
+    bad[40] ^= 1;
+    assert_eq!(
+        Superblock::decode(&bad, 1 << 21, crc),
+        Err(FormatError::BadChecksum)
+    );
+    assert_eq!(
+        Superblock::decode(&[0u8; 512], 1 << 21, crc),
+        Err(FormatError::BadMagic)
+    );
+    assert_eq!(
+        Superblock::decode(&buf[..100], 1 << 21, crc),
+        Err(FormatError::Short)
+    );
+}
+
+fn slot() -> Slot {
+    Slot {
+        uuid: [9; 16],
+        name: Slot::pack_name(b"vm1"),
+        policy: Policy::WriteBack,
+        first_segment: 2,
+        segments: 10,
+        backing_sectors: 1 << 30,
+        serial_floor: 77,
+        generation: 3,
+        backing_path: Slot::pack_path(b"/dev/vda"),
+    }
+}
+
+#[test]
+fn slot_round_trip() {
+    let s = sb();
+    let mut buf = [0u8; 512];
+    slot().encode(&mut buf, crc);
+    let back = Slot::decode(&buf, &s, crc).unwrap().unwrap();
+    assert_eq!(back, slot());
+    assert_eq!(back.name_bytes(), b"vm1");
+    assert_eq!(back.backing_path_bytes(), b"/dev/vda");
+    assert_eq!(Slot::decode(&[0u8; 512], &s, crc), Ok(None));
+    let mut outside = slot();
+    outside.first_segment = s.segments - 1;
+    outside.encode(&mut buf, crc);
+    assert!(matches!(
+        Slot::decode(&buf, &s, crc),
+        Err(FormatError::Inconsistent(_))
+    ));
+}
+
+#[test]
+fn checkpoint_copies() {
+    let u = [5; 16];
+    let mut a = [0u8; 512];
+    let mut b = [0u8; 512];
+    Checkpoint {
+        uuid: u,
+        serial: 10,
+        seq: 4,
+    }
+    .encode(&mut a, crc);
+    Checkpoint {
+        uuid: u,
+        serial: 12,
+        seq: 5,
+    }
+    .encode(&mut b, crc);
+    let ca = Checkpoint::decode(&a, &u, crc);
+    let cb = Checkpoint::decode(&b, &u, crc);
+    assert_eq!(Checkpoint::newest(ca, cb).map(|c| c.serial), Some(12));
+    // A torn newer copy leaves the older one current.
+    b[30] ^= 0xff;
+    assert_eq!(Checkpoint::decode(&b, &u, crc), None);
+    assert_eq!(
+        Checkpoint::newest(ca, Checkpoint::decode(&b, &u, crc)).map(|c| c.serial),
+        Some(10)
+    );
+    // Another volume's checkpoint does not count.
+    assert_eq!(Checkpoint::decode(&a, &[6; 16], crc), None);
+    assert_eq!(Checkpoint::copy_for(4), 0);
+    assert_eq!(Checkpoint::copy_for(5), 1);
+}
+
+fn record(data: &[u8]) -> RecordHeader {
+    let mut h = RecordHeader {
+        flags: RECORD_DIRTY,
+        origin: 0,
+        len: (data.len() / 512) as u32,
+        uuid: [3; 16],
+        serial: 42,
+        lba: 1000,
+        crc: 0,
+    };
+    h.crc = h.checksum([data], crc);
+    h
+}
+
+#[test]
+fn record_round_trip_and_torn_data() {
+    let data: Vec<u8> = (0..4096u32).map(|i| (i * 7) as u8).collect();
+    let h = record(&data);
+    let mut block = [0u8; 512];
+    h.encode(&mut block);
+    let back = RecordHeader::decode(&block, 2047).unwrap();
+    assert_eq!(back, h);
+    assert!(back.verify(&data, crc));
+    assert!(back.is_dirty());
+    // The checksum chains over chunks exactly as over the whole.
+    assert_eq!(h.checksum([&data[..1000], &data[1000..]], crc), h.crc);
+    // A torn write: the tail of the data is old.
+    let mut torn = data.clone();
+    torn[4000] ^= 1;
+    assert!(!back.verify(&torn, crc));
+    // A changed header field is caught too (it is inside the checksum).
+    let mut moved = back;
+    moved.lba += 8;
+    assert!(!moved.verify(&data, crc));
+    // A record longer than the room where it was found is refused before its data is read.
+    assert!(RecordHeader::decode(&block, 7).is_err());
+    assert_eq!(RecordHeader::footprint(8, 512), 9);
+    assert_eq!(RecordHeader::footprint(8, 4096), 16);
+}
+
+proptest! {
+    /// Decoders never panic, whatever the bytes.
+    #[test]
+    fn decoders_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..1024), sectors in any::<u64>()) {
+        let _ = Superblock::decode(&bytes, sectors, crc);
+        let _ = Slot::decode(&bytes, &sb(), crc);
+        let _ = Checkpoint::decode(&bytes, &[0; 16], crc);
+        let _ = RecordHeader::decode(&bytes, sectors);
+    }
+
+    /// Any single flipped bit of a record (header or data) is detected.
+    #[test]
+    fn any_bit_flip_is_detected(bit in 0usize..(512 + 1024) * 8, seed in any::<u8>()) {
+        let data: Vec<u8> = (0..1024u32).map(|i| (i as u8).wrapping_mul(seed)).collect();
+        let h = record(&data);
+        let mut block = [0u8; 512];
+        h.encode(&mut block);
+        let mut all = block.to_vec();
+        all.extend_from_slice(&data);
+        all[bit / 8] ^= 1 << (bit % 8);
+        let ok = RecordHeader::decode(&all[..512], 100).map(|r| r.verify(&all[512..], crc)).unwrap_or(false);
+        // Flips past the 64 header bytes inside the header block are outside the record.
+        if !(64..512).contains(&(bit / 8)) {
+            prop_assert!(!ok);
+        }
+    }
+
+    /// Slots and superblocks round-trip for any field values that make sense.
+    #[test]
+    fn slot_round_trips(first in 0u64..100, n in 2u64..100, floor in any::<u64>(), gen in any::<u64>(), wb in any::<bool>()) {
+        let s = sb();
+        prop_assume!(first + n <= s.segments);
+        let sl = Slot { first_segment: first, segments: n, serial_floor: floor, generation: gen,
+            policy: if wb { Policy::WriteBack } else { Policy::WriteThrough }, ..slot() };
+        let mut buf = [0u8; 4096];
+        sl.encode(&mut buf, crc);
+        prop_assert_eq!(Slot::decode(&buf, &s, crc), Ok(Some(sl)));
+    }
+}
