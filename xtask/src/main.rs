@@ -5,6 +5,7 @@ mod build;
 mod cluster;
 mod demo;
 mod env;
+mod fuzz;
 mod setup;
 mod test;
 mod vm;
@@ -64,6 +65,15 @@ enum Command {
     },
     /// The main job: show peerflash at work in a VM.
     Demo,
+    /// Fuzz the on-flash parsers (libFuzzer through cargo-fuzz).
+    Fuzz {
+        /// Fuzz target.
+        #[arg(long, default_value = "format")]
+        target: String,
+        /// Seconds to run.
+        #[arg(long, default_value_t = 60)]
+        secs: u64,
+    },
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {
@@ -94,6 +104,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Test { filter, host_only } => {
             return test::run(filter.as_deref(), host_only);
+        }
+        Command::Fuzz { target, secs } => {
+            fuzz::run(&target, secs)?;
         }
         Command::Demo => {
             let k = setup::setup()?;

@@ -176,6 +176,14 @@ fn cluster_case(k: &Kernel, b: &Built) -> Outcome {
 /// Runs everything; `filter` selects VM tests by name.
 pub fn run(filter: Option<&str>, host_only: bool) -> Result<ExitCode> {
     let (mut passed, mut failed) = phase("host tests", host_tests)?;
+    // A short fuzz run of the on-flash parsers: a crash is a failed test.
+    match phase("fuzz", || crate::fuzz::run("format", 30)) {
+        Ok(()) => passed += 1,
+        Err(e) => {
+            eprintln!("    FAIL fuzz: {e:#}");
+            failed += 1;
+        }
+    }
     if !host_only {
         let k = setup::setup()?;
         let b = build::build(&k)?;

@@ -577,6 +577,17 @@ impl RecordHeader {
             origin: r.u16(48),
             crc: r.u32(RECORD_HEADER_BYTES - 4),
         };
+        // Canonical encoding only: the checksum is computed over the re-encoded fields, so bytes
+        // that no field holds must be exactly what `encode` writes.
+        if h.flags & !RECORD_DIRTY != 0
+            || head
+                .get(50..RECORD_HEADER_BYTES - 4)
+                .is_none_or(|r| r.iter().any(|&b| b != 0))
+        {
+            return Err(FormatError::Inconsistent(
+                "unknown flags or non-zero reserved bytes",
+            ));
+        }
         if h.len == 0 || u64::from(h.len) > max_len {
             return Err(FormatError::Inconsistent("record length out of range"));
         }
