@@ -608,3 +608,41 @@ impl RecordHeader {
         u64::from(block_size) / SECTOR_SIZE + u64::from(len)
     }
 }
+
+/// What a scan found at one place of a segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Found {
+    /// A record whose checksum matches.
+    Valid(RecordHeader),
+    /// A record header whose record fails its checksum (torn or corrupted): never served.
+    Torn(RecordHeader),
+}
+
+/// Scans one segment's contents (`buf`, read whole) for records, trying every metadata block
+/// boundary; calls `visit(sector offset in the segment, what was found)` in order. A valid
+/// record is skipped whole; anything else advances one block.
+pub fn scan_segment(buf: &[u8], block_size: u32, crc: Crc32c, mut visit: impl FnMut(u64, Found)) {
+    let bs = (block_size as usize).max(META_BYTES);
+    let mut at = 0usize;
+    while at + bs <= buf.len() {
+        let room = (buf.len() - at - bs) as u64 / SECTOR_SIZE;
+        let mut step = bs;
+        if let Ok(h) = RecordHeader::decode(buf.get(at..).unwrap_or(&[]), room) {
+            let data_end = at + bs + h.len as usize * SECTOR_SIZE as usize;
+            let data = buf.get(at + bs..data_end).unwrap_or(&[]);
+            if h.verify(data, crc) {
+                visit((at as u64) / SECTOR_SIZE, Found::Valid(h));
+                step = data_end - at;
+            } else {
+                visit((at as u64) / SECTOR_SIZE, Found::Torn(h));
+            }
+        }
+        at += step;
+    }
+}
+
+/// Whether a valid record found by a scan goes into the rebuilt index of volume `uuid` whose
+/// checkpoint is `checkpoint`: only its dirty records written after the checkpoint.
+pub fn rebuild_takes(h: &RecordHeader, uuid: &[u8; 16], checkpoint: u64) -> bool {
+    h.uuid == *uuid && h.is_dirty() && h.serial > checkpoint
+}

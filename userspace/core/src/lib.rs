@@ -6,10 +6,12 @@
 //! - use only `core` (no `std`, no `alloc`), and refer to sibling modules with `super::`;
 //! - never panic on any input (property tests and fuzzing check this);
 //! - stay free of kernel types, so that it is unit- and property-tested on the host.
-#![cfg_attr(not(test), no_std)]
+#![cfg_attr(not(any(test, feature = "std")), no_std)]
 #![forbid(unsafe_code)]
 
 pub mod attr;
+#[cfg(feature = "std")]
+pub mod btree;
 pub mod destage;
 pub mod extent;
 pub mod format;

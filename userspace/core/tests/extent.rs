@@ -1,35 +1,34 @@
 //! Index rules against a per-sector model: whatever the order writes complete in, every sector
 //! maps to its newest write, the map never overlaps, and the totals add up.
 
-use std::collections::BTreeMap;
-
+use peerflash_core::btree::BTreeIndex;
 use peerflash_core::extent::*;
 use proptest::prelude::*;
 
+/// The userspace index, checked on every insertion that it never overlaps.
 #[derive(Default)]
-struct Map(BTreeMap<u64, Extent>);
+struct Map(BTreeIndex);
 
 impl ExtentMap for Map {
-    type Error = ();
+    type Error = std::convert::Infallible;
     fn first_overlapping(&self, start: u64, end: u64) -> Option<Extent> {
-        if let Some((_, e)) = self.0.range(..=start).next_back() {
-            if e.overlaps(start, end) {
-                return Some(*e);
-            }
-        }
-        self.0.range(start..end).next().map(|(_, e)| *e)
+        assert!(start < end, "empty range asked for");
+        self.0.first_overlapping(start, end)
     }
     fn remove(&mut self, lba: u64) {
-        self.0.remove(&lba).expect("removing an extent that exists");
+        assert!(
+            self.0 .0.contains_key(&lba),
+            "removing an extent that does not exist"
+        );
+        self.0.remove(lba)
     }
-    fn insert(&mut self, e: Extent) -> Result<(), ()> {
+    fn insert(&mut self, e: Extent) -> Result<(), Self::Error> {
         assert!(e.len > 0);
         assert!(
-            self.first_overlapping(e.lba, e.end()).is_none(),
+            self.0.first_overlapping(e.lba, e.end()).is_none(),
             "overlapping insert {e:?}"
         );
-        self.0.insert(e.lba, e);
-        Ok(())
+        self.0.insert(e)
     }
 }
 
@@ -42,7 +41,7 @@ fn check(map: &Map, model: &Model, cached: i64, dirty: i64) {
     let mut c = 0;
     let mut d = 0;
     let mut prev_end = 0;
-    for e in map.0.values() {
+    for e in map.0 .0.values() {
         assert!(e.lba >= prev_end, "extents overlap");
         prev_end = e.end();
         c += e.len as i64;

@@ -1,5 +1,6 @@
 //! `peerflash`: the userspace helper. dmsetup-style verbs over the module's configfs tree.
 
+mod cache;
 mod configfs;
 mod volume;
 
@@ -52,6 +53,25 @@ enum Command {
         /// Volume name.
         name: String,
     },
+    /// Format a cache device: an empty version-1 layout (Documentation/on-flash-format.md).
+    FormatCache {
+        /// The cache (NVMe) block device or image file.
+        device: String,
+        /// Segment size in KiB (a power of two from 64 to 65536).
+        #[arg(long, default_value_t = 1024)]
+        segment_kib: u32,
+        /// Format even if the device holds peerflash volumes (their cached data is lost).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Decode what a cache device holds: volumes, records, checkpoints, dirty data.
+    Inspect {
+        /// The cache block device or image file.
+        device: String,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Output::Human)]
+        output: Output,
+    },
     /// List volume names, one per line.
     List,
     /// Show the state of one volume or of all.
@@ -65,8 +85,36 @@ enum Command {
 }
 
 fn run(cli: Cli) -> Result<()> {
+    // Verbs on a cache device work without the module.
+    match &cli.command {
+        Command::FormatCache {
+            device,
+            segment_kib,
+            force,
+        } => {
+            let sb = cache::format_cache(device, *segment_kib, *force)?;
+            println!(
+                "formatted {device}: {} segments of {} KiB, block size {}",
+                sb.segments,
+                sb.segment_sectors / 2,
+                sb.block_size
+            );
+            return Ok(());
+        }
+        Command::Inspect { device, output } => {
+            let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
+            let report = cache::inspect(device, tty && *output == Output::Human)?;
+            match output {
+                Output::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+                Output::Human => print!("{}", report.human()),
+            }
+            return Ok(());
+        }
+        _ => {}
+    }
     let root = configfs::Root::locate()?;
     match cli.command {
+        Command::FormatCache { .. } | Command::Inspect { .. } => {}
         Command::Create { name, backing } => {
             let v = volume::create(&root, &name, &backing)?;
             println!("created volume {} on {} as {}", name, backing, v.device);

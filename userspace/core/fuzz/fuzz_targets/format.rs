@@ -28,6 +28,12 @@ fuzz_target!(|data: &[u8]| {
             assert_eq!(body.len() as u64, u64::from(h.len) * 512);
         }
     }
+    // A scan of arbitrary segment contents never panics and never reports a record past the end.
+    scan_segment(data, 512, crc, |off, found| {
+        if let Found::Valid(h) = found {
+            assert!((off + 1 + u64::from(h.len)) * 512 <= data.len() as u64);
+        }
+    });
     round_trip(data);
 });
 
