@@ -9,6 +9,7 @@
 
 mod blk;
 mod control;
+mod crc;
 mod pfcore;
 mod volume;
 
@@ -33,7 +34,15 @@ struct PeerflashModule {
 
 impl kernel::InPlaceModule for PeerflashModule {
     fn init(_module: &'static ThisModule) -> impl PinInit<Self, Error> {
-        pr_info!("peerflash {} loaded\n", VERSION);
-        try_pin_init!(Self { configfs <- control::subsystem() })
+        pin_init::pin_init_scope(|| {
+            // Every record checksum depends on it: refuse to load with a CRC32C that is not the
+            // standard one (the helper checks its own the same way).
+            if !pfcore::format::crc_self_test(crc::crc32c) {
+                pr_err!("the kernel's crc32c fails the CRC32C check value; not loading\n");
+                return Err(EINVAL);
+            }
+            pr_info!("peerflash {} loaded (on-flash format {})\n", VERSION, pfcore::format::VERSION);
+            Ok(try_pin_init!(Self { configfs <- control::subsystem() }))
+        })
     }
 }
