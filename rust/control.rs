@@ -24,7 +24,9 @@ use kernel::sync::{Arc, Mutex};
 use kernel::ModuleMetadata;
 
 use crate::blk::bdev::BlockDev;
+use crate::cache::{self, Attached};
 use crate::blk::disk::Disk;
+use crate::pfcore::format::Policy;
 use crate::pfcore::{attr, geometry, names};
 use crate::volume::Volume;
 
@@ -78,6 +80,9 @@ impl configfs::GroupOperations for Config {
                 openers: 5,
                 last_error: 6,
                 stats: 7,
+                cache: 8,
+                policy: 9,
+                cache_slot: 10,
             ],
         };
         Ok(configfs::Group::new(
@@ -87,6 +92,8 @@ impl configfs::GroupOperations for Config {
                 inner <- new_mutex!(VolumeInner {
                     name: name.try_into()?,
                     backing: None,
+                    cache: None,
+                    policy: Policy::WriteBack,
                     last_error: "",
                     running: None,
                 }),
@@ -105,6 +112,10 @@ pub(crate) struct VolumeConfig {
 struct VolumeInner {
     name: CString,
     backing: Option<CString>,
+    /// Cache device path (none: no cache).
+    cache: Option<CString>,
+    /// Write policy used with a cache.
+    policy: Policy,
     /// Why the last refused write was refused ("" after a success).
     last_error: &'static str,
     running: Option<Running>,
@@ -115,6 +126,9 @@ struct Running {
     disk: Disk<Volume>,
     volume: Arc<Volume>,
     sectors: u64,
+    /// The attached cache device and the volume's slot on it (attach only so far: the data path
+    /// still passes through to the backing device).
+    cache: Option<Attached>,
 }
 
 impl VolumeInner {
@@ -152,6 +166,32 @@ impl VolumeInner {
             Ok(l) => l,
             Err(e) => return Err(self.refuse(e.describe(), EINVAL)),
         };
+        let cache = match self.cache.as_ref() {
+            None => None,
+            Some(cpath) => {
+                let want = cache::Want {
+                    name: self.name.to_bytes(),
+                    backing_path: path.to_bytes(),
+                    backing_sectors: limits.sectors,
+                    policy: self.policy,
+                };
+                match cache::attach(cpath, holder, &dev, &want) {
+                    Ok(a) => Some(a),
+                    Err((why, e)) => return Err(self.refuse(why, e)),
+                }
+            }
+        };
+        if let Some(a) = &cache {
+            pr_info!(
+                "volume {:?}: cache {:?} slot {} ({}), segments {}+{}\n",
+                &*self.name,
+                self.cache.as_deref().unwrap_or(c""),
+                a.slot_index,
+                if a.created { "new" } else { "found" },
+                a.slot.first_segment,
+                a.slot.segments
+            );
+        }
         let volume = Arc::pin_init(Volume::new(dev), GFP_KERNEL)?;
         let module = &<crate::PeerflashModule as ModuleMetadata>::THIS_MODULE;
         let created = Disk::new(
@@ -172,7 +212,7 @@ impl VolumeInner {
             &**path,
             limits.sectors
         );
-        self.running = Some(Running { disk, volume, sectors: limits.sectors });
+        self.running = Some(Running { disk, volume, sectors: limits.sectors, cache });
         Ok(())
     }
 
@@ -320,5 +360,72 @@ impl AttributeOperations<7> for VolumeConfig {
             }
         }
         Ok(w.bytes_written())
+    }
+}
+
+#[vtable]
+impl AttributeOperations<8> for VolumeConfig {
+    type Data = VolumeConfig;
+
+    fn show(this: &VolumeConfig, page: &mut [u8; PAGE_SIZE]) -> Result<usize> {
+        let g = this.inner.lock();
+        match &g.cache {
+            Some(p) => show_fmt(page, fmt!("{}\n", p.to_str()?)),
+            None => show_fmt(page, fmt!("\n")),
+        }
+    }
+
+    /// A path sets the cache device; an empty line removes it.
+    fn store(this: &VolumeConfig, page: &[u8]) -> Result {
+        let mut g = this.inner.lock();
+        if g.running.is_some() {
+            return Err(g.refuse("the cache device of an enabled volume cannot change", EBUSY));
+        }
+        if page.trim_ascii().is_empty() {
+            g.cache = None;
+        } else {
+            let path = match attr::parse_path(page) {
+                Ok(p) => p,
+                Err(e) => return Err(g.refuse(e.describe(), EINVAL)),
+            };
+            g.cache = Some(CString::try_from_fmt(fmt!("{path}"))?);
+        }
+        g.last_error = "";
+        Ok(())
+    }
+}
+
+#[vtable]
+impl AttributeOperations<9> for VolumeConfig {
+    type Data = VolumeConfig;
+
+    fn show(this: &VolumeConfig, page: &mut [u8; PAGE_SIZE]) -> Result<usize> {
+        show_fmt(page, fmt!("{}\n", this.inner.lock().policy.name()))
+    }
+
+    fn store(this: &VolumeConfig, page: &[u8]) -> Result {
+        let mut g = this.inner.lock();
+        let Some(p) = Policy::parse(page) else {
+            return Err(g.refuse("expected wt or wb", EINVAL));
+        };
+        if g.running.is_some() {
+            return Err(g.refuse("switching the policy of an enabled volume is not supported yet", EBUSY));
+        }
+        g.policy = p;
+        g.last_error = "";
+        Ok(())
+    }
+}
+
+#[vtable]
+impl AttributeOperations<10> for VolumeConfig {
+    type Data = VolumeConfig;
+
+    /// The volume's slot number on its cache device (empty without a cache).
+    fn show(this: &VolumeConfig, page: &mut [u8; PAGE_SIZE]) -> Result<usize> {
+        match this.inner.lock().running.as_ref().and_then(|r| r.cache.as_ref()) {
+            Some(a) => show_fmt(page, fmt!("{}\n", a.slot_index)),
+            None => show_fmt(page, fmt!("\n")),
+        }
     }
 }

@@ -15,6 +15,8 @@ gfp_t pf_gfp_noio(void);
 blk_features_t pf_feat_write_cache_fua(void);
 blk_mode_t pf_open_mode_rw(void);
 blk_opf_t pf_opf_flush(void);
+blk_opf_t pf_opf_read(void);
+blk_opf_t pf_opf_write_fua(void);
 unsigned int pf_rq_op(struct request *rq);
 bool pf_rq_is_fua(struct request *rq);
 bool pf_rq_in_flush_seq(struct request *rq);
@@ -37,6 +39,8 @@ gfp_t pf_gfp_noio(void) { return GFP_NOIO; }
 blk_features_t pf_feat_write_cache_fua(void) { return BLK_FEAT_WRITE_CACHE | BLK_FEAT_FUA; }
 blk_mode_t pf_open_mode_rw(void) { return BLK_OPEN_READ | BLK_OPEN_WRITE; }
 blk_opf_t pf_opf_flush(void) { return REQ_OP_WRITE | REQ_PREFLUSH; }
+blk_opf_t pf_opf_read(void) { return REQ_OP_READ; }
+blk_opf_t pf_opf_write_fua(void) { return REQ_OP_WRITE | REQ_SYNC | REQ_FUA; }
 unsigned int pf_rq_op(struct request *rq) { return req_op(rq); }
 bool pf_rq_is_fua(struct request *rq) { return rq->cmd_flags & REQ_FUA; }
 bool pf_rq_in_flush_seq(struct request *rq) { return rq->rq_flags & RQF_FLUSH_SEQ; }

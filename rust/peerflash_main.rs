@@ -8,6 +8,7 @@
 //! (compiled from `userspace/core/src`, tested on the host).
 
 mod blk;
+mod cache;
 mod control;
 mod crc;
 mod pfcore;

@@ -7,6 +7,7 @@ use core::ptr::NonNull;
 
 use kernel::bindings;
 use kernel::error::from_err_ptr;
+use kernel::page::Page;
 use kernel::prelude::*;
 
 use super::ffi;
@@ -74,6 +75,62 @@ impl BlockDev {
                 max_hw_sectors: ffi::pf_bdev_max_hw_sectors(b),
             }
         }
+    }
+
+    /// Reads `buf.len()` bytes (a multiple of 512, at most a page) at `sector` and waits: for
+    /// metadata, never on the data path.
+    pub(crate) fn read_sync(&self, sector: u64, buf: &mut [u8]) -> Result {
+        let page = Page::alloc_page(GFP_KERNEL)?;
+        let len = u32::try_from(buf.len()).map_err(|_| EINVAL)?;
+        self.sync_page_io(sector, &page, len, false)?;
+        // SAFETY: `buf` is valid for writes of `buf.len()` bytes, which `sync_page_io` checked is
+        // at most a page, and does not overlap the page.
+        unsafe { page.read_raw(buf.as_mut_ptr(), 0, buf.len()) }
+    }
+
+    /// Writes `buf` (a multiple of 512 bytes, at most a page) at `sector` with FUA and waits.
+    pub(crate) fn write_sync(&self, sector: u64, buf: &[u8]) -> Result {
+        let page = Page::alloc_page(GFP_KERNEL)?;
+        let len = u32::try_from(buf.len()).map_err(|_| EINVAL)?;
+        if buf.len() > kernel::page::PAGE_SIZE {
+            return Err(EINVAL);
+        }
+        // SAFETY: `buf` is valid for reads of `buf.len()` bytes (at most a page, checked above)
+        // and does not overlap the page.
+        unsafe { page.write_raw(buf.as_ptr(), 0, buf.len())? };
+        self.sync_page_io(sector, &page, len, true)
+    }
+
+    /// Whether `other` is the same block device.
+    pub(crate) fn same_device(&self, other: &BlockDev) -> bool {
+        self.bdev == other.bdev
+    }
+
+    fn sync_page_io(&self, sector: u64, page: &Page, len: u32, write: bool) -> Result {
+        if len == 0 || len as usize > kernel::page::PAGE_SIZE || len % 512 != 0 {
+            return Err(EINVAL);
+        }
+        // SAFETY: both helpers only return a constant.
+        let opf = unsafe { if write { ffi::pf_opf_write_fua() } else { ffi::pf_opf_read() } };
+        // SAFETY: by the type invariant the device is open; `fs_bio_set` is the kernel's global
+        // bio set, initialised at boot; one vector is enough for one page.
+        let bio = unsafe {
+            bindings::bio_alloc_bioset(self.raw(), 1, opf, ffi::pf_gfp_noio(), &raw mut bindings::fs_bio_set)
+        };
+        let bio = NonNull::new(bio).ok_or(ENOMEM)?;
+        // SAFETY: `bio` was just allocated with room for one page and is ours until `bio_put`;
+        // `page` outlives the I/O because `submit_bio_wait` returns only once it completed.
+        let ret = unsafe {
+            (*bio.as_ptr()).bi_iter.bi_sector = sector;
+            if bindings::bio_add_page(bio.as_ptr(), page.as_ptr(), len, 0) != len as i32 {
+                bindings::bio_put(bio.as_ptr());
+                return Err(EIO);
+            }
+            let ret = bindings::submit_bio_wait(bio.as_ptr());
+            bindings::bio_put(bio.as_ptr());
+            ret
+        };
+        kernel::error::to_result(ret)
     }
 
     /// Whether this device is served by the given block device operations table.

@@ -13,6 +13,8 @@ extern "C" {
     pub(crate) fn pf_feat_write_cache_fua() -> bindings::blk_features_t;
     pub(crate) fn pf_open_mode_rw() -> bindings::blk_mode_t;
     pub(crate) fn pf_opf_flush() -> bindings::blk_opf_t;
+    pub(crate) fn pf_opf_read() -> bindings::blk_opf_t;
+    pub(crate) fn pf_opf_write_fua() -> bindings::blk_opf_t;
     pub(crate) fn pf_rq_op(rq: *mut bindings::request) -> u32;
     pub(crate) fn pf_rq_is_fua(rq: *mut bindings::request) -> bool;
     pub(crate) fn pf_rq_in_flush_seq(rq: *mut bindings::request) -> bool;

@@ -28,6 +28,31 @@ expect_refusal 3 "in use" peerflash format-cache "$CACHE" --force
 peerflash remove v1 || fail "remove v1"
 peerflash inspect "$CACHE" > /dev/null || fail "the refused format changed the device"
 
+step "a volume attaches the cache device: its slot is made, then found again"
+peerflash create v1 --backing "$SAN" --cache "$CACHE" --policy wb || fail "create with a cache"
+same "$(cat /sys/kernel/config/peerflash/v1/cache_slot)" 0 "cache slot"
+peerflash status v1 | grep -q "policy: wb" || fail "status shows the policy"
+json=$(peerflash inspect "$CACHE" --output json) || fail "inspect while attached"
+echo "$json"
+same "$(echo "$json" | grep -c '"name": "v1"')" 1 "the slot's volume name"
+same "$(echo "$json" | grep -c "\"backing\": \"$SAN\"")" 1 "the slot's backing path"
+uuid1=$(echo "$json" | sed -n 's/.*"uuid": "\(.*\)",/\1/p' | tail -1)
+peerflash remove v1 || fail "remove v1"
+peerflash create v1 --backing "$SAN" --cache "$CACHE" --policy wt || fail "re-create with the cache"
+uuid2=$(peerflash inspect "$CACHE" --output json | sed -n 's/.*"uuid": "\(.*\)",/\1/p' | tail -1)
+same "$uuid2" "$uuid1" "the re-created volume found its slot (uuid)"
+same "$(peerflash inspect "$CACHE" --output json | grep -c '"name":')" 1 "still one volume on the cache"
+peerflash remove v1 || fail "remove v1 again"
+
+step "bad cache devices"
+expect_refusal 2 "the cache device is the backing device" peerflash create v2 --backing "$SAN" --cache "$SAN"
+truncate -s 64M /tmp/blank.img
+blank=$(losetup -f --show /tmp/blank.img) || fail "losetup"
+expect_refusal 2 "not formatted for peerflash" peerflash create v2 --backing "$SAN" --cache "$blank"
+expect_refusal 4 "does not exist" peerflash create v2 --backing "$SAN" --cache /dev/nonexistent
+losetup -d "$blank"
+same "$(peerflash list)" "" "volumes left"
+
 step "unformatted and corrupted devices"
 expect_refusal 2 "no peerflash signature" peerflash inspect "$SAN"
 dd if=/dev/urandom of="$CACHE" bs=1 count=4 seek=40 conv=notrunc,fsync 2>/dev/null

@@ -646,3 +646,24 @@ pub fn scan_segment(buf: &[u8], block_size: u32, crc: Crc32c, mut visit: impl Fn
 pub fn rebuild_takes(h: &RecordHeader, uuid: &[u8; 16], checkpoint: u64) -> bool {
     h.uuid == *uuid && h.is_dirty() && h.serial > checkpoint
 }
+
+/// Where a new volume's region goes: the largest run of segments in `0..segments` that no region
+/// in `used` (`(first segment, count)` pairs, sorted here) covers, as `(first, count)`, if it has
+/// at least two segments (a log must be able to wrap).
+pub fn largest_free_run(used: &mut [(u64, u64)], segments: u64) -> Option<(u64, u64)> {
+    used.sort_unstable();
+    let mut best: Option<(u64, u64)> = None;
+    let mut cursor = 0u64;
+    let mut consider = |start: u64, end: u64| {
+        let end = end.min(segments);
+        if end > start && best.is_none_or(|(_, n)| end - start > n) {
+            best = Some((start, end - start));
+        }
+    };
+    for &(first, count) in used.iter() {
+        consider(cursor, first);
+        cursor = cursor.max(first.saturating_add(count));
+    }
+    consider(cursor, segments);
+    best.filter(|&(_, n)| n >= 2)
+}

@@ -274,3 +274,41 @@ fn scan_of_a_record_cut_by_the_segment_end_finds_nothing_valid() {
     });
     assert_eq!(valid, 0);
 }
+
+#[test]
+fn regions_go_in_the_largest_free_run() {
+    assert_eq!(largest_free_run(&mut [], 10), Some((0, 10)));
+    assert_eq!(largest_free_run(&mut [(0, 4)], 10), Some((4, 6)));
+    assert_eq!(largest_free_run(&mut [(6, 2), (0, 3)], 10), Some((3, 3)));
+    assert_eq!(
+        largest_free_run(&mut [(0, 5), (6, 4)], 10),
+        None,
+        "one free segment is too few"
+    );
+    assert_eq!(largest_free_run(&mut [(0, 10)], 10), None);
+}
+
+proptest! {
+    /// The run found never overlaps a used region and nothing larger is free.
+    #[test]
+    fn free_run_is_free_and_largest(regions in proptest::collection::vec((0u64..50, 1u64..10), 0..6)) {
+        let segments = 50;
+        let mut used = regions.clone();
+        let got = largest_free_run(&mut used, segments);
+        let free = |s: u64| regions.iter().all(|&(f, n)| s < f || s >= f + n);
+        let mut best = 0;
+        let mut run = 0;
+        for s in 0..segments {
+            run = if free(s) { run + 1 } else { 0 };
+            best = best.max(run);
+        }
+        match got {
+            Some((first, n)) => {
+                prop_assert!((first..first + n).all(free));
+                prop_assert!(first + n <= segments);
+                prop_assert_eq!(n, best);
+            }
+            None => prop_assert!(best < 2),
+        }
+    }
+}

@@ -38,6 +38,23 @@ enum Output {
     Json,
 }
 
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+enum PolicyArg {
+    /// Write-through: writes complete once on the backing device.
+    Wt,
+    /// Write-back: writes complete once stable on the cache device.
+    Wb,
+}
+
+impl PolicyArg {
+    fn name(self) -> &'static str {
+        match self {
+            PolicyArg::Wt => "wt",
+            PolicyArg::Wb => "wb",
+        }
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Create a volume NAME stacked over a backing block device; it appears as /dev/pf-NAME.
@@ -47,6 +64,12 @@ enum Command {
         /// The backing ("SAN") block device.
         #[arg(long)]
         backing: String,
+        /// A cache device formatted with `format-cache`; the volume gets a slot on it.
+        #[arg(long)]
+        cache: Option<String>,
+        /// Write policy with the cache.
+        #[arg(long, value_enum, default_value_t = PolicyArg::Wb, requires = "cache")]
+        policy: PolicyArg,
     },
     /// Remove a volume; refused while the volume is open.
     Remove {
@@ -115,8 +138,13 @@ fn run(cli: Cli) -> Result<()> {
     let root = configfs::Root::locate()?;
     match cli.command {
         Command::FormatCache { .. } | Command::Inspect { .. } => {}
-        Command::Create { name, backing } => {
-            let v = volume::create(&root, &name, &backing)?;
+        Command::Create {
+            name,
+            backing,
+            cache,
+            policy,
+        } => {
+            let v = volume::create(&root, &name, &backing, cache.as_deref(), policy.name())?;
             println!("created volume {} on {} as {}", name, backing, v.device);
         }
         Command::Remove { name } => {

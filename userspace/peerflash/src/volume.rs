@@ -60,9 +60,14 @@ fn check_name(name: &str) -> Result<()> {
 }
 
 fn check_backing(backing: &str) -> Result<()> {
+    check_device("backing", backing)
+}
+
+/// Checks that `path` (the `what` device) is an absolute path to an existing block device.
+fn check_device(what: &str, backing: &str) -> Result<()> {
     attr::parse_path(backing.as_bytes()).map_err(|e| {
         VolumeError::Invalid(format!(
-            "invalid backing device path {backing:?}: {}",
+            "invalid {what} device path {backing:?}: {}",
             e.describe()
         ))
     })?;
@@ -70,7 +75,7 @@ fn check_backing(backing: &str) -> Result<()> {
         Ok(m) => m,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             return Err(
-                VolumeError::NotFound(format!("backing device {backing} does not exist")).into(),
+                VolumeError::NotFound(format!("{what} device {backing} does not exist")).into(),
             )
         }
         Err(e) => return Err(e).with_context(|| format!("cannot examine {backing}")),
@@ -105,10 +110,20 @@ fn enable_error(root: &Root, name: &str, backing: &str, err: io::Error) -> anyho
     }
 }
 
-/// Creates volume `name` over `backing` and enables it.
-pub fn create(root: &Root, name: &str, backing: &str) -> Result<Created> {
+/// Creates volume `name` over `backing` and enables it; with `cache`, attaches that cache
+/// device with `policy` (`wt` or `wb`).
+pub fn create(
+    root: &Root,
+    name: &str,
+    backing: &str,
+    cache: Option<&str>,
+    policy: &str,
+) -> Result<Created> {
     check_name(name)?;
     check_backing(backing)?;
+    if let Some(c) = cache {
+        check_device("cache", c)?;
+    }
     let dir = root.dir(name);
     match std::fs::create_dir(&dir) {
         Ok(()) => {}
@@ -119,6 +134,12 @@ pub fn create(root: &Root, name: &str, backing: &str) -> Result<Created> {
     }
     let result = root
         .write(name, "backing", backing)
+        .and_then(|()| match cache {
+            Some(c) => root
+                .write(name, "cache", c)
+                .and_then(|()| root.write(name, "policy", policy)),
+            None => Ok(()),
+        })
         .and_then(|()| root.write(name, "enable", "1"));
     if let Err(e) = result {
         let err = enable_error(root, name, backing, e);
@@ -203,6 +224,12 @@ pub struct Status {
     pub size_bytes: u64,
     /// How many times the block device is open.
     pub openers: u64,
+    /// Cache device path, when one is set.
+    pub cache: Option<String>,
+    /// Write policy with the cache (`wt` or `wb`).
+    pub policy: String,
+    /// The volume's slot on its cache device, while enabled with a cache.
+    pub cache_slot: Option<u64>,
     /// I/O counters.
     pub stats: BTreeMap<String, u64>,
 }
@@ -221,6 +248,12 @@ impl Status {
         let _ = writeln!(s, "  device: {}", self.device.as_deref().unwrap_or("-"));
         let _ = writeln!(s, "  size: {} bytes", self.size_bytes);
         let _ = writeln!(s, "  openers: {}", self.openers);
+        let _ = writeln!(s, "  cache: {}", self.cache.as_deref().unwrap_or("-"));
+        if self.cache.is_some() {
+            let _ = writeln!(s, "  policy: {}", self.policy);
+            let slot = self.cache_slot.map_or("-".to_string(), |n| n.to_string());
+            let _ = writeln!(s, "  cache slot: {slot}");
+        }
         let _ = writeln!(s, "  stats:");
         for (k, v) in &self.stats {
             let _ = writeln!(s, "    {k}: {v}");
@@ -274,6 +307,12 @@ pub fn status(root: &Root, name: &str) -> Result<Status> {
         dev,
         size_bytes: parse_num(name, "size", &read("size")?)? * 512,
         openers: parse_num(name, "openers", &read("openers")?)?,
+        cache: Some(read("cache")?).filter(|c| !c.is_empty()),
+        policy: read("policy")?,
+        cache_slot: match read("cache_slot")? {
+            s if s.is_empty() => None,
+            s => Some(parse_num(name, "cache_slot", &s)?),
+        },
         stats: parse_stats(name, &read("stats")?)?,
     })
 }

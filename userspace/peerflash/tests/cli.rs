@@ -24,6 +24,9 @@ fn fake_volume(root: &Path, name: &str, enabled: bool) {
     w("size", "2048\n");
     w("openers", "1\n");
     w("last_error", "\n");
+    w("cache", "\n");
+    w("policy", "wb\n");
+    w("cache_slot", "\n");
     w("stats", "reads 5\nwrites 7\nerrors 0\n");
 }
 
