@@ -7,10 +7,16 @@ SAN=$PF_SAN_DEV
 say() { printf '\n\033[1m# %s\033[0m\n' "$*"; }
 
 say "Devices of this VM: NVMe cache $PF_CACHE_DEV, SAN disk $SAN ($(blockdev --getsize64 $SAN) bytes)"
-say "Load the module and create volume 'vm1' over the SAN"
+CACHE=$PF_CACHE_DEV
+say "Format the NVMe device as a peerflash cache device and decode it"
+echo "\$ peerflash format-cache $CACHE"
+peerflash format-cache "$CACHE" || fail "format-cache"
+say "Load the module and create volume 'vm1' over the SAN, with a slot on the cache device"
 modprobe peerflash || fail "modprobe"
-echo "\$ peerflash create vm1 --backing $SAN"
-peerflash create vm1 --backing "$SAN" || fail "create"
+echo "\$ peerflash create vm1 --backing $SAN --cache $CACHE --policy wb"
+peerflash create vm1 --backing "$SAN" --cache "$CACHE" --policy wb || fail "create"
+echo "\$ peerflash inspect $CACHE"
+peerflash inspect "$CACHE"
 echo "\$ peerflash status vm1"
 peerflash status vm1
 
@@ -34,4 +40,4 @@ echo "through the volume: $a   on the SAN afterwards: $b"
 fio --name=demo --filename="$SAN" --rw=randwrite --bsrange=4k-64k --iodepth=16 --ioengine=libaio \
     --direct=1 --size=64M --verify=crc32c --verify_fatal=1 --verify_only --randseed=42 > /dev/null || fail "verify on SAN"
 echo "fio verify of the bare SAN: OK"
-say "Done. (Today peerflash passes I/O through; caching on the NVMe device is the next step.)"
+say "Done. (Today the volume attaches its cache slot but still passes I/O through; the write-back data path is next.)"
