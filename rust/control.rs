@@ -139,6 +139,21 @@ impl VolumeInner {
         err
     }
 
+    /// Parses a path written to a device attribute, refused with `busy` while the volume runs;
+    /// `None` for an empty line.
+    fn path_for_stopped(&mut self, page: &[u8], busy: &'static str) -> Result<Option<CString>> {
+        if self.running.is_some() {
+            return Err(self.refuse(busy, EBUSY));
+        }
+        if page.trim_ascii().is_empty() {
+            return Ok(None);
+        }
+        match attr::parse_path(page) {
+            Ok(p) => Ok(Some(CString::try_from_fmt(fmt!("{p}"))?)),
+            Err(e) => Err(self.refuse(e.describe(), EINVAL)),
+        }
+    }
+
     fn start(&mut self, holder: *mut c_void) -> Result {
         let Some(path) = self.backing.as_ref() else {
             return Err(self.refuse("no backing device set (write its path to `backing` first)", EINVAL));
@@ -229,6 +244,14 @@ impl VolumeInner {
     }
 }
 
+/// Shows a path attribute (an empty line when unset).
+fn show_path(page: &mut [u8; PAGE_SIZE], path: Option<&CStr>) -> Result<usize> {
+    match path {
+        Some(p) => show_fmt(page, fmt!("{}\n", p.to_str()?)),
+        None => show_fmt(page, fmt!("\n")),
+    }
+}
+
 /// Writes `args` to a configfs page and returns the length.
 fn show_fmt(page: &mut [u8; PAGE_SIZE], args: fmt::Arguments<'_>) -> Result<usize> {
     let mut w = kernel::str::Formatter::new(page);
@@ -241,23 +264,15 @@ impl AttributeOperations<0> for VolumeConfig {
     type Data = VolumeConfig;
 
     fn show(this: &VolumeConfig, page: &mut [u8; PAGE_SIZE]) -> Result<usize> {
-        let g = this.inner.lock();
-        match &g.backing {
-            Some(p) => show_fmt(page, fmt!("{}\n", p.to_str()?)),
-            None => show_fmt(page, fmt!("\n")),
-        }
+        show_path(page, this.inner.lock().backing.as_deref())
     }
 
     fn store(this: &VolumeConfig, page: &[u8]) -> Result {
         let mut g = this.inner.lock();
-        if g.running.is_some() {
-            return Err(g.refuse("the backing device of an enabled volume cannot change", EBUSY));
+        match g.path_for_stopped(page, "the backing device of an enabled volume cannot change")? {
+            Some(p) => g.backing = Some(p),
+            None => return Err(g.refuse("the path is empty", EINVAL)),
         }
-        let path = match attr::parse_path(page) {
-            Ok(p) => p,
-            Err(e) => return Err(g.refuse(e.describe(), EINVAL)),
-        };
-        g.backing = Some(CString::try_from_fmt(fmt!("{path}"))?);
         g.last_error = "";
         Ok(())
     }
@@ -368,28 +383,13 @@ impl AttributeOperations<8> for VolumeConfig {
     type Data = VolumeConfig;
 
     fn show(this: &VolumeConfig, page: &mut [u8; PAGE_SIZE]) -> Result<usize> {
-        let g = this.inner.lock();
-        match &g.cache {
-            Some(p) => show_fmt(page, fmt!("{}\n", p.to_str()?)),
-            None => show_fmt(page, fmt!("\n")),
-        }
+        show_path(page, this.inner.lock().cache.as_deref())
     }
 
     /// A path sets the cache device; an empty line removes it.
     fn store(this: &VolumeConfig, page: &[u8]) -> Result {
         let mut g = this.inner.lock();
-        if g.running.is_some() {
-            return Err(g.refuse("the cache device of an enabled volume cannot change", EBUSY));
-        }
-        if page.trim_ascii().is_empty() {
-            g.cache = None;
-        } else {
-            let path = match attr::parse_path(page) {
-                Ok(p) => p,
-                Err(e) => return Err(g.refuse(e.describe(), EINVAL)),
-            };
-            g.cache = Some(CString::try_from_fmt(fmt!("{path}"))?);
-        }
+        g.cache = g.path_for_stopped(page, "the cache device of an enabled volume cannot change")?;
         g.last_error = "";
         Ok(())
     }

@@ -119,6 +119,29 @@ pub fn apply<M: ExtentMap>(map: &mut M, new: Extent) -> Result<Delta, M::Error> 
     Ok(delta)
 }
 
+/// Calls `f` on each extent left in the index of record `serial` within `[lba, lba + len)`, in
+/// address order; `f` may replace or remove the extent it is given.
+fn each_piece_of<M: ExtentMap>(
+    map: &mut M,
+    lba: u64,
+    len: u64,
+    serial: u64,
+    mut f: impl FnMut(&mut M, Extent) -> Result<(), M::Error>,
+) -> Result<(), M::Error> {
+    let end = lba.saturating_add(len);
+    let mut cursor = lba;
+    while cursor < end {
+        let Some(e) = map.first_overlapping(cursor, end) else {
+            break;
+        };
+        cursor = e.end();
+        if e.serial == serial {
+            f(map, e)?;
+        }
+    }
+    Ok(())
+}
+
 /// Removes what is left in the index of record `serial`, which covered `[lba, lba + len)`:
 /// used when its flash space is reused. Returns what changed.
 pub fn remove_record<M: ExtentMap>(
@@ -128,18 +151,11 @@ pub fn remove_record<M: ExtentMap>(
     serial: u64,
 ) -> Result<Delta, M::Error> {
     let mut delta = Delta::default();
-    let end = lba.saturating_add(len);
-    let mut cursor = lba;
-    while cursor < end {
-        let Some(e) = map.first_overlapping(cursor, end) else {
-            break;
-        };
-        cursor = e.end();
-        if e.serial == serial {
-            map.remove(e.lba);
-            delta.add(&e, -1);
-        }
-    }
+    each_piece_of(map, lba, len, serial, |map, e| {
+        map.remove(e.lba);
+        delta.add(&e, -1);
+        Ok(())
+    })?;
     Ok(delta)
 }
 
@@ -152,20 +168,14 @@ pub fn mark_clean<M: ExtentMap>(
     serial: u64,
 ) -> Result<Delta, M::Error> {
     let mut delta = Delta::default();
-    let end = lba.saturating_add(len);
-    let mut cursor = lba;
-    while cursor < end {
-        let Some(e) = map.first_overlapping(cursor, end) else {
-            break;
-        };
-        cursor = e.end();
-        if e.serial == serial && e.dirty {
+    each_piece_of(map, lba, len, serial, |map, e| {
+        if e.dirty {
             map.remove(e.lba);
-            let clean = Extent { dirty: false, ..e };
-            map.insert(clean)?;
+            map.insert(Extent { dirty: false, ..e })?;
             delta.dirty -= i64::try_from(e.len).unwrap_or(i64::MAX);
         }
-    }
+        Ok(())
+    })?;
     Ok(delta)
 }
 
