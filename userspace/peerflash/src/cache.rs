@@ -3,6 +3,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 
 use anyhow::{bail, Context, Result};
@@ -30,14 +31,13 @@ pub struct Device {
 }
 
 impl Device {
-    /// Opens `path` (read-only unless `write`); O_DIRECT is not used, so reads see the page
-    /// cache of the block device, which is coherent with the module's direct I/O.
+    /// Opens `path` (read-only unless `write`; for writing exclusively).
     pub fn open(path: &str, write: bool) -> Result<Device> {
         let mut opts = OpenOptions::new();
         opts.read(true).write(write);
         if write {
             // Refuse a device something else holds open exclusively (mounted, in a volume).
-            opts.custom_flags(libc_o_excl());
+            opts.custom_flags(libc::O_EXCL);
         }
         let mut file = opts.open(path).map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => {
@@ -62,6 +62,11 @@ impl Device {
         let bytes = file
             .seek(SeekFrom::End(0))
             .with_context(|| format!("cannot size {path}"))?;
+        // The module writes the device with direct I/O (bios), which leaves this host's page
+        // cache of the device stale: drop it, so that what is read is what is on the device.
+        // SAFETY: `file` is an open descriptor for the duration of the call; posix_fadvise only
+        // gives the kernel advice about it.
+        unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
         let block_size = if ft.is_block_device() {
             sysfs_block_size(meta.rdev())
         } else {
@@ -89,11 +94,6 @@ impl Device {
             .write_all(buf)
             .with_context(|| format!("cannot write sector {sector}"))
     }
-}
-
-/// O_EXCL on a block device: fail with EBUSY if it is open exclusively elsewhere.
-fn libc_o_excl() -> i32 {
-    0o200
 }
 
 /// Logical block size of the block device `rdev`, from sysfs.
