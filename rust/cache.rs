@@ -14,9 +14,9 @@ use kernel::prelude::*;
 
 use crate::blk::bdev::BlockDev;
 use crate::blk::disk::Disk;
-use crate::volume::Volume;
 use crate::crc::crc32c;
 use crate::pfcore::format::{largest_free_run, FormatError, Policy, Slot, Superblock, META_BYTES};
+use crate::volume::Volume;
 
 /// A refusal: why, for `last_error`, and the errno for the writer.
 pub(crate) type Refusal = (&'static str, Error);
@@ -116,7 +116,15 @@ pub(crate) fn attach(path: &CStr, holder: *mut c_void, backing: &BlockDev, want:
                 EINVAL,
             ));
         }
-        return Ok(Attached { dev, sb, slot_index: i, slot: s, created: false });
+        let mut slot = s;
+        if slot.policy != want.policy {
+            // The slot records the policy the volume last ran with.
+            slot.policy = want.policy;
+            slot.generation = slot.generation.wrapping_add(1);
+            slot.encode(&mut block, crc32c);
+            dev.write_sync(sb.slot_sector(i), &block).map_err(|e| ("cannot write the volume's slot", e))?;
+        }
+        return Ok(Attached { dev, sb, slot_index: i, slot, created: false });
     }
     let Some(index) = free else {
         return Err(("the cache device has no free volume slot", ENOSPC));

@@ -42,6 +42,7 @@ peerflash create v1 --backing "$SAN" --cache "$CACHE" --policy wt || fail "re-cr
 uuid2=$(peerflash inspect "$CACHE" --output json | sed -n 's/.*"uuid": "\(.*\)",/\1/p' | tail -1)
 same "$uuid2" "$uuid1" "the re-created volume found its slot (uuid)"
 same "$(peerflash inspect "$CACHE" --output json | grep -c '"name":')" 1 "still one volume on the cache"
+same "$(peerflash inspect "$CACHE" --output json | grep -c '"policy": "wt"')" 1 "the slot records the new policy"
 peerflash remove v1 || fail "remove v1 again"
 
 step "bad cache devices"
