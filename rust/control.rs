@@ -8,8 +8,9 @@
 //! reason in `last_error`. Documented in Documentation/control-interface.md.
 //!
 //! Locking: `VolumeConfig::inner` (one per volume) is taken by every attribute access. Under it,
-//! the block layer's `open_mutex` of the backing device (opening it) and of the volume's own disk
-//! (removal) may be taken; never the reverse: the volume's `open` callback takes no lock of ours.
+//! the block layer's `open_mutex` of the backing and cache devices (opening them) and of the
+//! volume's own disk (removal) may be taken, and the cache attach waits for its metadata I/O;
+//! never the reverse: the volume's `open` callback takes no lock of ours.
 
 use core::ffi::c_void;
 
