@@ -121,6 +121,19 @@ fn put(buf: &mut [u8], at: usize, src: &[u8]) {
     }
 }
 
+/// `bytes` in a NUL-padded field of `N` bytes (cut at `N`).
+fn pad<const N: usize>(bytes: &[u8]) -> [u8; N] {
+    let mut out = [0u8; N];
+    put(&mut out, 0, bytes.get(..bytes.len().min(N)).unwrap_or(&[]));
+    out
+}
+
+/// A NUL-padded field without its padding.
+fn unpad(field: &[u8]) -> &[u8] {
+    let end = field.iter().position(|&b| b == 0).unwrap_or(field.len());
+    field.get(..end).unwrap_or(&[])
+}
+
 /// Checks length, magic and the block checksum of a metadata block.
 fn check_meta(buf: &[u8], magic: &[u8; 8], crc: Crc32c) -> Result<(), FormatError> {
     let Some(meta) = buf.get(..META_BYTES) else {
@@ -352,34 +365,22 @@ pub struct Slot {
 impl Slot {
     /// The name as bytes, without padding.
     pub fn name_bytes(&self) -> &[u8] {
-        let end = self.name.iter().position(|&b| b == 0).unwrap_or(NAME_BYTES);
-        self.name.get(..end).unwrap_or(&[])
+        unpad(&self.name)
     }
 
     /// The backing path as bytes, without padding.
     pub fn backing_path_bytes(&self) -> &[u8] {
-        let end = self
-            .backing_path
-            .iter()
-            .position(|&b| b == 0)
-            .unwrap_or(PATH_BYTES);
-        self.backing_path.get(..end).unwrap_or(&[])
+        unpad(&self.backing_path)
     }
 
     /// A name field from bytes (cut at [`NAME_BYTES`]).
     pub fn pack_name(name: &[u8]) -> [u8; NAME_BYTES] {
-        let mut out = [0u8; NAME_BYTES];
-        let n = name.len().min(NAME_BYTES);
-        put(&mut out, 0, name.get(..n).unwrap_or(&[]));
-        out
+        pad(name)
     }
 
     /// A path field from bytes (cut at [`PATH_BYTES`]).
     pub fn pack_path(path: &[u8]) -> [u8; PATH_BYTES] {
-        let mut out = [0u8; PATH_BYTES];
-        let n = path.len().min(PATH_BYTES);
-        put(&mut out, 0, path.get(..n).unwrap_or(&[]));
-        out
+        pad(path)
     }
 
     /// Encodes into `buf` (at least [`META_BYTES`]).
