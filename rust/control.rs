@@ -25,7 +25,9 @@ use kernel::sync::{Arc, Mutex};
 use kernel::ModuleMetadata;
 
 use crate::blk::bdev::BlockDev;
-use crate::cache::{self, Attached};
+use crate::blk::thread::Thread;
+use crate::cache;
+use crate::engine::{self, Cache};
 use crate::blk::disk::Disk;
 use crate::pfcore::format::Policy;
 use crate::pfcore::{attr, geometry, names};
@@ -122,14 +124,14 @@ struct VolumeInner {
     running: Option<Running>,
 }
 
-/// Field order matters: the disk goes first (draining I/O), then the volume with its backing.
+/// Field order matters: the disk goes first (draining I/O), then the destager thread stops,
+/// then the volume with its backing and cache devices is released.
 struct Running {
     disk: Disk<Volume>,
+    #[allow(dead_code)] // Held only: dropping it stops the thread.
+    destager: Option<Thread<Volume>>,
     volume: Arc<Volume>,
     sectors: u64,
-    /// The attached cache device and the volume's slot on it (attach only so far: the data path
-    /// still passes through to the backing device).
-    cache: Option<Attached>,
 }
 
 impl VolumeInner {
@@ -182,6 +184,7 @@ impl VolumeInner {
             Ok(l) => l,
             Err(e) => return Err(self.refuse(e.describe(), EINVAL)),
         };
+        let mut limits = limits;
         let cache = match self.cache.as_ref() {
             None => None,
             Some(cpath) => {
@@ -191,28 +194,49 @@ impl VolumeInner {
                     backing_sectors: limits.sectors,
                     policy: self.policy,
                 };
-                match cache::attach(cpath, holder, &dev, &want) {
-                    Ok(a) => Some(a),
+                let a = match cache::attach(cpath, holder, &dev, &want) {
+                    Ok(a) => a,
                     Err((why, e)) => return Err(self.refuse(why, e)),
+                };
+                pr_info!(
+                    "volume {:?}: cache {:?} slot {} ({}), segments {}+{}\n",
+                    &*self.name,
+                    &**cpath,
+                    a.slot_index,
+                    if a.created { "new" } else { "found" },
+                    a.slot.first_segment,
+                    a.slot.segments
+                );
+                let opened = match Cache::open(a) {
+                    Ok(init) => KBox::pin_init(init, GFP_KERNEL),
+                    Err(e) => Err(e),
+                };
+                match opened {
+                    Ok(c) => Some(c),
+                    Err(e) => {
+                        pr_err!("volume {:?}: cache open failed: {:?}\n", &*self.name, e);
+                        return Err(self.refuse("cannot read the volume's records on the cache device", e));
+                    }
                 }
             }
         };
-        if let Some(a) = &cache {
-            pr_info!(
-                "volume {:?}: cache {:?} slot {} ({}), segments {}+{}\n",
-                &*self.name,
-                self.cache.as_deref().unwrap_or(c""),
-                a.slot_index,
-                if a.created { "new" } else { "found" },
-                a.slot.first_segment,
-                a.slot.segments
-            );
+        if cache.is_some() {
+            limits.max_hw_sectors = limits.max_hw_sectors.min(engine::MAX_REQUEST_SECTORS);
         }
-        let volume = Arc::pin_init(Volume::new(dev), GFP_KERNEL)?;
+        let wq_name = CString::try_from_fmt(fmt!("pf-{}", self.name.to_str()?))?;
+        let volume = Arc::pin_init(Volume::new(dev, cache, &wq_name)?, GFP_KERNEL)?;
+        let destager = match volume.cache() {
+            Some(_) => match Thread::spawn(&wq_name, volume.clone(), engine::destager) {
+                Ok(t) => Some(t),
+                Err(e) => return Err(self.refuse("cannot start the destager thread", e)),
+            },
+            None => None,
+        };
         let module = &<crate::PeerflashModule as ModuleMetadata>::THIS_MODULE;
         let created = Disk::new(
             fmt!("{}{}", names::DISK_PREFIX, self.name.to_str()?),
             &limits,
+            destager.is_some(),
             module,
             volume.clone(),
         );
@@ -228,7 +252,7 @@ impl VolumeInner {
             &**path,
             limits.sectors
         );
-        self.running = Some(Running { disk, volume, sectors: limits.sectors, cache });
+        self.running = Some(Running { disk, destager, volume, sectors: limits.sectors });
         Ok(())
     }
 
@@ -409,8 +433,10 @@ impl AttributeOperations<9> for VolumeConfig {
         let Some(p) = Policy::parse(page) else {
             return Err(g.refuse("expected wt or wb", EINVAL));
         };
-        if g.running.is_some() {
-            return Err(g.refuse("switching the policy of an enabled volume is not supported yet", EBUSY));
+        if let Some(c) = g.running.as_ref().and_then(|r| r.volume.cache()) {
+            if let Err(e) = c.set_policy(p) {
+                return Err(g.refuse("cannot record the policy on the cache device", e));
+            }
         }
         g.policy = p;
         g.last_error = "";
@@ -424,8 +450,8 @@ impl AttributeOperations<10> for VolumeConfig {
 
     /// The volume's slot number on its cache device (empty without a cache).
     fn show(this: &VolumeConfig, page: &mut [u8; PAGE_SIZE]) -> Result<usize> {
-        match this.inner.lock().running.as_ref().and_then(|r| r.cache.as_ref()) {
-            Some(a) => show_fmt(page, fmt!("{}\n", a.slot_index)),
+        match this.inner.lock().running.as_ref().and_then(|r| r.volume.cache()) {
+            Some(c) => show_fmt(page, fmt!("{}\n", c.slot_index())),
             None => show_fmt(page, fmt!("\n")),
         }
     }

@@ -9,14 +9,29 @@
 #include <linux/blk-mq.h>
 #include <linux/blkdev.h>
 #include <linux/fs.h>
+#include <linux/highmem.h>
+#include <linux/kthread.h>
+#include <linux/sched/mm.h>
+#include <linux/sched/task.h>
 #include <linux/workqueue.h>
 
 gfp_t pf_gfp_noio(void);
 blk_features_t pf_feat_write_cache_fua(void);
+blk_features_t pf_feat_stable_writes(void);
 blk_mode_t pf_open_mode_rw(void);
 blk_opf_t pf_opf_flush(void);
 blk_opf_t pf_opf_read(void);
 blk_opf_t pf_opf_write_fua(void);
+blk_opf_t pf_opf_write(void);
+sector_t pf_rq_pos(struct request *rq);
+void pf_rq_for_each_data(struct request *rq, void (*fn)(void *ctx, const u8 *p, u32 len), void *ctx);
+bool pf_bio_add_rq_pages(struct bio *bio, struct request *rq);
+unsigned short pf_rq_nr_bvecs(struct request *rq);
+struct workqueue_struct *pf_alloc_wq(const char *name, int max_active);
+bool pf_queue_work_on(struct workqueue_struct *wq, struct work_struct *work);
+struct task_struct *pf_kthread_run(int (*fn)(void *), void *data, const char *name);
+unsigned int pf_memalloc_noio_save(void);
+void pf_memalloc_noio_restore(unsigned int flags);
 unsigned int pf_rq_op(struct request *rq);
 bool pf_rq_is_fua(struct request *rq);
 bool pf_rq_in_flush_seq(struct request *rq);
@@ -37,10 +52,13 @@ const struct block_device_operations *pf_bdev_fops(struct block_device *bdev);
 
 gfp_t pf_gfp_noio(void) { return GFP_NOIO; }
 blk_features_t pf_feat_write_cache_fua(void) { return BLK_FEAT_WRITE_CACHE | BLK_FEAT_FUA; }
+blk_features_t pf_feat_stable_writes(void) { return BLK_FEAT_STABLE_WRITES; }
 blk_mode_t pf_open_mode_rw(void) { return BLK_OPEN_READ | BLK_OPEN_WRITE; }
 blk_opf_t pf_opf_flush(void) { return REQ_OP_WRITE | REQ_PREFLUSH; }
 blk_opf_t pf_opf_read(void) { return REQ_OP_READ; }
 blk_opf_t pf_opf_write_fua(void) { return REQ_OP_WRITE | REQ_SYNC | REQ_FUA; }
+blk_opf_t pf_opf_write(void) { return REQ_OP_WRITE | REQ_SYNC; }
+sector_t pf_rq_pos(struct request *rq) { return blk_rq_pos(rq); }
 unsigned int pf_rq_op(struct request *rq) { return req_op(rq); }
 bool pf_rq_is_fua(struct request *rq) { return rq->cmd_flags & REQ_FUA; }
 bool pf_rq_in_flush_seq(struct request *rq) { return rq->rq_flags & RQF_FLUSH_SEQ; }
@@ -75,3 +93,63 @@ unsigned int pf_bdev_discard_granularity(struct block_device *bdev) { return bde
 unsigned int pf_bdev_write_zeroes_sectors(struct block_device *bdev) { return bdev_write_zeroes_sectors(bdev); }
 unsigned int pf_bdev_max_hw_sectors(struct block_device *bdev) { return queue_max_hw_sectors(bdev_get_queue(bdev)); }
 const struct block_device_operations *pf_bdev_fops(struct block_device *bdev) { return bdev->bd_disk->fops; }
+
+/*
+ * The three request iterations below are rq_for_each_segment (a macro) with one call each:
+ * Rust callback on the mapped data, bio_add_page, counting.
+ */
+void pf_rq_for_each_data(struct request *rq, void (*fn)(void *ctx, const u8 *p, u32 len), void *ctx)
+{
+	struct req_iterator iter;
+	struct bio_vec bv;
+
+	rq_for_each_segment(bv, rq, iter) {
+		const u8 *p = bvec_kmap_local(&bv);
+
+		fn(ctx, p, bv.bv_len);
+		kunmap_local(p);
+	}
+}
+
+bool pf_bio_add_rq_pages(struct bio *bio, struct request *rq)
+{
+	struct req_iterator iter;
+	struct bio_vec bv;
+
+	rq_for_each_segment(bv, rq, iter) {
+		if (bio_add_page(bio, bv.bv_page, bv.bv_len, bv.bv_offset) != bv.bv_len)
+			return false;
+	}
+	return true;
+}
+
+unsigned short pf_rq_nr_bvecs(struct request *rq)
+{
+	struct req_iterator iter;
+	struct bio_vec bv;
+	unsigned int n = 0;
+
+	rq_for_each_segment(bv, rq, iter)
+		n++;
+	return min_t(unsigned int, n, BIO_MAX_VECS);
+}
+
+struct workqueue_struct *pf_alloc_wq(const char *name, int max_active)
+{
+	return alloc_workqueue("%s", WQ_UNBOUND | WQ_MEM_RECLAIM | WQ_HIGHPRI, max_active, name);
+}
+
+bool pf_queue_work_on(struct workqueue_struct *wq, struct work_struct *work) { return queue_work(wq, work); }
+
+/* kthread_run with a task reference for kthread_stop_put (the thread may not outlive it). */
+struct task_struct *pf_kthread_run(int (*fn)(void *), void *data, const char *name)
+{
+	struct task_struct *t = kthread_run(fn, data, "%s", name);
+
+	if (!IS_ERR(t))
+		get_task_struct(t);
+	return t;
+}
+
+unsigned int pf_memalloc_noio_save(void) { return memalloc_noio_save(); }
+void pf_memalloc_noio_restore(unsigned int flags) { memalloc_noio_restore(flags); }

@@ -11,6 +11,7 @@ mod blk;
 mod cache;
 mod control;
 mod crc;
+mod engine;
 mod pfcore;
 mod volume;
 

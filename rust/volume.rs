@@ -2,8 +2,9 @@
 
 //! A running volume: its backing device and what it does with each request.
 //!
-//! Today a volume passes every request through to its backing device unchanged (reads, writes
-//! with their FUA flag, flushes, discards, write-zeroes); the cache sits here next.
+//! Without a cache a volume passes every request through to its backing device unchanged
+//! (reads, writes with their FUA flag, flushes, discards, write-zeroes). With a cache, requests
+//! are handed to the volume's workqueue and handled by the cache data path (`crate::engine`).
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
@@ -13,6 +14,8 @@ use crate::blk::bdev::BlockDev;
 use crate::blk::bioset::BioSet;
 use crate::blk::disk::Handler;
 use crate::blk::request::{Op, Request};
+use crate::blk::thread::WorkQueue;
+use crate::engine::Cache;
 
 /// I/O counters of a volume, shown by the `stats` attribute.
 #[derive(Default)]
@@ -50,19 +53,39 @@ fn bump(c: &AtomicU64, by: u64) {
     c.fetch_add(by, Ordering::Relaxed);
 }
 
+/// With a cache: the cache and the workqueue its requests run on.
+struct Cached {
+    cache: Pin<KBox<Cache>>,
+    wq: WorkQueue,
+}
+
 /// A volume's data path.
 #[pin_data]
 pub(crate) struct Volume {
     #[pin]
-    bioset: BioSet,
-    backing: BlockDev,
+    pub(crate) bioset: BioSet,
+    pub(crate) backing: BlockDev,
     stats: Stats,
+    cached: Option<Cached>,
 }
 
 impl Volume {
-    /// A volume over `backing`.
-    pub(crate) fn new(backing: BlockDev) -> impl PinInit<Self, Error> {
-        try_pin_init!(Self { bioset <- BioSet::new(), backing, stats: Stats::default() })
+    /// A volume over `backing`, with `cache` if given (its requests run on a workqueue named
+    /// `wq_name`).
+    pub(crate) fn new(backing: BlockDev, cache: Option<Pin<KBox<Cache>>>, wq_name: &CStr) -> Result<impl PinInit<Self, Error>> {
+        let cached = match cache {
+            Some(cache) => Some(Cached {
+                cache,
+                wq: WorkQueue::new(wq_name, crate::blk::disk::QUEUE_DEPTH as i32)?,
+            }),
+            None => None,
+        };
+        Ok(try_pin_init!(Self { bioset <- BioSet::new(), backing, stats: Stats::default(), cached }))
+    }
+
+    /// The cache, if the volume has one.
+    pub(crate) fn cache(&self) -> Option<&Cache> {
+        self.cached.as_ref().map(|c| &*c.cache)
     }
 
     /// The I/O counters.
@@ -94,7 +117,24 @@ impl Handler for Volume {
                 return rq.end(Err(EOPNOTSUPP));
             }
         }
-        rq.remap(&self.backing, &self.bioset);
+        match &self.cached {
+            Some(c) => rq.defer(&c.wq),
+            None => rq.remap(&self.backing, &self.bioset),
+        }
+    }
+
+    fn process(&self, rq: Request<Self>) {
+        let Some(c) = self.cache() else {
+            return rq.remap(&self.backing, &self.bioset);
+        };
+        let r = match rq.op() {
+            Op::Read => self.cache_read(c, &rq),
+            Op::Write => self.cache_write(c, &rq),
+            Op::Flush => self.cache_flush(c),
+            Op::Discard | Op::WriteZeroes => self.cache_san_op(c, &rq),
+            Op::Other(_) => Err(EOPNOTSUPP),
+        };
+        rq.end(r);
     }
 
     fn completed(&self, _op: Op, ok: bool) {

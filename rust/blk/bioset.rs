@@ -28,7 +28,8 @@ unsafe impl Send for BioSet {}
 unsafe impl Sync for BioSet {}
 
 impl BioSet {
-    /// Initialises a bio set without front padding, with a rescuer: `queue_rq` may run in the
+    /// Initialises a bio set without front padding, with page vectors (for bios built on the
+    /// driver's own pages and request data) and a rescuer: `queue_rq` may run in the
     /// submitter's context inside `submit_bio_noacct`, where the bios we submit wait on
     /// `current->bio_list`; if the pool runs dry there, the rescuer issues them so that the
     /// allocation can make progress (as device-mapper does).
@@ -44,7 +45,7 @@ impl BioSet {
                         slot,
                         POOL_SIZE,
                         0,
-                        bindings::BIOSET_NEED_RESCUER as i32,
+                        (bindings::BIOSET_NEED_BVECS | bindings::BIOSET_NEED_RESCUER) as i32,
                     ))
                 }
             }),

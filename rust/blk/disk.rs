@@ -37,12 +37,16 @@ pub(crate) trait Handler: Send + Sync + Sized + 'static {
     /// Handles a started request. The request must be ended exactly once, now or later, with
     /// [`request::Request::end`] or [`request::Request::remap`].
     fn queue_rq(&self, rq: request::Request<Self>);
+    /// Handles a request handed over with [`request::Request::defer`], in process context.
+    fn process(&self, rq: request::Request<Self>) {
+        rq.end(Err(EOPNOTSUPP));
+    }
     /// Called once for every request as it ends.
     fn completed(&self, op: request::Op, ok: bool);
 }
 
 /// Requests in flight per volume.
-const QUEUE_DEPTH: u32 = 128;
+pub(crate) const QUEUE_DEPTH: u32 = 128;
 
 /// Owned by the `struct gendisk` (`private_data`), freed in its `free_disk` callback.
 struct DiskShared {
@@ -102,10 +106,12 @@ impl<T: Handler> Disk<T> {
         ..pin_init::zeroed()
     };
 
-    /// Creates and adds disk `name` with `limits`, driven by `handler`.
+    /// Creates and adds disk `name` with `limits`, driven by `handler` (`stable_writes`: pages
+    /// under write are not modified until the write completes).
     pub(crate) fn new(
         name: fmt::Arguments<'_>,
         limits: &Limits,
+        stable_writes: bool,
         module: &'static ThisModule,
         handler: Arc<T>,
     ) -> Result<Self> {
@@ -149,6 +155,11 @@ impl<T: Handler> Disk<T> {
         lim.max_hw_sectors = limits.max_hw_sectors;
         // SAFETY: a constant from the C helpers.
         lim.features = unsafe { ffi::pf_feat_write_cache_fua() };
+        if stable_writes {
+            // Data must not change while a write is in flight: its checksum is computed first.
+            // SAFETY: a constant from the C helpers.
+            lim.features |= unsafe { ffi::pf_feat_stable_writes() };
+        }
 
         let data = handler.into_foreign();
         // SAFETY: `set` is an allocated tag set, `lim` is initialised, `data` is the queue's

@@ -11,10 +11,29 @@ use kernel::bindings;
 extern "C" {
     pub(crate) fn pf_gfp_noio() -> bindings::gfp_t;
     pub(crate) fn pf_feat_write_cache_fua() -> bindings::blk_features_t;
+    pub(crate) fn pf_feat_stable_writes() -> bindings::blk_features_t;
     pub(crate) fn pf_open_mode_rw() -> bindings::blk_mode_t;
     pub(crate) fn pf_opf_flush() -> bindings::blk_opf_t;
     pub(crate) fn pf_opf_read() -> bindings::blk_opf_t;
     pub(crate) fn pf_opf_write_fua() -> bindings::blk_opf_t;
+    pub(crate) fn pf_opf_write() -> bindings::blk_opf_t;
+    pub(crate) fn pf_rq_pos(rq: *mut bindings::request) -> u64;
+    pub(crate) fn pf_rq_for_each_data(
+        rq: *mut bindings::request,
+        f: unsafe extern "C" fn(*mut core::ffi::c_void, *const u8, u32),
+        ctx: *mut core::ffi::c_void,
+    );
+    pub(crate) fn pf_bio_add_rq_pages(bio: *mut bindings::bio, rq: *mut bindings::request) -> bool;
+    pub(crate) fn pf_rq_nr_bvecs(rq: *mut bindings::request) -> u16;
+    pub(crate) fn pf_alloc_wq(name: *const u8, max_active: i32) -> *mut bindings::workqueue_struct;
+    pub(crate) fn pf_queue_work_on(wq: *mut bindings::workqueue_struct, work: *mut bindings::work_struct) -> bool;
+    pub(crate) fn pf_memalloc_noio_save() -> u32;
+    pub(crate) fn pf_memalloc_noio_restore(flags: u32);
+    pub(crate) fn pf_kthread_run(
+        f: unsafe extern "C" fn(*mut core::ffi::c_void) -> core::ffi::c_int,
+        data: *mut core::ffi::c_void,
+        name: *const u8,
+    ) -> *mut bindings::task_struct;
     pub(crate) fn pf_rq_op(rq: *mut bindings::request) -> u32;
     pub(crate) fn pf_rq_is_fua(rq: *mut bindings::request) -> bool;
     pub(crate) fn pf_rq_in_flush_seq(rq: *mut bindings::request) -> bool;

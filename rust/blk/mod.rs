@@ -7,9 +7,21 @@
 //! - [`bioset::BioSet`]: a bio mempool.
 //! - [`disk::Disk`]: a blk-mq disk with its tag set, driven by a [`disk::Handler`].
 //! - [`request::Request`]: a started request, ended exactly once or remapped to another device.
+//! - [`io`]: driver-owned pages, bios built from them or from a request, and groups of bios
+//!   waited for together.
+//! - [`thread`]: the volume's workqueue and the destager's kernel thread.
 
 pub(crate) mod bdev;
 pub(crate) mod bioset;
 pub(crate) mod disk;
 mod ffi;
+pub(crate) mod io;
 pub(crate) mod request;
+pub(crate) mod thread;
+
+/// Allocation flags on the data path. Requests with a cache run in `process_work` and the
+/// destager in its thread, both inside a `memalloc_noio` scope (`thread::NoIo`), where the
+/// kernel turns `GFP_KERNEL` into `GFP_NOIO`: an allocation there never recurses into I/O that
+/// could wait on this volume. (The kernel crate has no `GFP_NOIO` flag; the scoped API is the
+/// kernel's recommended way anyway.)
+pub(crate) const GFP_IO_PATH: kernel::alloc::Flags = kernel::alloc::flags::GFP_KERNEL;

@@ -201,10 +201,77 @@ pub(crate) unsafe extern "C" fn queue_rq_callback<T: Handler>(
     0
 }
 
+/// Work function that hands a request deferred by [`Request::defer`] to the handler.
+///
+/// # Safety
+///
+/// Called by the workqueue for the `work` of a request's `Pdu`, queued by [`Request::defer`].
+unsafe extern "C" fn process_work<T: Handler>(work: *mut bindings::work_struct) {
+    let pdu = work
+        .cast::<u8>()
+        .wrapping_sub(core::mem::offset_of!(Pdu, work))
+        .cast::<core::ffi::c_void>();
+    // SAFETY: `work` is the `work` field of a request's `Pdu`, which sits right after its
+    // request; `defer` gave up the request's ownership to this work item.
+    let rq = unsafe { ffi::pf_rq_from_pdu(pdu) };
+    // SAFETY: as above, the queue's `queuedata` is the `Arc<T>` that outlives its requests.
+    let handler = unsafe { Arc::<T>::borrow((*(*rq).q).queuedata) };
+    let Some(rq) = NonNull::new(rq) else {
+        return;
+    };
+    let _noio = super::thread::NoIo::enter();
+    // INVARIANT: the request is started, not ended, and owned by nobody else.
+    handler.process(Request { rq, _t: PhantomData });
+}
+
 impl<T: Handler> Request<T> {
-    fn raw(&self) -> *mut bindings::request {
+    pub(super) fn raw(&self) -> *mut bindings::request {
         self.rq.as_ptr()
     }
+
+    /// Hands the request to [`Handler::process`] on `wq` (process context, may sleep and wait
+    /// for I/O; requests run concurrently up to the workqueue's limit).
+    pub(crate) fn defer(self, wq: &super::thread::WorkQueue) {
+        let rq = self.into_raw();
+        let p = pdu(rq);
+        // SAFETY: the `work` of this `Pdu` is idle: it is used by `defer` or by `put_ref`, and a
+        // deferred request is never remapped; the request stays allocated until ended.
+        unsafe {
+            ffi::pf_init_work(p.work.get(), process_work::<T>);
+            ffi::pf_queue_work_on(wq.raw(), p.work.get());
+        }
+    }
+
+    /// First sector.
+    pub(crate) fn sector(&self) -> u64 {
+        // SAFETY: by the type invariant `rq` is valid.
+        unsafe { ffi::pf_rq_pos(self.raw()) }
+    }
+
+    /// Number of single-page data pieces (at most `BIO_MAX_VECS`).
+    pub(crate) fn nr_bvecs(&self) -> u16 {
+        // SAFETY: by the type invariant `rq` is valid.
+        unsafe { ffi::pf_rq_nr_bvecs(self.raw()) }
+    }
+
+    /// Length in sectors.
+    pub(crate) fn sectors(&self) -> u64 {
+        u64::from(self.bytes()) >> 9
+    }
+
+    /// Calls `f` on each piece of the request's data, in order (mapped for the call).
+    pub(crate) fn for_each_data(&self, mut f: impl FnMut(&[u8])) {
+        unsafe extern "C" fn visit(ctx: *mut core::ffi::c_void, p: *const u8, len: u32) {
+            // SAFETY: `ctx` is the `&mut dyn FnMut` below, alive for the whole iteration.
+            let f = unsafe { &mut *(ctx as *mut &mut dyn FnMut(&[u8])) };
+            // SAFETY: the helper maps `len` bytes at `p` for the duration of this call.
+            f(unsafe { core::slice::from_raw_parts(p, len as usize) });
+        }
+        let mut dynf: &mut dyn FnMut(&[u8]) = &mut f;
+        // SAFETY: the request is valid and not ended; `visit` gets `ctx` back unchanged.
+        unsafe { ffi::pf_rq_for_each_data(self.raw(), visit, (&mut dynf as *mut &mut dyn FnMut(&[u8])).cast()) };
+    }
+
 
     /// Gives up ownership without ending the request (the caller arranges the end).
     fn into_raw(self) -> *mut bindings::request {

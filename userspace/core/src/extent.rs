@@ -179,6 +179,25 @@ pub fn mark_clean<M: ExtentMap>(
     Ok(delta)
 }
 
+/// Removes `[start, end)` from the index, keeping what lies outside it of the extents that
+/// cross its ends: the cache forgets the range (its data changed on the SAN behind the cache,
+/// e.g. a discard). Callers make sure no dirty data is in the range. Returns what changed.
+pub fn invalidate<M: ExtentMap>(map: &mut M, start: u64, end: u64) -> Result<Delta, M::Error> {
+    let mut delta = Delta::default();
+    while let Some(e) = map.first_overlapping(start, end) {
+        map.remove(e.lba);
+        delta.add(&e, -1);
+        for piece in [e.slice(e.lba, start), e.slice(end, e.end())]
+            .into_iter()
+            .flatten()
+        {
+            map.insert(piece)?;
+            delta.add(&piece, 1);
+        }
+    }
+    Ok(delta)
+}
+
 /// Visits, in address order, the pieces of `[start, end)`: `Some(extent)` for a part held on
 /// flash, `None` with the gap's range for a part that is not.
 pub fn walk<M: ExtentMap>(

@@ -63,6 +63,7 @@ enum Op {
     Write { lba: u64, len: u64, dirty: bool },
     Clean(usize),
     Evict(usize),
+    Invalidate { lba: u64, len: u64 },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -70,6 +71,7 @@ fn op() -> impl Strategy<Value = Op> {
         4 => (0..SECTORS, 1..16u64, any::<bool>()).prop_map(|(lba, len, dirty)| Op::Write { lba, len: len.min(SECTORS - lba), dirty }),
         1 => any::<usize>().prop_map(Op::Clean),
         1 => any::<usize>().prop_map(Op::Evict),
+        1 => (0..SECTORS, 1..16u64).prop_map(|(lba, len)| Op::Invalidate { lba, len: len.min(SECTORS - lba) }),
     ]
 }
 
@@ -126,6 +128,14 @@ proptest! {
                         if model[s as usize].is_some_and(|(serial, _, _)| serial == w.serial) {
                             model[s as usize] = None;
                         }
+                    }
+                }
+                Op::Invalidate { lba, len } => {
+                    let d = invalidate(&mut map, *lba, lba + len).unwrap();
+                    cached += d.cached;
+                    dirty += d.dirty;
+                    for s in *lba..lba + len {
+                        model[s as usize] = None;
                     }
                 }
                 _ => {}

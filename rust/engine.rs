@@ -1,0 +1,921 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The cache data path of a volume with a cache device: the write log on flash, the index, the
+//! destager, the rebuild after a restart. The rules are the shared core's (`pfcore::extent`,
+//! `pfcore::destage`, `pfcore::format`); this file holds the state and the I/O.
+//! Documentation/design.md "Cache data path" explains the design.
+//!
+//! Requests with a cache run in process context on the volume's workqueue
+//! ([`crate::blk::request::Request::defer`]); each waits for its own I/O, so requests proceed
+//! concurrently up to the queue depth.
+
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use kernel::prelude::*;
+use kernel::rbtree::RBTree;
+use kernel::sync::{new_condvar, new_mutex, CondVar, Mutex};
+
+use crate::blk::bdev::BlockDev;
+use crate::blk::bioset::BioSet;
+use crate::blk::io::{self, Bio, Dir, IoSet, PageBuf};
+use crate::blk::request::Request;
+use crate::blk::thread;
+use crate::blk::GFP_IO_PATH;
+use crate::cache::Attached;
+use crate::crc::crc32c;
+use crate::pfcore::destage::{self, BatchLimits, LogHead};
+use crate::pfcore::extent::{self, Delta, Extent, ExtentMap};
+use crate::pfcore::format::{self, Checkpoint, Found, Policy, RecordHeader, Slot, Superblock, RECORD_DIRTY, RECORD_HEADER_BYTES};
+use crate::volume::Volume;
+
+/// Largest request with a cache, in sectors: a record (header block plus data pages) must fit
+/// in one bio of at most `BIO_MAX_VECS` pages.
+pub(crate) const MAX_REQUEST_SECTORS: u32 = 512;
+
+/// What the volume does with its cache device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// Using the cache.
+    Normal,
+    /// The cache device failed while holding no dirty data: everything goes to the SAN.
+    Bypass,
+    /// The cache device failed while holding dirty data: every request fails (the SAN holds
+    /// older data for those blocks, which must never be returned).
+    Failed,
+}
+
+/// The index entry of an extent (the key is its first sector).
+#[derive(Debug, Clone, Copy)]
+struct Val {
+    len: u64,
+    flash: u64,
+    serial: u64,
+    dirty: bool,
+}
+
+/// A volume's index: non-overlapping extents on the kernel's red-black tree.
+struct Index {
+    tree: RBTree<u64, Val>,
+}
+
+fn ext(lba: u64, v: &Val) -> Extent {
+    Extent { lba, len: v.len, flash: v.flash, serial: v.serial, dirty: v.dirty }
+}
+
+impl ExtentMap for Index {
+    type Error = Error;
+
+    fn first_overlapping(&self, start: u64, end: u64) -> Option<Extent> {
+        // Extents do not overlap, so only the last one starting at or before `start` can cover
+        // `start`; otherwise the first one starting after it.
+        let after = match self.tree.cursor_lower_bound(&start) {
+            Some(c) => {
+                if let Some((k, v)) = c.peek_prev() {
+                    if k + v.len > start {
+                        return Some(ext(*k, v));
+                    }
+                }
+                let (k, v) = c.current();
+                Some(ext(*k, v))
+            }
+            None => {
+                let c = self.tree.cursor_back()?;
+                let (k, v) = c.current();
+                Some(ext(*k, v))
+            }
+        };
+        after.filter(|e| e.overlaps(start, end))
+    }
+
+    fn remove(&mut self, lba: u64) {
+        self.tree.remove(&lba);
+    }
+
+    fn insert(&mut self, e: Extent) -> Result {
+        let v = Val { len: e.len, flash: e.flash, serial: e.serial, dirty: e.dirty };
+        self.tree.try_create_and_insert(e.lba, v, GFP_IO_PATH)?;
+        Ok(())
+    }
+}
+
+/// A record in the log, as the segment that holds it and the destage queue remember it.
+#[derive(Debug, Clone, Copy)]
+struct Rec {
+    serial: u64,
+    lba: u64,
+    len: u64,
+}
+
+/// A segment of the volume's region.
+#[derive(Default)]
+struct Seg {
+    /// Records written into it since it was last reused (to drop them from the index on reuse).
+    recs: KVec<Rec>,
+    /// Highest serial of a dirty record in it (0: none).
+    max_dirty: u64,
+    /// Writes and reads in flight on it: it is not reused while any is.
+    users: u32,
+}
+
+/// An operation in flight that others must not overtake.
+#[derive(Debug, Clone, Copy)]
+struct Inflight {
+    serial: u64,
+    lba: u64,
+    len: u64,
+    /// Goes to the SAN directly (write-through, discard, write-zeroes).
+    san: bool,
+}
+
+/// Everything the data path and the destager share, under [`Cache::state`].
+struct State {
+    index: Index,
+    segs: KVec<Seg>,
+    head: LogHead,
+    next_serial: u64,
+    checkpoint: u64,
+    checkpoint_seq: u64,
+    /// Dirty records by serial: the destage queue.
+    dirty_q: RBTree<u64, Rec>,
+    inflight: KVec<Inflight>,
+    cached_sectors: u64,
+    dirty_sectors: u64,
+    policy: Policy,
+    mode: Mode,
+    /// Serial of the newest record the rebuild found to replay (0: none).
+    replay_until: u64,
+    /// Consecutive failed destage batches (0: the last one succeeded).
+    destage_failures: u32,
+}
+
+impl State {
+    fn account(&mut self, d: Delta) {
+        self.cached_sectors = self.cached_sectors.saturating_add_signed(d.cached);
+        self.dirty_sectors = self.dirty_sectors.saturating_add_signed(d.dirty);
+    }
+
+    fn overlaps_dirty(&self, lba: u64, len: u64) -> bool {
+        let mut found = false;
+        extent::walk(&self.index, lba, lba.saturating_add(len), |_, _, e| {
+            found |= e.is_some_and(|e| e.dirty);
+        });
+        found
+    }
+
+    /// Whether an operation in flight overlaps `[lba, lba + len)` (`san_only`: only those that
+    /// go to the SAN directly).
+    fn overlaps_inflight(&self, lba: u64, len: u64, san_only: bool) -> bool {
+        let end = lba.saturating_add(len);
+        self.inflight
+            .iter()
+            .any(|i| (i.san || !san_only) && i.lba < end && lba < i.lba.saturating_add(i.len))
+    }
+
+    fn begin(&mut self, lba: u64, len: u64, san: bool) -> Result<u64> {
+        let serial = self.next_serial;
+        self.inflight.push(Inflight { serial, lba, len, san }, GFP_IO_PATH)?;
+        self.next_serial += 1;
+        Ok(serial)
+    }
+
+    fn end(&mut self, serial: u64) {
+        if let Some(i) = self.inflight.iter().position(|i| i.serial == serial) {
+            let _ = self.inflight.remove(i);
+        }
+    }
+
+    /// The highest serial below every operation still in flight.
+    fn safe_serial(&self) -> u64 {
+        self.inflight
+            .iter()
+            .map(|i| i.serial - 1)
+            .min()
+            .unwrap_or(self.next_serial - 1)
+    }
+
+    /// Drops the index entries of segment `s` (clean by now) so that it can be written again.
+    fn reuse(&mut self, s: usize) -> Result {
+        let recs = match self.segs.get_mut(s) {
+            Some(seg) => {
+                seg.max_dirty = 0;
+                core::mem::take(&mut seg.recs)
+            }
+            None => return Err(EINVAL),
+        };
+        for r in recs.iter() {
+            let d = extent::remove_record(&mut self.index, r.lba, r.len, r.serial)?;
+            self.account(d);
+        }
+        Ok(())
+    }
+
+    /// Room for a record of `footprint` sectors: `(segment, offset in it)`, or `None` until the
+    /// destager has freed the next segment.
+    fn place(&mut self, footprint: u64) -> Result<Option<(usize, u64)>> {
+        if let Some(off) = self.head.take(footprint) {
+            return Ok(Some((self.head.segment as usize, off)));
+        }
+        let next = self.head.next_segment() as usize;
+        let free = self
+            .segs
+            .get(next)
+            .is_some_and(|s| s.users == 0 && destage::segment_reusable(s.max_dirty, self.checkpoint));
+        if !free {
+            return Ok(None);
+        }
+        self.reuse(next)?;
+        self.head.advance();
+        Ok(self.head.take(footprint).map(|off| (self.head.segment as usize, off)))
+    }
+
+    fn hold(&mut self, seg: usize, by: i32) {
+        if let Some(s) = self.segs.get_mut(seg) {
+            s.users = s.users.saturating_add_signed(by);
+        }
+    }
+
+    /// Adds a completed record to its segment, the destage queue (if dirty) and the index.
+    fn add_record(&mut self, seg: usize, rec: Rec, flash: u64, dirty: bool) -> Result {
+        let s = self.segs.get_mut(seg).ok_or(EINVAL)?;
+        s.recs.push(rec, GFP_IO_PATH)?;
+        if dirty {
+            s.max_dirty = s.max_dirty.max(rec.serial);
+            self.dirty_q.try_create_and_insert(rec.serial, rec, GFP_IO_PATH)?;
+        }
+        let d = extent::apply(
+            &mut self.index,
+            Extent { lba: rec.lba, len: rec.len, flash, serial: rec.serial, dirty },
+        )?;
+        self.account(d);
+        Ok(())
+    }
+
+    /// Forgets whatever the cache holds for `[lba, lba + len)` (clean data only).
+    fn invalidate(&mut self, lba: u64, len: u64) -> Result {
+        let d = extent::invalidate(&mut self.index, lba, lba.saturating_add(len))?;
+        self.account(d);
+        Ok(())
+    }
+
+    /// The cache device failed: bypass it if it holds no dirty data, else fail the volume.
+    fn cache_failed(&mut self) {
+        if self.dirty_sectors == 0 && self.dirty_q.is_empty() {
+            self.mode = Mode::Bypass;
+            self.index.tree = RBTree::new();
+            self.cached_sectors = 0;
+        } else {
+            self.mode = Mode::Failed;
+        }
+    }
+}
+
+/// Counters of the cache, shown in sysfs.
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub(crate) read_hits: AtomicU64,
+    pub(crate) read_misses: AtomicU64,
+    pub(crate) destaged_bytes: AtomicU64,
+    pub(crate) destage_batches: AtomicU64,
+    pub(crate) batch_overlaps: AtomicU64,
+    pub(crate) san_errors: AtomicU64,
+    pub(crate) cache_errors: AtomicU64,
+    pub(crate) write_waits: AtomicU64,
+}
+
+fn bump(c: &AtomicU64, by: u64) {
+    c.fetch_add(by, Ordering::Relaxed);
+}
+
+/// Tunables (sysfs).
+pub(crate) struct Tunables {
+    /// Most sectors per destage batch.
+    pub(crate) batch_sectors: AtomicU64,
+    /// Most records per destage batch.
+    pub(crate) batch_records: AtomicU64,
+}
+
+/// A volume's cache: its device, slot and state.
+///
+/// Lock order: `state` is a leaf. It is never held across I/O: the data path and the destager
+/// take it to plan and to record results; waits on `changed` and `work` release it.
+#[pin_data]
+pub(crate) struct Cache {
+    dev: BlockDev,
+    sb: Superblock,
+    slot_index: u32,
+    uuid: [u8; 16],
+    first_segment: u64,
+    #[pin]
+    state: Mutex<State>,
+    /// Notified when space is freed, an operation ends or a batch is checkpointed.
+    #[pin]
+    changed: CondVar,
+    /// Wakes the destager.
+    #[pin]
+    work: CondVar,
+    /// The slot as last written (policy changes rewrite it).
+    #[pin]
+    slot: Mutex<Slot>,
+    pub(crate) counters: Counters,
+    pub(crate) tunables: Tunables,
+}
+
+/// What sysfs shows of the cache state.
+pub(crate) struct Snapshot {
+    pub(crate) mode: Mode,
+    pub(crate) policy: Policy,
+    pub(crate) replaying: bool,
+    pub(crate) dirty_bytes: u64,
+    pub(crate) cached_bytes: u64,
+    pub(crate) last_serial: u64,
+    pub(crate) checkpoint: u64,
+    pub(crate) destage_failing: bool,
+}
+
+impl Snapshot {
+    /// The volume state word.
+    pub(crate) fn state(&self) -> &'static str {
+        match self.mode {
+            Mode::Failed => "failed",
+            Mode::Bypass => "degraded",
+            Mode::Normal if self.replaying => "replaying",
+            Mode::Normal if self.dirty_bytes > 0 => "dirty",
+            Mode::Normal => "clean",
+        }
+    }
+}
+
+/// The pieces of a request or batch: `(first sector, sectors, flash sector if held on flash)`.
+type Pieces = KVec<(u64, u64, Option<u64>)>;
+
+impl Cache {
+    fn seg_of(&self, flash: u64) -> usize {
+        let rel = flash.saturating_sub(self.sb.data_start) / u64::from(self.sb.segment_sectors);
+        rel.saturating_sub(self.first_segment) as usize
+    }
+
+    fn seg_sector(&self, seg: usize) -> u64 {
+        self.sb.segment_sector(self.first_segment + seg as u64)
+    }
+
+    /// Opens the cache of an attached slot: reads the checkpoint, scans the region and rebuilds
+    /// the index of the writes after the checkpoint (they are replayed by the destager).
+    pub(crate) fn open(a: Attached) -> Result<impl PinInit<Self, Error>> {
+        let Attached { dev, sb, slot_index, slot, .. } = a;
+        let bs = sb.block_size as usize;
+        let mut block = KVec::from_elem(0u8, bs, GFP_KERNEL)?;
+        let mut cps = [None, None];
+        for (copy, cp) in cps.iter_mut().enumerate() {
+            dev.read_sync(sb.checkpoint_sector(slot_index, copy as u32), &mut block)?;
+            *cp = Checkpoint::decode(&block, &slot.uuid, crc32c);
+        }
+        let cp = Checkpoint::newest(cps[0], cps[1]);
+        let checkpoint = cp.map_or(0, |c| c.serial).max(slot.serial_floor);
+        let n = slot.segments as usize;
+        let mut segs = KVec::with_capacity(n, GFP_KERNEL)?;
+        for _ in 0..n {
+            segs.push(Seg::default(), GFP_KERNEL)?;
+        }
+        let seg_sectors = u64::from(sb.segment_sectors);
+        let mut st = State {
+            index: Index { tree: RBTree::new() },
+            segs,
+            // Full, so that the first write moves to the next segment through the reuse check.
+            head: LogHead { segments: slot.segments, segment_sectors: seg_sectors, segment: slot.segments - 1, offset: seg_sectors },
+            next_serial: checkpoint + 1,
+            checkpoint,
+            checkpoint_seq: cp.map_or(0, |c| c.seq),
+            dirty_q: RBTree::new(),
+            inflight: KVec::new(),
+            cached_sectors: 0,
+            dirty_sectors: 0,
+            policy: slot.policy,
+            mode: Mode::Normal,
+            replay_until: 0,
+            destage_failures: 0,
+        };
+
+        // The scan: every segment read whole, every record checked.
+        let start = kernel::time::Instant::<kernel::time::Monotonic>::now();
+        let seg_bytes = seg_sectors as usize * 512;
+        let pages = PageBuf::new(seg_bytes)?;
+        let mut buf = KVVec::from_elem(0u8, seg_bytes, GFP_KERNEL)?;
+        let bset = KBox::pin_init(BioSet::new(), GFP_KERNEL)?;
+        let (mut max_serial, mut max_seg, mut valid, mut torn, mut taken) = (0u64, None, 0u64, 0u64, 0u64);
+        let mut failed: Result = Ok(());
+        for s in 0..n {
+            let base = sb.segment_sector(slot.first_segment + s as u64);
+            let mut bios = KVec::new();
+            let chunk = 256 * kernel::page::PAGE_SIZE;
+            let mut off = 0;
+            while off < seg_bytes {
+                let len = chunk.min(seg_bytes - off);
+                let mut b = Bio::new(&dev, base + (off / 512) as u64, 256, Dir::Read, &bset)?;
+                b.add_buf(&pages, off, len)?;
+                bios.push(b, GFP_KERNEL)?;
+                off += len;
+            }
+            io::run(bios)?;
+            pages.read(0, &mut buf)?;
+            format::scan_segment(&buf, sb.block_size, crc32c, |at, found| {
+                let (h, ok) = match found {
+                    Found::Valid(h) => (h, true),
+                    Found::Torn(h) => (h, false),
+                };
+                if h.uuid != slot.uuid {
+                    return;
+                }
+                if h.serial > max_serial {
+                    max_serial = h.serial;
+                    max_seg = Some(s);
+                }
+                if !ok {
+                    torn += 1;
+                    return;
+                }
+                valid += 1;
+                if format::rebuild_takes(&h, &slot.uuid, checkpoint) {
+                    taken += 1;
+                    let rec = Rec { serial: h.serial, lba: h.lba, len: u64::from(h.len) };
+                    let flash = base + at + sb.block_sectors();
+                    if let Err(e) = st.add_record(s, rec, flash, true) {
+                        failed = Err(e);
+                    }
+                    st.replay_until = st.replay_until.max(h.serial);
+                }
+            });
+            failed?;
+        }
+        if let Some(s) = max_seg {
+            st.head.segment = s as u64;
+        }
+        st.next_serial = st.next_serial.max(max_serial + 1);
+        let ms = start.elapsed().as_millis();
+        pr_info!(
+            "cache slot {}: scanned {} MiB in {} ms: {} valid records ({} to replay, {} dirty KiB), {} torn; checkpoint {}, next serial {}\n",
+            slot_index,
+            (n as u64 * seg_sectors) >> 11,
+            ms,
+            valid,
+            taken,
+            st.dirty_sectors / 2,
+            torn,
+            checkpoint,
+            st.next_serial
+        );
+        Ok(try_pin_init!(Self {
+            dev,
+            sb,
+            slot_index,
+            uuid: slot.uuid,
+            first_segment: slot.first_segment,
+            state <- new_mutex!(st),
+            changed <- new_condvar!(),
+            work <- new_condvar!(),
+            slot <- new_mutex!(slot),
+            counters: Counters::default(),
+            tunables: Tunables {
+                batch_sectors: AtomicU64::new(2048),
+                batch_records: AtomicU64::new(256),
+            },
+        }))
+    }
+
+    /// The state shown in sysfs.
+    pub(crate) fn snapshot(&self) -> Snapshot {
+        let g = self.state.lock();
+        Snapshot {
+            mode: g.mode,
+            policy: g.policy,
+            replaying: g.replay_until > g.checkpoint,
+            dirty_bytes: g.dirty_sectors * 512,
+            cached_bytes: g.cached_sectors * 512,
+            last_serial: g.next_serial - 1,
+            checkpoint: g.checkpoint,
+            destage_failing: g.destage_failures > 0,
+        }
+    }
+
+    /// The slot number on the cache device.
+    pub(crate) fn slot_index(&self) -> u32 {
+        self.slot_index
+    }
+
+    /// Changes the write policy: wt to wb at once; wb to wt at once for new writes, while the
+    /// destager drains what is dirty (a write-through write over dirty data waits for it).
+    pub(crate) fn set_policy(&self, p: Policy) -> Result {
+        let mut slot = self.slot.lock();
+        if slot.policy != p {
+            let mut s = *slot;
+            s.policy = p;
+            s.generation = s.generation.wrapping_add(1);
+            let mut block = KVec::from_elem(0u8, self.sb.block_size as usize, GFP_KERNEL)?;
+            s.encode(&mut block, crc32c);
+            self.dev.write_sync(self.sb.slot_sector(self.slot_index), &block)?;
+            *slot = s;
+        }
+        self.state.lock().policy = p;
+        self.changed.notify_all();
+        self.work.notify_all();
+        Ok(())
+    }
+
+    /// Asks the destager to work now.
+    pub(crate) fn kick(&self) {
+        self.work.notify_all();
+    }
+}
+
+/// Request handling with a cache (called from [`Volume::process`]).
+impl Volume {
+    /// A write: logged on flash (wb: dirty; wt: a clean copy, with the SAN write in parallel).
+    pub(crate) fn cache_write(&self, c: &Cache, rq: &Request<Self>) -> Result {
+        let (lba, len) = (rq.sector(), rq.sectors());
+        let len32 = u32::try_from(len).map_err(|_| EINVAL)?;
+        if len32 == 0 || len32 > MAX_REQUEST_SECTORS {
+            return Err(EINVAL);
+        }
+        let footprint = RecordHeader::footprint(len32, c.sb.block_size);
+        let mut g = c.state.lock();
+        let (serial, seg, off, wt) = loop {
+            match g.mode {
+                Mode::Failed => return Err(EIO),
+                Mode::Bypass => {
+                    drop(g);
+                    return self.san_request(rq);
+                }
+                Mode::Normal => {}
+            }
+            let wt = g.policy == Policy::WriteThrough;
+            // A write-through write goes to the SAN now: it waits for older dirty data of its
+            // blocks to be destaged first (else a replay could overwrite it) and for any write in
+            // flight on its blocks (the SAN and the index must agree on the last one).
+            let blocked = g.overlaps_inflight(lba, len, !wt) || (wt && g.overlaps_dirty(lba, len));
+            if !blocked {
+                if let Some((seg, off)) = g.place(footprint)? {
+                    let serial = g.begin(lba, len, wt)?;
+                    g.hold(seg, 1);
+                    break (serial, seg, off, wt);
+                }
+            }
+            bump(&c.counters.write_waits, 1);
+            c.work.notify_all();
+            c.changed.wait(&mut g);
+        };
+        drop(g);
+
+        let at = c.seg_sector(seg) + off;
+        let flash = at + c.sb.block_sectors();
+        let mut h = RecordHeader {
+            flags: if wt { 0 } else { RECORD_DIRTY },
+            origin: 0,
+            len: len32,
+            uuid: c.uuid,
+            serial,
+            lba,
+            crc: 0,
+        };
+        let mut sum = h.checksum(core::iter::empty(), crc32c);
+        rq.for_each_data(|d| sum = crc32c(sum, d));
+        h.crc = sum;
+        let mut head = [0u8; RECORD_HEADER_BYTES];
+        h.encode(&mut head);
+
+        let result = (|| -> (Result, Result) {
+            let hb = match PageBuf::new(c.sb.block_size as usize).and_then(|b| b.write(0, &head).map(|_| b)) {
+                Ok(b) => b,
+                Err(e) => return (Err(e), Ok(())),
+            };
+            pin_init::stack_pin_init!(let flash_io = IoSet::new());
+            pin_init::stack_pin_init!(let san_io = IoSet::new());
+            let dir = if rq.is_fua() { Dir::WriteFua } else { Dir::Write };
+            let built = Bio::new(&c.dev, at, rq.nr_bvecs().saturating_add(1), dir, &self.bioset).and_then(|mut b| {
+                b.add_buf(&hb, 0, hb.len())?;
+                b.add_request_data(rq)?;
+                Ok(b)
+            });
+            match built {
+                Ok(b) => flash_io.as_ref().submit(b),
+                Err(e) => return (Err(e), Ok(())),
+            }
+            let mut san = Ok(());
+            if wt {
+                let mut bios = KVec::new();
+                san = Bio::clone_request(rq, 0, len, &self.backing, lba, &self.bioset, &mut bios);
+                for b in bios {
+                    san_io.as_ref().submit(b);
+                }
+            }
+            let f = flash_io.as_ref().wait();
+            let s = san_io.as_ref().wait().and(san);
+            (f, s)
+        })();
+
+        let mut g = c.state.lock();
+        g.end(serial);
+        g.hold(seg, -1);
+        let rec = Rec { serial, lba, len };
+        let out = match result {
+            (Ok(()), Ok(())) => match g.add_record(seg, rec, flash, !wt) {
+                Ok(()) => Ok(()),
+                Err(e) => {
+                    // No memory to index it: the write is on flash (wb: replayed after a
+                    // restart) but cannot be served; fail it so the writer knows.
+                    let _ = g.invalidate(lba, len);
+                    Err(e)
+                }
+            },
+            (Err(e), _) if !wt => {
+                bump(&c.counters.cache_errors, 1);
+                g.cache_failed();
+                if g.mode == Mode::Bypass {
+                    drop(g);
+                    c.changed.notify_all();
+                    pr_err!("cache device write failed ({:?}); no dirty data: bypassing the cache\n", e);
+                    return self.san_request(rq);
+                }
+                pr_err!("cache device write failed ({:?}) with dirty data: the volume fails its I/O\n", e);
+                Err(EIO)
+            }
+            (Err(_), Ok(())) => {
+                // Write-through: the SAN has the data; stop using the cache.
+                bump(&c.counters.cache_errors, 1);
+                let _ = g.invalidate(lba, len);
+                g.cache_failed();
+                Ok(())
+            }
+            (_, Err(e)) => {
+                // The SAN write failed: what the SAN holds for the range is unknown.
+                let _ = g.invalidate(lba, len);
+                Err(e)
+            }
+        };
+        drop(g);
+        c.changed.notify_all();
+        if !wt {
+            c.work.notify_all();
+        }
+        out
+    }
+
+    /// A read: the parts held on flash from flash, the rest from the SAN.
+    pub(crate) fn cache_read(&self, c: &Cache, rq: &Request<Self>) -> Result {
+        let (lba, len) = (rq.sector(), rq.sectors());
+        let mut pieces = Pieces::new();
+        let mut g = c.state.lock();
+        match g.mode {
+            Mode::Failed => return Err(EIO),
+            Mode::Bypass => {
+                drop(g);
+                return self.san_request(rq);
+            }
+            Mode::Normal => {}
+        }
+        let mut err = Ok(());
+        extent::walk(&g.index, lba, lba + len, |s, e, x| {
+            if err.is_ok() {
+                err = pieces.push((s, e - s, x.map(|x| x.flash)), GFP_IO_PATH).map_err(Error::from);
+            }
+        });
+        err?;
+        for &(_, _, f) in pieces.iter() {
+            if let Some(f) = f {
+                g.hold(c.seg_of(f), 1);
+            }
+        }
+        drop(g);
+
+        let mut bios = KVec::new();
+        let mut built = Ok(());
+        let mut hit = true;
+        for &(s, n, f) in pieces.iter() {
+            let r = match f {
+                Some(f) => Bio::clone_request(rq, s - lba, n, &c.dev, f, &self.bioset, &mut bios),
+                None => {
+                    hit = false;
+                    Bio::clone_request(rq, s - lba, n, &self.backing, s, &self.bioset, &mut bios)
+                }
+            };
+            if r.is_err() {
+                built = r;
+                break;
+            }
+        }
+        let r = built.and_then(|()| io::run(bios));
+
+        let mut g = c.state.lock();
+        for &(_, _, f) in pieces.iter() {
+            if let Some(f) = f {
+                g.hold(c.seg_of(f), -1);
+            }
+        }
+        drop(g);
+        c.changed.notify_all();
+        bump(if hit { &c.counters.read_hits } else { &c.counters.read_misses }, 1);
+        r
+    }
+
+    /// A flush: what the completed writes live on is made stable.
+    pub(crate) fn cache_flush(&self, c: &Cache) -> Result {
+        let (mode, policy, dirty) = {
+            let g = c.state.lock();
+            (g.mode, g.policy, g.dirty_sectors)
+        };
+        match mode {
+            Mode::Failed => Err(EIO),
+            Mode::Bypass => io::flush(&self.backing),
+            Mode::Normal => {
+                if policy == Policy::WriteThrough {
+                    io::flush(&self.backing)?;
+                }
+                if policy == Policy::WriteBack || dirty > 0 {
+                    io::flush(&c.dev)?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// A discard or write-zeroes: waits for dirty data and writes in flight on its range, then
+    /// goes to the SAN; the cache forgets the range.
+    pub(crate) fn cache_san_op(&self, c: &Cache, rq: &Request<Self>) -> Result {
+        let (lba, len) = (rq.sector(), rq.sectors());
+        let mut g = c.state.lock();
+        let serial = loop {
+            match g.mode {
+                Mode::Failed => return Err(EIO),
+                Mode::Bypass => {
+                    drop(g);
+                    return self.san_request(rq);
+                }
+                Mode::Normal => {}
+            }
+            if !g.overlaps_inflight(lba, len, false) && !g.overlaps_dirty(lba, len) {
+                g.invalidate(lba, len)?;
+                break g.begin(lba, len, true)?;
+            }
+            c.work.notify_all();
+            c.changed.wait(&mut g);
+        };
+        drop(g);
+        let r = self.san_request(rq);
+        c.state.lock().end(serial);
+        c.changed.notify_all();
+        r
+    }
+
+    /// The request sent to the SAN as it is; waits for it.
+    fn san_request(&self, rq: &Request<Self>) -> Result {
+        let mut bios = KVec::new();
+        Bio::clone_request(rq, 0, rq.sectors(), &self.backing, rq.sector(), &self.bioset, &mut bios)?;
+        io::run(bios)
+    }
+}
+
+/// The destager: runs in its own kernel thread while the volume is up.
+pub(crate) fn destager(v: &Volume) {
+    let Some(c) = v.cache() else {
+        return;
+    };
+    let bset = match KBox::pin_init(BioSet::new(), GFP_KERNEL) {
+        Ok(b) => b,
+        Err(e) => {
+            pr_err!("destager: no bio set ({:?}); the volume's dirty data will wait\n", e);
+            return;
+        }
+    };
+    while !thread::should_stop() {
+        match destage_once(v, c, &bset) {
+            Ok(true) => {}
+            Ok(false) => {
+                let mut g = c.state.lock();
+                if !thread::should_stop() {
+                    let _ = c.work.wait_interruptible_timeout(&mut g, kernel::time::msecs_to_jiffies(1000));
+                }
+            }
+            Err(e) => {
+                bump(&c.counters.san_errors, 1);
+                let attempt = {
+                    let mut g = c.state.lock();
+                    g.destage_failures = g.destage_failures.saturating_add(1);
+                    g.destage_failures
+                };
+                pr_warn!("destage batch failed ({:?}); retry {} with backoff\n", e, attempt);
+                let ms = destage::retry_delay_ms(attempt - 1);
+                let mut g = c.state.lock();
+                if !thread::should_stop() {
+                    let _ = c.work.wait_interruptible_timeout(&mut g, kernel::time::msecs_to_jiffies(ms as u32));
+                }
+            }
+        }
+    }
+}
+
+/// Destages one batch; `Ok(false)` when there was nothing to do.
+fn destage_once(v: &Volume, c: &Cache, bset: &BioSet) -> Result<bool> {
+    let mut recs: KVec<Rec> = KVec::new();
+    let mut pieces = Pieces::new();
+    let checkpoint = {
+        let mut g = c.state.lock();
+        if g.mode != Mode::Normal || g.dirty_q.is_empty() {
+            return Ok(false);
+        }
+        let limits = BatchLimits {
+            max_sectors: c.tunables.batch_sectors.load(Ordering::Relaxed).max(1),
+            max_records: c.tunables.batch_records.load(Ordering::Relaxed).max(1) as usize,
+        };
+        let batch = destage::plan_batch(g.dirty_q.iter().map(|(s, r)| (*s, r.len)), limits, g.safe_serial());
+        let Some(checkpoint) = batch.checkpoint else {
+            return Ok(false);
+        };
+        let mut err = Ok(());
+        for (serial, r) in g.dirty_q.iter().take(batch.records) {
+            recs.push(*r, GFP_IO_PATH)?;
+            extent::walk(&g.index, r.lba, r.lba + r.len, |s, e, x| {
+                if let Some(x) = x {
+                    if x.serial == *serial && x.dirty && err.is_ok() {
+                        err = pieces.push((s, e - s, Some(x.flash)), GFP_IO_PATH).map_err(Error::from);
+                    }
+                }
+            });
+        }
+        err?;
+        for &(_, _, f) in pieces.iter() {
+            if let Some(f) = f {
+                g.hold(c.seg_of(f), 1);
+            }
+        }
+        checkpoint
+    };
+    pieces.sort_unstable_by_key(|p| p.0);
+    let overlaps = destage::count_overlaps(pieces.iter().map(|p| (p.0, p.1)));
+    bump(&c.counters.batch_overlaps, overlaps);
+
+    let io_result = (|| -> Result<u64> {
+        let mut bufs = KVec::with_capacity(pieces.len(), GFP_IO_PATH)?;
+        for &(_, n, _) in pieces.iter() {
+            bufs.push(PageBuf::new(n as usize * 512)?, GFP_IO_PATH)?;
+        }
+        let mut reads = KVec::new();
+        for (p, b) in pieces.iter().zip(bufs.iter()) {
+            let mut bio = Bio::new(&c.dev, p.2.unwrap_or(0), 256, Dir::Read, bset)?;
+            bio.add_buf(b, 0, b.len())?;
+            reads.push(bio, GFP_IO_PATH)?;
+        }
+        if let Err(e) = io::run(reads) {
+            bump(&c.counters.cache_errors, 1);
+            c.state.lock().cache_failed();
+            pr_err!("destager: cache device read failed ({:?})\n", e);
+            return Err(e);
+        }
+        let mut writes = KVec::new();
+        let mut bytes = 0u64;
+        for (p, b) in pieces.iter().zip(bufs.iter()) {
+            let mut bio = Bio::new(&v.backing, p.0, 256, Dir::Write, bset)?;
+            bio.add_buf(b, 0, b.len())?;
+            writes.push(bio, GFP_IO_PATH)?;
+            bytes += b.len() as u64;
+        }
+        io::run(writes)?;
+        io::flush(&v.backing)?;
+        let seq = c.state.lock().checkpoint_seq + 1;
+        let cp = Checkpoint { uuid: c.uuid, serial: checkpoint, seq };
+        let mut block = KVec::from_elem(0u8, c.sb.block_size as usize, GFP_IO_PATH)?;
+        cp.encode(&mut block, crc32c);
+        c.dev.write_sync(c.sb.checkpoint_sector(c.slot_index, Checkpoint::copy_for(seq)), &block)?;
+        Ok(bytes)
+    })();
+
+    let mut g = c.state.lock();
+    for &(_, _, f) in pieces.iter() {
+        if let Some(f) = f {
+            g.hold(c.seg_of(f), -1);
+        }
+    }
+    let bytes = match io_result {
+        Ok(b) => b,
+        Err(e) => {
+            drop(g);
+            c.changed.notify_all();
+            return Err(e);
+        }
+    };
+    g.checkpoint = checkpoint;
+    g.checkpoint_seq += 1;
+    g.destage_failures = 0;
+    for r in recs.iter() {
+        g.dirty_q.remove(&r.serial);
+        match extent::mark_clean(&mut g.index, r.lba, r.len, r.serial) {
+            Ok(d) => g.account(d),
+            // No memory to re-insert the clean extent: drop it (the data is on the SAN).
+            Err(_) => {
+                let _ = extent::remove_record(&mut g.index, r.lba, r.len, r.serial).map(|d| g.account(d));
+            }
+        }
+    }
+    drop(g);
+    bump(&c.counters.destaged_bytes, bytes);
+    bump(&c.counters.destage_batches, 1);
+    c.changed.notify_all();
+    Ok(true)
+}
