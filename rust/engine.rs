@@ -292,7 +292,43 @@ pub(crate) struct Tunables {
     pub(crate) batch_sectors: AtomicU64,
     /// Most records per destage batch.
     pub(crate) batch_records: AtomicU64,
+    /// Most SAN writes of a batch in flight at once.
+    pub(crate) destage_concurrency: AtomicU64,
 }
+
+/// Destage rate over a window of about a second.
+#[derive(Default)]
+struct Rate {
+    window_start_ms: AtomicU64,
+    window_bytes: AtomicU64,
+    bytes_per_sec: AtomicU64,
+}
+
+/// The files of `/sys/block/pf-NAME/peerflash/` (Documentation/control-interface.md), in the
+/// order [`Cache::sysfs_show`] and [`Cache::sysfs_store`] number them.
+pub(crate) const SYSFS: &[(&CStr, bool)] = &[
+    (c"state", false),
+    (c"policy", false),
+    (c"dirty_bytes", false),
+    (c"cached_bytes", false),
+    (c"last_serial", false),
+    (c"checkpoint_serial", false),
+    (c"destage_rate", false),
+    (c"destaged_bytes", false),
+    (c"read_hits", false),
+    (c"read_misses", false),
+    (c"cache_errors", false),
+    (c"san_errors", false),
+    (c"batch_overlaps", false),
+    (c"write_waits", false),
+    (c"batch_sectors", true),
+    (c"batch_records", true),
+    (c"destage_concurrency", true),
+    (c"destage_failures", false),
+];
+
+/// The file `state` of a volume without a cache.
+pub(crate) const STATE_NO_CACHE: &str = "uncached";
 
 /// A volume's cache: its device, slot and state.
 ///
@@ -318,6 +354,8 @@ pub(crate) struct Cache {
     slot: Mutex<Slot>,
     pub(crate) counters: Counters,
     pub(crate) tunables: Tunables,
+    rate: Rate,
+    born: kernel::time::Instant<kernel::time::Monotonic>,
 }
 
 /// What sysfs shows of the cache state.
@@ -329,7 +367,7 @@ pub(crate) struct Snapshot {
     pub(crate) cached_bytes: u64,
     pub(crate) last_serial: u64,
     pub(crate) checkpoint: u64,
-    pub(crate) destage_failing: bool,
+    pub(crate) destage_failures: u32,
 }
 
 impl Snapshot {
@@ -477,7 +515,10 @@ impl Cache {
             tunables: Tunables {
                 batch_sectors: AtomicU64::new(2048),
                 batch_records: AtomicU64::new(256),
+                destage_concurrency: AtomicU64::new(32),
             },
+            rate: Rate::default(),
+            born: kernel::time::Instant::now(),
         }))
     }
 
@@ -492,7 +533,7 @@ impl Cache {
             cached_bytes: g.cached_sectors * 512,
             last_serial: g.next_serial - 1,
             checkpoint: g.checkpoint,
-            destage_failing: g.destage_failures > 0,
+            destage_failures: g.destage_failures,
         }
     }
 
@@ -520,9 +561,78 @@ impl Cache {
         Ok(())
     }
 
-    /// Asks the destager to work now.
-    pub(crate) fn kick(&self) {
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.born.elapsed().as_millis()).unwrap_or(0)
+    }
+
+    fn note_destaged(&self, bytes: u64) {
+        let now = self.now_ms();
+        let r = &self.rate;
+        let total = r.window_bytes.fetch_add(bytes, Ordering::Relaxed) + bytes;
+        let start = r.window_start_ms.load(Ordering::Relaxed);
+        if now.saturating_sub(start) >= 1000 {
+            r.bytes_per_sec.store(total * 1000 / (now - start), Ordering::Relaxed);
+            r.window_start_ms.store(now, Ordering::Relaxed);
+            r.window_bytes.store(0, Ordering::Relaxed);
+        }
+    }
+
+    fn destage_rate(&self) -> u64 {
+        let r = &self.rate;
+        let idle = self.now_ms().saturating_sub(r.window_start_ms.load(Ordering::Relaxed));
+        if idle >= 2000 {
+            // No window closed lately: what the open window holds over its length.
+            r.window_bytes.load(Ordering::Relaxed) * 1000 / idle
+        } else {
+            r.bytes_per_sec.load(Ordering::Relaxed)
+        }
+    }
+
+    /// Shows sysfs file `i` of [`SYSFS`].
+    pub(crate) fn sysfs_show(&self, i: usize, w: &mut kernel::str::Formatter<'_>) -> Result {
+        use core::fmt::Write;
+        let s = self.snapshot();
+        let c = &self.counters;
+        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let v = match i {
+            0 => return w.write_fmt(fmt!("{}\n", s.state())).map_err(|_| EINVAL),
+            1 => return w.write_fmt(fmt!("{}\n", s.policy.name())).map_err(|_| EINVAL),
+            2 => s.dirty_bytes,
+            3 => s.cached_bytes,
+            4 => s.last_serial,
+            5 => s.checkpoint,
+            6 => self.destage_rate(),
+            7 => l(&c.destaged_bytes),
+            8 => l(&c.read_hits),
+            9 => l(&c.read_misses),
+            10 => l(&c.cache_errors),
+            11 => l(&c.san_errors),
+            12 => l(&c.batch_overlaps),
+            13 => l(&c.write_waits),
+            14 => l(&self.tunables.batch_sectors),
+            15 => l(&self.tunables.batch_records),
+            16 => l(&self.tunables.destage_concurrency),
+            17 => u64::from(s.destage_failures),
+            _ => return Err(EINVAL),
+        };
+        w.write_fmt(fmt!("{v}\n")).map_err(|_| EINVAL)
+    }
+
+    /// Stores a tunable (sysfs file `i` of [`SYSFS`]).
+    pub(crate) fn sysfs_store(&self, i: usize, val: &[u8]) -> Result {
+        let (t, lo, hi) = match i {
+            14 => (&self.tunables.batch_sectors, 8, 1 << 20),
+            15 => (&self.tunables.batch_records, 1, 1 << 16),
+            16 => (&self.tunables.destage_concurrency, 1, 1024),
+            _ => return Err(EACCES),
+        };
+        let n = crate::pfcore::attr::parse_u64(val).map_err(|_| EINVAL)?;
+        if !(lo..=hi).contains(&n) {
+            return Err(ERANGE);
+        }
+        t.store(n, Ordering::Relaxed);
         self.work.notify_all();
+        Ok(())
     }
 }
 
@@ -876,7 +986,15 @@ fn destage_once(v: &Volume, c: &Cache, bset: &BioSet) -> Result<bool> {
             writes.push(bio, GFP_IO_PATH)?;
             bytes += b.len() as u64;
         }
-        io::run(writes)?;
+        let group = c.tunables.destage_concurrency.load(Ordering::Relaxed).max(1) as usize;
+        let mut now = KVec::new();
+        for b in writes {
+            now.push(b, GFP_IO_PATH)?;
+            if now.len() >= group {
+                io::run(core::mem::take(&mut now))?;
+            }
+        }
+        io::run(now)?;
         io::flush(&v.backing)?;
         let seq = c.state.lock().checkpoint_seq + 1;
         let cp = Checkpoint { uuid: c.uuid, serial: checkpoint, seq };
@@ -916,6 +1034,7 @@ fn destage_once(v: &Volume, c: &Cache, bset: &BioSet) -> Result<bool> {
     drop(g);
     bump(&c.counters.destaged_bytes, bytes);
     bump(&c.counters.destage_batches, 1);
+    c.note_destaged(bytes);
     c.changed.notify_all();
     Ok(true)
 }

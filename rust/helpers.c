@@ -31,6 +31,11 @@ struct workqueue_struct *pf_alloc_wq(const char *name, int max_active);
 bool pf_queue_work_on(struct workqueue_struct *wq, struct work_struct *work);
 struct task_struct *pf_kthread_run(int (*fn)(void *), void *data, const char *name);
 unsigned int pf_memalloc_noio_save(void);
+struct gendisk *pf_dev_to_disk(struct device *dev);
+void pf_dev_attr_init(struct device_attribute *da, const char *name, umode_t mode,
+		      ssize_t (*show)(struct device *, struct device_attribute *, char *),
+		      ssize_t (*store)(struct device *, struct device_attribute *, const char *, size_t));
+void pf_attr_group_init(struct attribute_group *g, const char *name, struct attribute **attrs);
 void pf_memalloc_noio_restore(unsigned int flags);
 unsigned int pf_rq_op(struct request *rq);
 bool pf_rq_is_fua(struct request *rq);
@@ -153,3 +158,23 @@ struct task_struct *pf_kthread_run(int (*fn)(void *), void *data, const char *na
 
 unsigned int pf_memalloc_noio_save(void) { return memalloc_noio_save(); }
 void pf_memalloc_noio_restore(unsigned int flags) { memalloc_noio_restore(flags); }
+
+struct gendisk *pf_dev_to_disk(struct device *dev) { return dev_to_disk(dev); }
+
+/* Field setters for a dynamically allocated sysfs attribute and its group. */
+void pf_dev_attr_init(struct device_attribute *da, const char *name, umode_t mode,
+		      ssize_t (*show)(struct device *, struct device_attribute *, char *),
+		      ssize_t (*store)(struct device *, struct device_attribute *, const char *, size_t))
+{
+	sysfs_attr_init(&da->attr);
+	da->attr.name = name;
+	da->attr.mode = mode;
+	da->show = show;
+	da->store = store;
+}
+
+void pf_attr_group_init(struct attribute_group *g, const char *name, struct attribute **attrs)
+{
+	g->name = name;
+	g->attrs = attrs;
+}

@@ -137,6 +137,22 @@ impl Handler for Volume {
         rq.end(r);
     }
 
+    const SYSFS: &'static [(&'static CStr, bool)] = crate::engine::SYSFS;
+
+    fn sysfs_show(&self, i: usize, w: &mut kernel::str::Formatter<'_>) -> Result {
+        match self.cache() {
+            Some(c) => c.sysfs_show(i, w),
+            None if i == 0 => {
+                core::fmt::Write::write_fmt(w, fmt!("{}\n", crate::engine::STATE_NO_CACHE)).map_err(|_| EINVAL)
+            }
+            None => Err(ENODATA),
+        }
+    }
+
+    fn sysfs_store(&self, i: usize, val: &[u8]) -> Result {
+        self.cache().ok_or(ENODATA)?.sysfs_store(i, val)
+    }
+
     fn completed(&self, _op: Op, ok: bool) {
         if !ok {
             bump(&self.stats.errors, 1);

@@ -43,6 +43,16 @@ pub(crate) trait Handler: Send + Sync + Sized + 'static {
     }
     /// Called once for every request as it ends.
     fn completed(&self, op: request::Op, ok: bool);
+    /// Files in `/sys/block/<disk>/peerflash/`: name and whether it can be written.
+    const SYSFS: &'static [(&'static CStr, bool)] = &[];
+    /// Shows file `i` of [`Handler::SYSFS`] (one value and a newline).
+    fn sysfs_show(&self, _i: usize, _w: &mut kernel::str::Formatter<'_>) -> Result {
+        Err(EINVAL)
+    }
+    /// Stores `val` into writable file `i` of [`Handler::SYSFS`].
+    fn sysfs_store(&self, _i: usize, _val: &[u8]) -> Result {
+        Err(EINVAL)
+    }
 }
 
 /// Requests in flight per volume.
@@ -53,6 +63,75 @@ struct DiskShared {
     fops: Opaque<bindings::block_device_operations>,
     /// Set under the disk's `open_mutex` once removal has begun; `open` then fails.
     removing: AtomicBool,
+    /// The sysfs group `peerflash` (its files are removed by `del_gendisk`, before this is
+    /// freed): the attributes, the NULL-terminated list of pointers to them, the group and the
+    /// NULL-terminated list of groups given to `device_add_disk`.
+    attrs: KVec<Opaque<bindings::device_attribute>>,
+    attr_ptrs: KVec<*mut bindings::attribute>,
+    group: Opaque<bindings::attribute_group>,
+    groups: [*const bindings::attribute_group; 2],
+}
+
+/// The handler and sysfs file index of a sysfs call.
+///
+/// # Safety
+///
+/// `dev` and `attr` are what sysfs passes for a file of a disk created by [`Disk::new`], which
+/// is added, so its `queuedata` and `private_data` are valid until the file is removed.
+unsafe fn sysfs_target<'a, T: Handler>(
+    dev: *mut bindings::device,
+    attr: *mut bindings::device_attribute,
+) -> (kernel::sync::ArcBorrow<'a, T>, usize) {
+    // SAFETY: per the function's safety section.
+    unsafe {
+        let disk = ffi::pf_dev_to_disk(dev);
+        let shared = &*((*disk).private_data as *const DiskShared);
+        let i = (attr as usize - shared.attrs.as_ptr() as usize)
+            / core::mem::size_of::<Opaque<bindings::device_attribute>>();
+        (Arc::<T>::borrow((*(*disk).queue).queuedata), i)
+    }
+}
+
+/// `device_attribute::show` of a peerflash sysfs file.
+///
+/// # Safety
+///
+/// Called by sysfs with `buf` a page, for a file set up by [`Disk::new`].
+unsafe extern "C" fn sysfs_show_cb<T: Handler>(
+    dev: *mut bindings::device,
+    attr: *mut bindings::device_attribute,
+    buf: *mut u8,
+) -> isize {
+    // SAFETY: per the function's safety section.
+    let (h, i) = unsafe { sysfs_target::<T>(dev, attr) };
+    // SAFETY: sysfs hands a page-sized buffer that is ours for the call.
+    let page = unsafe { core::slice::from_raw_parts_mut(buf, kernel::page::PAGE_SIZE) };
+    let mut w = kernel::str::Formatter::new(page);
+    match h.sysfs_show(i, &mut w) {
+        Ok(()) => w.bytes_written() as isize,
+        Err(e) => e.to_errno() as isize,
+    }
+}
+
+/// `device_attribute::store` of a writable peerflash sysfs file.
+///
+/// # Safety
+///
+/// Called by sysfs with `count` bytes at `buf`, for a file set up by [`Disk::new`].
+unsafe extern "C" fn sysfs_store_cb<T: Handler>(
+    dev: *mut bindings::device,
+    attr: *mut bindings::device_attribute,
+    buf: *const u8,
+    count: usize,
+) -> isize {
+    // SAFETY: per the function's safety section.
+    let (h, i) = unsafe { sysfs_target::<T>(dev, attr) };
+    // SAFETY: sysfs passes `count` readable bytes.
+    let val = unsafe { core::slice::from_raw_parts(buf, count) };
+    match h.sysfs_store(i, val) {
+        Ok(()) => count as isize,
+        Err(e) => e.to_errno() as isize,
+    }
 }
 
 /// An added blk-mq disk driven by handler `T`.
@@ -134,10 +213,38 @@ impl<T: Handler> Disk<T> {
             unsafe { bindings::blk_mq_free_tag_set(set) }
         });
 
-        let shared = KBox::new(
-            DiskShared { fops: Opaque::zeroed(), removing: AtomicBool::new(false) },
+        let mut attrs = KVec::with_capacity(T::SYSFS.len(), GFP_KERNEL)?;
+        for _ in T::SYSFS {
+            attrs.push(Opaque::<bindings::device_attribute>::zeroed(), GFP_KERNEL)?;
+        }
+        let mut shared = KBox::new(
+            DiskShared {
+                fops: Opaque::zeroed(),
+                removing: AtomicBool::new(false),
+                attrs,
+                attr_ptrs: KVec::with_capacity(T::SYSFS.len() + 1, GFP_KERNEL)?,
+                group: Opaque::zeroed(),
+                groups: [core::ptr::null(); 2],
+            },
             GFP_KERNEL,
         )?;
+        for (a, &(name, writable)) in shared.attrs.iter().zip(T::SYSFS) {
+            let store = if writable { Some(sysfs_store_cb::<T> as _) } else { None };
+            // SAFETY: `a` is a zeroed attribute owned by `shared`; `name` is static.
+            unsafe {
+                ffi::pf_dev_attr_init(a.get(), name.as_char_ptr(), if writable { 0o644 } else { 0o444 }, sysfs_show_cb::<T>, store)
+            };
+        }
+        for i in 0..shared.attrs.len() {
+            let p = shared.attrs.get(i).map_or(core::ptr::null_mut(), |a| a.get().cast::<bindings::attribute>());
+            shared.attr_ptrs.push(p, GFP_KERNEL)?;
+        }
+        shared.attr_ptrs.push(core::ptr::null_mut(), GFP_KERNEL)?;
+        let list = shared.attr_ptrs.as_mut_ptr();
+        // SAFETY: the group is owned by `shared` (boxed: its address is stable); the name is
+        // static and the pointer list lives as long as the group.
+        unsafe { ffi::pf_attr_group_init(shared.group.get(), c"peerflash".as_char_ptr(), list) };
+        shared.groups[0] = shared.group.get();
         let fops = shared.fops.get();
         // SAFETY: `fops` is a zeroed table owned by `shared`, not yet visible to the kernel.
         unsafe {
@@ -199,7 +306,11 @@ impl<T: Handler> Disk<T> {
         unsafe { bindings::set_capacity(gendisk, limits.sectors) };
         // SAFETY: `gendisk` is fully set up above.
         to_result(unsafe {
-            bindings::device_add_disk(core::ptr::null_mut(), gendisk, core::ptr::null_mut())
+            bindings::device_add_disk(
+                core::ptr::null_mut(),
+                gendisk,
+                if T::SYSFS.is_empty() { core::ptr::null_mut() } else { (*shared).groups.as_mut_ptr() },
+            )
         })?;
         unwind.dismiss();
         free_set.dismiss();

@@ -28,6 +28,19 @@ extern "C" {
     pub(crate) fn pf_alloc_wq(name: *const u8, max_active: i32) -> *mut bindings::workqueue_struct;
     pub(crate) fn pf_queue_work_on(wq: *mut bindings::workqueue_struct, work: *mut bindings::work_struct) -> bool;
     pub(crate) fn pf_memalloc_noio_save() -> u32;
+    pub(crate) fn pf_dev_to_disk(dev: *mut bindings::device) -> *mut bindings::gendisk;
+    pub(crate) fn pf_dev_attr_init(
+        da: *mut bindings::device_attribute,
+        name: *const u8,
+        mode: u16,
+        show: unsafe extern "C" fn(*mut bindings::device, *mut bindings::device_attribute, *mut u8) -> isize,
+        store: Option<unsafe extern "C" fn(*mut bindings::device, *mut bindings::device_attribute, *const u8, usize) -> isize>,
+    );
+    pub(crate) fn pf_attr_group_init(
+        g: *mut bindings::attribute_group,
+        name: *const u8,
+        attrs: *mut *mut bindings::attribute,
+    );
     pub(crate) fn pf_memalloc_noio_restore(flags: u32);
     pub(crate) fn pf_kthread_run(
         f: unsafe extern "C" fn(*mut core::ffi::c_void) -> core::ffi::c_int,
