@@ -294,6 +294,9 @@ pub(crate) struct Tunables {
     pub(crate) batch_records: AtomicU64,
     /// Most SAN writes of a batch in flight at once.
     pub(crate) destage_concurrency: AtomicU64,
+    /// Non-zero: the destager does nothing (maintenance windows, tests); writes wait when the
+    /// region is full of dirty data.
+    pub(crate) destage_paused: AtomicU64,
 }
 
 /// Destage rate over a window of about a second.
@@ -325,6 +328,7 @@ pub(crate) const SYSFS: &[(&CStr, bool)] = &[
     (c"batch_records", true),
     (c"destage_concurrency", true),
     (c"destage_failures", false),
+    (c"destage_paused", true),
 ];
 
 /// The file `state` of a volume without a cache.
@@ -516,6 +520,7 @@ impl Cache {
                 batch_sectors: AtomicU64::new(2048),
                 batch_records: AtomicU64::new(256),
                 destage_concurrency: AtomicU64::new(32),
+                destage_paused: AtomicU64::new(0),
             },
             rate: Rate::default(),
             born: kernel::time::Instant::now(),
@@ -613,6 +618,7 @@ impl Cache {
             15 => l(&self.tunables.batch_records),
             16 => l(&self.tunables.destage_concurrency),
             17 => u64::from(s.destage_failures),
+            18 => l(&self.tunables.destage_paused),
             _ => return Err(EINVAL),
         };
         w.write_fmt(fmt!("{v}\n")).map_err(|_| EINVAL)
@@ -624,6 +630,7 @@ impl Cache {
             14 => (&self.tunables.batch_sectors, 8, 1 << 20),
             15 => (&self.tunables.batch_records, 1, 1 << 16),
             16 => (&self.tunables.destage_concurrency, 1, 1024),
+            18 => (&self.tunables.destage_paused, 0, 1),
             _ => return Err(EACCES),
         };
         let n = crate::pfcore::attr::parse_u64(val).map_err(|_| EINVAL)?;
@@ -795,23 +802,34 @@ impl Volume {
         }
         drop(g);
 
-        let mut bios = KVec::new();
+        let mut flash_bios = KVec::new();
+        let mut san_bios = KVec::new();
         let mut built = Ok(());
-        let mut hit = true;
         for &(s, n, f) in pieces.iter() {
             let r = match f {
-                Some(f) => Bio::clone_request(rq, s - lba, n, &c.dev, f, &self.bioset, &mut bios),
-                None => {
-                    hit = false;
-                    Bio::clone_request(rq, s - lba, n, &self.backing, s, &self.bioset, &mut bios)
-                }
+                Some(f) => Bio::clone_request(rq, s - lba, n, &c.dev, f, &self.bioset, &mut flash_bios),
+                None => Bio::clone_request(rq, s - lba, n, &self.backing, s, &self.bioset, &mut san_bios),
             };
             if r.is_err() {
                 built = r;
                 break;
             }
         }
-        let r = built.and_then(|()| io::run(bios));
+        let hit = san_bios.is_empty();
+        let (flash_r, san_r) = match built {
+            Err(e) => (Ok(()), Err(e)),
+            Ok(()) => {
+                pin_init::stack_pin_init!(let flash_io = IoSet::new());
+                pin_init::stack_pin_init!(let san_io = IoSet::new());
+                for b in flash_bios {
+                    flash_io.as_ref().submit(b);
+                }
+                for b in san_bios {
+                    san_io.as_ref().submit(b);
+                }
+                (flash_io.as_ref().wait(), san_io.as_ref().wait())
+            }
+        };
 
         let mut g = c.state.lock();
         for &(_, _, f) in pieces.iter() {
@@ -819,10 +837,25 @@ impl Volume {
                 g.hold(c.seg_of(f), -1);
             }
         }
+        let retry_on_san = match flash_r {
+            Ok(()) => false,
+            Err(e) => {
+                bump(&c.counters.cache_errors, 1);
+                g.cache_failed();
+                let now = if g.mode == Mode::Bypass { "bypassing the cache" } else { "failed" };
+                pr_err!("cache device read failed ({:?}); volume now {}\n", e, now);
+                true
+            }
+        };
+        let mode = g.mode;
         drop(g);
         c.changed.notify_all();
+        if retry_on_san {
+            // Clean data only (bypass): the SAN has it. Dirty data: the volume has failed.
+            return if mode == Mode::Bypass { self.san_request(rq) } else { Err(EIO) };
+        }
         bump(if hit { &c.counters.read_hits } else { &c.counters.read_misses }, 1);
-        r
+        san_r
     }
 
     /// A flush: what the completed writes live on is made stable.
@@ -927,35 +960,45 @@ fn destage_once(v: &Volume, c: &Cache, bset: &BioSet) -> Result<bool> {
     let mut pieces = Pieces::new();
     let checkpoint = {
         let mut g = c.state.lock();
-        if g.mode != Mode::Normal || g.dirty_q.is_empty() {
+        if g.mode != Mode::Normal || c.tunables.destage_paused.load(Ordering::Relaxed) != 0 {
             return Ok(false);
         }
-        let limits = BatchLimits {
-            max_sectors: c.tunables.batch_sectors.load(Ordering::Relaxed).max(1),
-            max_records: c.tunables.batch_records.load(Ordering::Relaxed).max(1) as usize,
-        };
-        let batch = destage::plan_batch(g.dirty_q.iter().map(|(s, r)| (*s, r.len)), limits, g.safe_serial());
-        let Some(checkpoint) = batch.checkpoint else {
-            return Ok(false);
-        };
-        let mut err = Ok(());
-        for (serial, r) in g.dirty_q.iter().take(batch.records) {
-            recs.push(*r, GFP_IO_PATH)?;
-            extent::walk(&g.index, r.lba, r.lba + r.len, |s, e, x| {
-                if let Some(x) = x {
-                    if x.serial == *serial && x.dirty && err.is_ok() {
-                        err = pieces.push((s, e - s, Some(x.flash)), GFP_IO_PATH).map_err(Error::from);
-                    }
-                }
-            });
-        }
-        err?;
-        for &(_, _, f) in pieces.iter() {
-            if let Some(f) = f {
-                g.hold(c.seg_of(f), 1);
+        if g.dirty_q.is_empty() {
+            // Nothing dirty: every completed write is on the SAN (write-through ones too); move
+            // the checkpoint up to what has completed so that it tells the truth.
+            let safe = g.safe_serial();
+            if safe <= g.checkpoint {
+                return Ok(false);
             }
+            safe
+        } else {
+            let limits = BatchLimits {
+                max_sectors: c.tunables.batch_sectors.load(Ordering::Relaxed).max(1),
+                max_records: c.tunables.batch_records.load(Ordering::Relaxed).max(1) as usize,
+            };
+            let batch = destage::plan_batch(g.dirty_q.iter().map(|(s, r)| (*s, r.len)), limits, g.safe_serial());
+            let Some(checkpoint) = batch.checkpoint else {
+                return Ok(false);
+            };
+            let mut err = Ok(());
+            for (serial, r) in g.dirty_q.iter().take(batch.records) {
+                recs.push(*r, GFP_IO_PATH)?;
+                extent::walk(&g.index, r.lba, r.lba + r.len, |s, e, x| {
+                    if let Some(x) = x {
+                        if x.serial == *serial && x.dirty && err.is_ok() {
+                            err = pieces.push((s, e - s, Some(x.flash)), GFP_IO_PATH).map_err(Error::from);
+                        }
+                    }
+                });
+            }
+            err?;
+            for &(_, _, f) in pieces.iter() {
+                if let Some(f) = f {
+                    g.hold(c.seg_of(f), 1);
+                }
+            }
+            checkpoint
         }
-        checkpoint
     };
     pieces.sort_unstable_by_key(|p| p.0);
     let overlaps = destage::count_overlaps(pieces.iter().map(|p| (p.0, p.1)));

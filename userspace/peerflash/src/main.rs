@@ -3,6 +3,7 @@
 mod cache;
 mod configfs;
 mod volume;
+mod wb;
 
 use std::process::ExitCode;
 
@@ -95,6 +96,24 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Output::Human)]
         output: Output,
     },
+    /// Change the write policy of a running volume: wt to wb at once; wb to wt at once for new
+    /// writes while dirty data drains in the background (`flush` waits for it).
+    SetPolicy {
+        /// Volume name.
+        name: String,
+        /// The new policy.
+        #[arg(value_enum)]
+        policy: PolicyArg,
+    },
+    /// Wait until every write made to the volume so far is on the backing device (the
+    /// destager empties the cache of dirty data and checkpoints).
+    Flush {
+        /// Volume name.
+        name: String,
+        /// Give up after this many seconds (default: wait as long as it takes).
+        #[arg(long)]
+        timeout: Option<u64>,
+    },
     /// List volume names, one per line.
     List,
     /// Show the state of one volume or of all.
@@ -150,6 +169,15 @@ fn run(cli: Cli) -> Result<()> {
         Command::Remove { name } => {
             volume::remove(&root, &name)?;
             println!("removed volume {name}");
+        }
+        Command::SetPolicy { name, policy } => {
+            wb::set_policy(&root, &name, policy.name())?;
+            println!("volume {name}: policy {}", policy.name());
+        }
+        Command::Flush { name, timeout } => {
+            let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
+            wb::flush(&root, &name, tty, timeout.map(std::time::Duration::from_secs))?;
+            println!("volume {name}: flushed (no dirty data, checkpoint at the last write)");
         }
         Command::List => {
             for name in root.volume_names()? {

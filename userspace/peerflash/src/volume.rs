@@ -232,6 +232,9 @@ pub struct Status {
     pub cache_slot: Option<u64>,
     /// I/O counters.
     pub stats: BTreeMap<String, u64>,
+    /// The cache's state and counters (`/sys/block/pf-NAME/peerflash/`), while enabled with a
+    /// cache.
+    pub cache_state: Option<BTreeMap<String, String>>,
 }
 
 impl Status {
@@ -253,6 +256,12 @@ impl Status {
             let _ = writeln!(s, "  policy: {}", self.policy);
             let slot = self.cache_slot.map_or("-".to_string(), |n| n.to_string());
             let _ = writeln!(s, "  cache slot: {slot}");
+        }
+        if let Some(c) = &self.cache_state {
+            let _ = writeln!(s, "  cache state:");
+            for (k, v) in c {
+                let _ = writeln!(s, "    {k}: {v}");
+            }
         }
         let _ = writeln!(s, "  stats:");
         for (k, v) in &self.stats {
@@ -314,6 +323,11 @@ pub fn status(root: &Root, name: &str) -> Result<Status> {
             s => Some(parse_num(name, "cache_slot", &s)?),
         },
         stats: parse_stats(name, &read("stats")?)?,
+        cache_state: if enabled {
+            crate::wb::read_all(name)?.filter(|c| c.get("state").is_some_and(|s| s != "uncached"))
+        } else {
+            None
+        },
     })
 }
 

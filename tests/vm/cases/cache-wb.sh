@@ -1,0 +1,158 @@
+#!/bin/sh
+# The cache data path on the QEMU NVMe device (cache) over the SAN disk: fio verify in wb and wt
+# (randwrite and randrw, 4k and 64k, QD1 and QD16); after `flush` the checkpoint equals the last
+# serial, no destage batch held overlapping writes, and the SAN holds exactly what was written;
+# wb to wt under I/O drains; offline replay: a volume removed with dirty data (and the module
+# reloaded) is recovered from flash when created again, served while it replays, and `flush`
+# puts exactly the acknowledged data on the SAN; cache device failure: wt bypasses the cache
+# without loss, wb with dirty data fails its I/O instead of returning older SAN data.
+. "$PF_REPO/tests/vm/lib.sh"
+set -u
+cd /tmp  # fio writes its verify state files to the working directory
+SAN=$PF_SAN_DEV
+CACHE=$PF_CACHE_DEV
+DEV=/dev/pf-v
+S=/sys/block/pf-v/peerflash
+val() { cat "$S/$1"; }
+
+modprobe peerflash || fail "modprobe peerflash"
+peerflash format-cache "$CACHE" --segment-kib 256 --force > /dev/null || fail "format-cache"
+
+step "wb: fio verify"
+peerflash create v --backing "$SAN" --cache "$CACHE" --policy wb || fail "create wb"
+same "$(val state)" clean "state of a new volume"
+same "$(cat /sys/block/pf-v/queue/max_hw_sectors_kb)" 256 "largest request with a cache (KiB)"
+# fio_job RW BS QD N EXTRA...: job N works on its own 32 MiB region.
+fio_job() {
+    rw=$1 bs=$2 qd=$3 n=$4
+    shift 4
+    fio --name="$rw-$bs-qd$qd" --filename=$DEV --rw="$rw" --bs="$bs" --iodepth="$qd" \
+        --ioengine=libaio --direct=1 --offset=$((n * 32))M --size=16M --verify=crc32c \
+        --verify_fatal=1 --randseed=$((1000 + n)) "$@" > fio.log 2>&1
+    rc=$?
+    grep -E 'err=|IOPS' fio.log
+    [ $rc -eq 0 ] || { tail -20 fio.log; fail "fio $rw $bs QD$qd (job $n)"; }
+}
+run_matrix() {
+    base=$1 n=$base
+    for rw in randwrite randrw; do
+        for bs in 4k 64k; do
+            for qd in 1 16; do
+                fio_job $rw $bs $qd $n
+                n=$((n + 1))
+            done
+        done
+    done
+}
+run_matrix 0
+echo "dirty after the wb jobs: $(val dirty_bytes) bytes"
+peerflash status v | sed -n '/cache state/,/stats/p'
+
+step "flush: checkpoint at the last serial, no overlapping batch, SAN = volume"
+peerflash flush v --timeout 300 || fail "flush"
+same "$(val dirty_bytes)" 0 "dirty bytes after flush"
+same "$(val checkpoint_serial)" "$(val last_serial)" "checkpoint serial after flush"
+same "$(val batch_overlaps)" 0 "destage batches with overlapping writes"
+[ "$(val destaged_bytes)" -gt 0 ] || fail "nothing was destaged"
+[ "$(val read_hits)" -gt 0 ] || fail "no read was served from flash"
+vol_sum=$(dd if=$DEV iflag=direct bs=1M count=256 2>/dev/null | md5sum)
+san_sum=$(dd if="$SAN" iflag=direct bs=1M count=256 2>/dev/null | md5sum)
+same "$san_sum" "$vol_sum" "SAN content after flush"
+
+step "wb to wt under I/O, then fio verify in wt"
+echo 8 > $S/batch_sectors
+fio --name=bg --filename=$DEV --rw=randwrite --bs=4k --iodepth=8 --ioengine=libaio --direct=1 \
+    --offset=512M --size=16M --time_based --runtime=8 > bg.log 2>&1 &
+bg=$!
+sleep 3
+peerflash set-policy v wt || fail "set-policy wt"
+same "$(val policy)" wt "policy after set-policy"
+wait $bg || { tail bg.log; fail "background writes while switching to wt"; }
+echo 2048 > $S/batch_sectors
+peerflash flush v --timeout 300 || fail "flush after the switch"
+same "$(val dirty_bytes)" 0 "dirty bytes drained after wb to wt"
+run_matrix 8
+same "$(val dirty_bytes)" 0 "wt leaves nothing dirty"
+peerflash flush v --timeout 60 || fail "flush in wt"
+same "$(val checkpoint_serial)" "$(val last_serial)" "checkpoint serial after flush in wt"
+peerflash set-policy v wb || fail "set-policy wb"
+peerflash remove v || fail "remove"
+
+step "offline replay: remove with dirty data, reload the module, create again"
+peerflash create v --backing "$SAN" --cache "$CACHE" --policy wb || fail "create wb again"
+# Destaging paused, so that dirty data is left when the volume goes away.
+echo 1 > $S/destage_paused
+expect_refusal 2 "destaging is paused" peerflash flush v
+dd if=/dev/urandom of=pattern bs=1M count=24 2>/dev/null
+dd if=pattern of=$DEV bs=64k seek=$((768 * 16)) oflag=direct conv=fsync 2>/dev/null || fail "write the pattern"
+dirty=$(val dirty_bytes)
+echo "dirty at removal: $dirty bytes"
+[ "$dirty" -gt 0 ] || fail "no dirty data left to replay"
+peerflash remove v || fail "remove with dirty data"
+want=$(md5sum < pattern)
+got=$(dd if="$SAN" iflag=direct bs=1M skip=768 count=24 2>/dev/null | md5sum)
+[ "$got" != "$want" ] || fail "the SAN already held the pattern: nothing to replay"
+peerflash inspect "$CACHE" | grep "dirty after checkpoint" | grep -v ": 0 records" || fail "inspect shows no dirty records"
+rmmod peerflash || fail "rmmod"
+modprobe peerflash || fail "modprobe again"
+peerflash create v --backing "$SAN" --cache "$CACHE" --policy wb || fail "create after the crash"
+dmesg | grep "to replay" | tail -1
+st=$(val state)
+echo "state after create: $st"
+got=$(dd if=$DEV iflag=direct bs=1M skip=768 count=24 2>/dev/null | md5sum)
+same "$got" "$want" "data read during replay"
+peerflash flush v --timeout 300 || fail "flush the replay"
+got=$(dd if="$SAN" iflag=direct bs=1M skip=768 count=24 2>/dev/null | md5sum)
+same "$got" "$want" "SAN after the replay"
+same "$(val state)" clean "state after the replay"
+peerflash remove v || fail "remove"
+
+step "cache device failure"
+# The cache device behind device-mapper, so that it can be made to fail.
+size=$(blockdev --getsz "$CACHE")
+echo "0 $size linear $CACHE 0" | dmsetup create pfc --noudevsync || fail "dmsetup create"
+dmsetup mknodes pfc
+peerflash format-cache /dev/mapper/pfc --segment-kib 256 --force > /dev/null || fail "format dm cache"
+fail_cache() {
+    echo "0 $size error" | dmsetup load pfc && dmsetup suspend --noflush pfc && dmsetup resume pfc \
+        || fail "make the cache device fail"
+}
+heal_cache() {
+    echo "0 $size linear $CACHE 0" | dmsetup load pfc && dmsetup suspend --noflush pfc && dmsetup resume pfc \
+        || fail "heal the cache device"
+}
+peerflash create v --backing "$SAN" --cache /dev/mapper/pfc --policy wt || fail "create wt on dm"
+fio_job randwrite 4k 16 20
+fail_cache
+fio_job randwrite 4k 16 21
+same "$(val state)" degraded "wt state after the cache device failed"
+[ "$(val cache_errors)" -gt 0 ] || fail "no cache error counted"
+fio_job randwrite 4k 1 20 --verify_only=1
+peerflash remove v || fail "remove wt"
+heal_cache
+peerflash format-cache /dev/mapper/pfc --segment-kib 256 --force > /dev/null || fail "format again"
+peerflash create v --backing "$SAN" --cache /dev/mapper/pfc --policy wb || fail "create wb on dm"
+echo 1 > $S/destage_paused
+dd if=/dev/urandom of=pattern2 bs=1M count=8 2>/dev/null
+dd if=pattern2 of=$DEV bs=64k seek=$((900 * 16)) oflag=direct 2>/dev/null || fail "write pattern2"
+[ "$(val dirty_bytes)" -gt 0 ] || fail "no dirty data before the failure"
+fail_cache
+if dd if=$DEV iflag=direct bs=1M skip=900 count=8 of=readback 2>/dev/null; then
+    fail "a read of dirty blocks succeeded after the cache device failed"
+fi
+same "$(val state)" failed "wb state after the cache device failed with dirty data"
+echo "ok: reads of dirty data fail instead of returning older SAN data"
+heal_cache
+peerflash remove v || fail "remove the failed volume"
+peerflash create v --backing "$SAN" --cache /dev/mapper/pfc --policy wb || fail "create after healing"
+peerflash flush v --timeout 300 || fail "flush after healing"
+got=$(dd if="$SAN" iflag=direct bs=1M skip=900 count=8 2>/dev/null | md5sum)
+same "$got" "$(md5sum < pattern2)" "SAN after the healed cache replayed"
+peerflash remove v || fail "remove"
+dmsetup remove pfc || fail "dmsetup remove"
+
+step "kernel log"
+if dmesg | grep -E "BUG|WARNING|circular locking|lockdep|hung task|Oops"; then
+    fail "kernel problems in dmesg"
+fi
+echo "ok: kernel log clean"
