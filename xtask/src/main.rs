@@ -3,6 +3,7 @@
 
 mod build;
 mod cluster;
+mod crash;
 mod demo;
 mod env;
 mod fuzz;
@@ -65,6 +66,13 @@ enum Command {
     },
     /// The main job: show peerflash at work in a VM.
     Demo,
+    /// The wb crash test alone: ROUNDS kill points of a VM writing through a wb volume, each
+    /// followed by recovery and verification (PF_CRASH_SEED repeats a run).
+    Crash {
+        /// Number of kill points.
+        #[arg(long, default_value_t = 5)]
+        rounds: u32,
+    },
     /// Fuzz the on-flash parsers (libFuzzer through cargo-fuzz).
     Fuzz {
         /// Fuzz target.
@@ -107,6 +115,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Fuzz { target, secs } => {
             fuzz::run(&target, secs)?;
+        }
+        Command::Crash { rounds } => {
+            let k = setup::setup()?;
+            let b = build::build(&k)?;
+            let dir = env::repo_root().join("target/vm-tests/crash-wb");
+            crash::run(&k, &b, rounds, &dir)?;
+            eprintln!("crash test: {rounds} kill points, every recovery verified");
         }
         Command::Demo => {
             let k = setup::setup()?;

@@ -71,7 +71,7 @@ fn host_tests() -> Result<(u64, u64)> {
 }
 
 /// Checks a VM's kernel log and lockdep state; returns what is wrong.
-fn kernel_verdict(run_dir: &Path) -> Option<String> {
+pub fn kernel_verdict(run_dir: &Path) -> Option<String> {
     let log = std::fs::read_to_string(run_dir.join("dmesg.txt")).unwrap_or_default();
     if log.is_empty() {
         return Some("no kernel log (the VM did not finish its command)".into());
@@ -173,6 +173,9 @@ fn cluster_case(k: &Kernel, b: &Built) -> Outcome {
     }
 }
 
+/// Kill points of the crash test in the suite (`cargo xtask crash --rounds N` for more).
+const CRASH_ROUNDS: u32 = 5;
+
 /// Runs everything; `filter` selects VM tests by name.
 pub fn run(filter: Option<&str>, host_only: bool) -> Result<ExitCode> {
     let (mut passed, mut failed) = phase("host tests", host_tests)?;
@@ -211,6 +214,19 @@ pub fn run(filter: Option<&str>, host_only: bool) -> Result<ExitCode> {
                     outcomes.push(vm_case(&k, &b, s)?);
                     report(outcomes.last());
                 }
+            }
+            if wanted("crash-wb") {
+                eprintln!("    running crash-wb");
+                let start = Instant::now();
+                let dir = env::repo_root().join("target/vm-tests/crash-wb");
+                let r = crate::crash::run(&k, &b, CRASH_ROUNDS, &dir);
+                outcomes.push(Outcome {
+                    name: "crash-wb".into(),
+                    passed: r.is_ok(),
+                    took: start.elapsed(),
+                    detail: r.err().map(|e| format!("{e:#}")).unwrap_or_default(),
+                });
+                report(outcomes.last());
             }
             if wanted("cluster-smoke") {
                 eprintln!("    running cluster-smoke");
