@@ -28,6 +28,25 @@ awk -F';' '{ printf "write: %s KiB/s, %s IOPS; verify read: %s KiB/s\n", $48, $4
 echo "\$ dd ... oflag=direct,dsync; sync  (a FUA write and a flush)"
 dd if=/dev/urandom of=/dev/pf-vm1 bs=4k count=4 seek=20000 oflag=direct,dsync status=none
 sync /dev/pf-vm1 2>/dev/null || blockdev --flushbufs /dev/pf-vm1
+echo "\$ grep . /sys/block/pf-vm1/peerflash/*   (the cache's state, one value per file)"
+grep . /sys/block/pf-vm1/peerflash/* | sed 's|/sys/block/pf-vm1/peerflash/||'
+
+say "Offline replay: pause the destager, write 16 MiB, remove the volume with dirty data, reload the module"
+echo 1 > /sys/block/pf-vm1/peerflash/destage_paused
+dd if=/dev/urandom of=/tmp/pattern bs=1M count=16 status=none
+dd if=/tmp/pattern of=/dev/pf-vm1 bs=64k seek=2048 oflag=direct status=none || fail "pattern"
+echo "dirty bytes: $(cat /sys/block/pf-vm1/peerflash/dirty_bytes)"
+peerflash remove vm1 || fail "remove with dirty data"
+rmmod peerflash && modprobe peerflash || fail "reload"
+echo "\$ peerflash inspect $CACHE   (the records a replay will destage)"
+peerflash inspect "$CACHE" | sed -n '/^volume/,$p'
+echo "\$ peerflash create vm1 ...  (the index is rebuilt from flash, the destager replays)"
+peerflash create vm1 --backing "$SAN" --cache "$CACHE" --policy wb || fail "create again"
+dmesg | grep "to replay" | tail -1 | sed 's/^\[[^]]*\] //'
+w=$(dd if=/dev/pf-vm1 bs=64k skip=2048 count=256 iflag=direct status=none | sha256sum | cut -c1-16)
+echo "pattern written: $(sha256sum < /tmp/pattern | cut -c1-16)   read back after the crash: $w"
+echo "\$ peerflash flush vm1"
+peerflash flush vm1 || fail "flush"
 echo "\$ peerflash status vm1 --output json"
 peerflash status vm1 --output json
 
@@ -40,4 +59,4 @@ echo "through the volume: $a   on the SAN afterwards: $b"
 fio --name=demo --filename="$SAN" --rw=randwrite --bsrange=4k-64k --iodepth=16 --ioengine=libaio \
     --direct=1 --size=64M --verify=crc32c --verify_fatal=1 --verify_only --randseed=42 > /dev/null || fail "verify on SAN"
 echo "fio verify of the bare SAN: OK"
-say "Done. (Today the volume attaches its cache slot but still passes I/O through; the write-back data path is next.)"
+say "Done: writes acknowledged from flash, destaged to the SAN with checkpoints, recovered after a crash."

@@ -44,7 +44,11 @@ pub fn run(k: &Kernel, b: &Built, rounds: u32, dir: &Path) -> Result<()> {
         rng ^= rng << 17;
         let last = round == rounds;
         let kill_after = KILL_MIN_S + rng % (KILL_MAX_S - KILL_MIN_S + 1);
-        let arg = if last { "final".to_string() } else { kill_after.to_string() };
+        let arg = if last {
+            "final".to_string()
+        } else {
+            kill_after.to_string()
+        };
         let console = dir.join(format!("console-{round}.log"));
         let kill_file = cfg.run_dir.join("kill-me");
         let _ = std::fs::remove_file(&kill_file);
@@ -53,13 +57,21 @@ pub fn run(k: &Kernel, b: &Built, rounds: u32, dir: &Path) -> Result<()> {
             k,
             b,
             &cfg,
-            &["sh".into(), script.display().to_string(), round.to_string(), arg],
+            &[
+                "sh".into(),
+                script.display().to_string(),
+                round.to_string(),
+                arg,
+            ],
             Some(&console),
         )?;
         if last {
             let rc = vm.wait(Duration::from_secs(1800))?;
             if rc != Some(0) {
-                bail!("final recovery exited {rc:?}:\n{}", tail(&cfg.run_dir.join("output.log")));
+                bail!(
+                    "final recovery exited {rc:?}:\n{}",
+                    tail(&cfg.run_dir.join("output.log"))
+                );
             }
             if let Some(why) = crate::test::kernel_verdict(&cfg.run_dir) {
                 bail!("final round: {why}");
@@ -86,13 +98,20 @@ pub fn run(k: &Kernel, b: &Built, rounds: u32, dir: &Path) -> Result<()> {
                 let verified = std::fs::read_to_string(cfg.run_dir.join("verified"))
                     .context("the recovery left no verdict")?;
                 if verified.trim() != round.to_string() {
-                    bail!("round {round}: recovery of round {} was not verified", round - 1);
+                    bail!(
+                        "round {round}: recovery of round {} was not verified",
+                        round - 1
+                    );
                 }
             }
         }
         eprintln!(
             "    round {round}: {} in {:.0} s",
-            if last { "final recovery verified".to_string() } else { format!("killed {kill_after} s into the writes") },
+            if last {
+                "final recovery verified".to_string()
+            } else {
+                format!("killed {kill_after} s into the writes")
+            },
             start.elapsed().as_secs_f64()
         );
     }

@@ -176,7 +176,12 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Flush { name, timeout } => {
             let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
-            wb::flush(&root, &name, tty, timeout.map(std::time::Duration::from_secs))?;
+            wb::flush(
+                &root,
+                &name,
+                tty,
+                timeout.map(std::time::Duration::from_secs),
+            )?;
             println!("volume {name}: flushed (no dirty data, checkpoint at the last write)");
         }
         Command::List => {

@@ -44,7 +44,8 @@ pub fn read_all(name: &str) -> Result<Option<BTreeMap<String, String>>> {
 
 fn read_u64(name: &str, file: &str) -> Result<u64> {
     let p = dir(name).join(file);
-    let text = std::fs::read_to_string(&p).with_context(|| format!("cannot read {}", p.display()))?;
+    let text =
+        std::fs::read_to_string(&p).with_context(|| format!("cannot read {}", p.display()))?;
     attr::parse_u64(text.trim_end().as_bytes())
         .map_err(|e| anyhow::anyhow!("{}: {:?}: {}", p.display(), text.trim_end(), e.describe()))
 }
@@ -95,7 +96,11 @@ pub fn flush(root: &Root, name: &str, progress: bool, timeout: Option<Duration>)
     }
     let target = read_u64(name, "last_serial")?;
     let first = read_u64(name, "dirty_bytes")?;
-    let bar = if progress { ProgressBar::new(first) } else { ProgressBar::hidden() };
+    let bar = if progress {
+        ProgressBar::new(first)
+    } else {
+        ProgressBar::hidden()
+    };
     bar.set_style(
         ProgressStyle::with_template("destaging {bar:40} {bytes}/{total_bytes} {msg} ({eta} left)")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
@@ -114,7 +119,11 @@ pub fn flush(root: &Root, name: &str, progress: bool, timeout: Option<Duration>)
         }
         bar.set_position(bar.length().unwrap_or(0).saturating_sub(dirty));
         let failures = read_u64(name, "destage_failures")?;
-        bar.set_message(if failures > 0 { format!("SAN errors: retry {failures}") } else { String::new() });
+        bar.set_message(if failures > 0 {
+            format!("SAN errors: retry {failures}")
+        } else {
+            String::new()
+        });
         if state == "degraded" || (dirty == 0 && checkpoint >= target) {
             bar.finish_and_clear();
             return Ok(());
