@@ -220,8 +220,8 @@ impl VolumeInner {
                 }
             }
         };
-        if cache.is_some() {
-            limits.max_hw_sectors = limits.max_hw_sectors.min(engine::MAX_REQUEST_SECTORS);
+        if let Some(c) = &cache {
+            limits.max_hw_sectors = limits.max_hw_sectors.min(c.max_request_sectors());
         }
         let wq_name = CString::try_from_fmt(fmt!("pf-{}", self.name.to_str()?))?;
         let volume = Arc::pin_init(Volume::new(dev, cache, &wq_name)?, GFP_KERNEL)?;

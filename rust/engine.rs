@@ -542,6 +542,13 @@ impl Cache {
         }
     }
 
+    /// Largest request with this cache, in sectors: a record (header block and data) must fit in
+    /// one segment and in one bio; a multiple of 4 KiB.
+    pub(crate) fn max_request_sectors(&self) -> u32 {
+        let room = self.sb.segment_sectors.saturating_sub(self.sb.block_sectors() as u32);
+        (room.min(MAX_REQUEST_SECTORS) / 8 * 8).max(8)
+    }
+
     /// The slot number on the cache device.
     pub(crate) fn slot_index(&self) -> u32 {
         self.slot_index
@@ -649,10 +656,11 @@ impl Volume {
     pub(crate) fn cache_write(&self, c: &Cache, rq: &Request<Self>) -> Result {
         let (lba, len) = (rq.sector(), rq.sectors());
         let len32 = u32::try_from(len).map_err(|_| EINVAL)?;
-        if len32 == 0 || len32 > MAX_REQUEST_SECTORS {
+        let footprint = RecordHeader::footprint(len32, c.sb.block_size);
+        if len32 == 0 || len32 > MAX_REQUEST_SECTORS || footprint > u64::from(c.sb.segment_sectors) {
+            // The queue limits keep requests below this; never wait for room that cannot exist.
             return Err(EINVAL);
         }
-        let footprint = RecordHeader::footprint(len32, c.sb.block_size);
         let mut g = c.state.lock();
         let (serial, seg, off, wt) = loop {
             match g.mode {
