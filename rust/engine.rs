@@ -146,6 +146,11 @@ struct State {
     replay_until: u64,
     /// Consecutive failed destage batches (0: the last one succeeded).
     destage_failures: u32,
+    /// When the destage queue last went from empty to non-empty (ms since the cache opened).
+    dirty_since_ms: Option<u64>,
+    /// Destage everything dirty now, without waiting for `destage_delay_ms` (set by
+    /// `destage_now`, by writers waiting for room, by a replay); cleared when nothing is dirty.
+    drain: bool,
 }
 
 impl State {
@@ -297,6 +302,10 @@ pub(crate) struct Tunables {
     /// Non-zero: the destager does nothing (maintenance windows, tests); writes wait when the
     /// region is full of dirty data.
     pub(crate) destage_paused: AtomicU64,
+    /// Dirty data younger than this waits for more to join its batch, unless a full batch is
+    /// ready or a drain was asked for: fewer, fuller batches (one SAN flush and one checkpoint
+    /// each) instead of one per write.
+    pub(crate) destage_delay_ms: AtomicU64,
 }
 
 /// Destage rate over a window of about a second.
@@ -329,6 +338,9 @@ pub(crate) const SYSFS: &[(&CStr, bool)] = &[
     (c"destage_concurrency", true),
     (c"destage_failures", false),
     (c"destage_paused", true),
+    (c"destage_delay_ms", true),
+    (c"destage_now", true),
+    (c"destage_batches", false),
 ];
 
 /// The file `state` of a volume without a cache.
@@ -435,6 +447,8 @@ impl Cache {
             mode: Mode::Normal,
             replay_until: 0,
             destage_failures: 0,
+            dirty_since_ms: None,
+            drain: false,
         };
 
         // The scan: every segment read whole, every record checked.
@@ -492,6 +506,8 @@ impl Cache {
             st.head.segment = s as u64;
         }
         st.next_serial = st.next_serial.max(max_serial + 1);
+        // A replay starts at once (the volume is "replaying" until it is done).
+        st.drain = !st.dirty_q.is_empty();
         let ms = start.elapsed().as_millis();
         pr_info!(
             "cache slot {}: scanned {} MiB in {} ms: {} valid records ({} to replay, {} dirty KiB), {} torn; checkpoint {}, next serial {}\n",
@@ -521,6 +537,7 @@ impl Cache {
                 batch_records: AtomicU64::new(256),
                 destage_concurrency: AtomicU64::new(32),
                 destage_paused: AtomicU64::new(0),
+                destage_delay_ms: AtomicU64::new(1000),
             },
             rate: Rate::default(),
             born: kernel::time::Instant::now(),
@@ -626,6 +643,9 @@ impl Cache {
             16 => l(&self.tunables.destage_concurrency),
             17 => u64::from(s.destage_failures),
             18 => l(&self.tunables.destage_paused),
+            19 => l(&self.tunables.destage_delay_ms),
+            20 => u64::from(self.state.lock().drain),
+            21 => l(&c.destage_batches),
             _ => return Err(EINVAL),
         };
         w.write_fmt(fmt!("{v}\n")).map_err(|_| EINVAL)
@@ -638,6 +658,16 @@ impl Cache {
             15 => (&self.tunables.batch_records, 1, 1 << 16),
             16 => (&self.tunables.destage_concurrency, 1, 1024),
             18 => (&self.tunables.destage_paused, 0, 1),
+            19 => (&self.tunables.destage_delay_ms, 0, 3_600_000),
+            20 => {
+                // Only 1: a drain ends by itself when nothing is dirty.
+                if crate::pfcore::attr::parse_u64(val).map_err(|_| EINVAL)? != 1 {
+                    return Err(EINVAL);
+                }
+                self.state.lock().drain = true;
+                self.work.notify_all();
+                return Ok(());
+            }
             _ => return Err(EACCES),
         };
         let n = crate::pfcore::attr::parse_u64(val).map_err(|_| EINVAL)?;
@@ -684,6 +714,8 @@ impl Volume {
                 }
             }
             bump(&c.counters.write_waits, 1);
+            // Room (or the SAN copy of older dirty data) is what is missing: destage now.
+            g.drain = true;
             c.work.notify_all();
             c.changed.wait(&mut g);
         };
@@ -740,9 +772,17 @@ impl Volume {
         g.end(serial);
         g.hold(seg, -1);
         let rec = Rec { serial, lba, len };
+        // The destager is woken when a full batch is ready; younger, smaller ones wait for its
+        // timer (`destage_delay_ms`).
+        let wake = !wt && g.dirty_sectors >= c.tunables.batch_sectors.load(Ordering::Relaxed);
         let out = match result {
             (Ok(()), Ok(())) => match g.add_record(seg, rec, flash, !wt) {
-                Ok(()) => Ok(()),
+                Ok(()) => {
+                    if !wt && g.dirty_since_ms.is_none() {
+                        g.dirty_since_ms = Some(c.now_ms());
+                    }
+                    Ok(())
+                }
                 Err(e) => {
                     // No memory to index it: the write is on flash (wb: replayed after a
                     // restart) but cannot be served; fail it so the writer knows.
@@ -777,7 +817,7 @@ impl Volume {
         };
         drop(g);
         c.changed.notify_all();
-        if !wt {
+        if wake {
             c.work.notify_all();
         }
         out
@@ -937,11 +977,12 @@ pub(crate) fn destager(v: &Volume) {
     };
     while !thread::should_stop() {
         match destage_once(v, c, &bset) {
-            Ok(true) => {}
-            Ok(false) => {
+            Ok(Next::Again) => {}
+            Ok(Next::Sleep(ms)) => {
                 let mut g = c.state.lock();
                 if !thread::should_stop() {
-                    let _ = c.work.wait_interruptible_timeout(&mut g, kernel::time::msecs_to_jiffies(1000));
+                    let ms = u32::try_from(ms.clamp(1, 1000)).unwrap_or(1000);
+                    let _ = c.work.wait_interruptible_timeout(&mut g, kernel::time::msecs_to_jiffies(ms));
                 }
             }
             Err(e) => {
@@ -962,31 +1003,50 @@ pub(crate) fn destager(v: &Volume) {
     }
 }
 
-/// Destages one batch; `Ok(false)` when there was nothing to do.
-fn destage_once(v: &Volume, c: &Cache, bset: &BioSet) -> Result<bool> {
+/// What the destager does after [`destage_once`].
+enum Next {
+    /// Look again at once.
+    Again,
+    /// Sleep at most this many milliseconds (or until woken).
+    Sleep(u64),
+}
+
+/// Destages one batch when one is due.
+fn destage_once(v: &Volume, c: &Cache, bset: &BioSet) -> Result<Next> {
     let mut recs: KVec<Rec> = KVec::new();
     let mut pieces = Pieces::new();
     let checkpoint = {
         let mut g = c.state.lock();
         if g.mode != Mode::Normal || c.tunables.destage_paused.load(Ordering::Relaxed) != 0 {
-            return Ok(false);
+            return Ok(Next::Sleep(1000));
         }
         if g.dirty_q.is_empty() {
+            g.drain = false;
+            g.dirty_since_ms = None;
             // Nothing dirty: every completed write is on the SAN (write-through ones too); move
             // the checkpoint up to what has completed so that it tells the truth.
             let safe = g.safe_serial();
             if safe <= g.checkpoint {
-                return Ok(false);
+                return Ok(Next::Sleep(1000));
             }
             safe
         } else {
+            // Due: a drain, write-through (its dirty data is what is left from wb), a full
+            // batch, or data that has waited `destage_delay_ms`.
+            let delay = c.tunables.destage_delay_ms.load(Ordering::Relaxed);
+            let waited = g.dirty_since_ms.map_or(delay, |t| c.now_ms().saturating_sub(t));
+            let full = g.dirty_sectors >= c.tunables.batch_sectors.load(Ordering::Relaxed);
+            if !(g.drain || g.policy == Policy::WriteThrough || full || waited >= delay) {
+                return Ok(Next::Sleep(delay - waited));
+            }
             let limits = BatchLimits {
                 max_sectors: c.tunables.batch_sectors.load(Ordering::Relaxed).max(1),
                 max_records: c.tunables.batch_records.load(Ordering::Relaxed).max(1) as usize,
             };
             let batch = destage::plan_batch(g.dirty_q.iter().map(|(s, r)| (*s, r.len)), limits, g.safe_serial());
             let Some(checkpoint) = batch.checkpoint else {
-                return Ok(false);
+                // The oldest dirty write is still in flight: its completion comes soon.
+                return Ok(Next::Sleep(10));
             };
             let mut err = Ok(());
             for (serial, r) in g.dirty_q.iter().take(batch.records) {
@@ -1072,6 +1132,9 @@ fn destage_once(v: &Volume, c: &Cache, bset: &BioSet) -> Result<bool> {
     g.checkpoint = checkpoint;
     g.checkpoint_seq += 1;
     g.destage_failures = 0;
+    // What is left (less than a full batch, or the next batch would be due at once) waits for
+    // the timer again: no dirty data waits much more than twice `destage_delay_ms`.
+    g.dirty_since_ms = Some(c.now_ms());
     for r in recs.iter() {
         g.dirty_q.remove(&r.serial);
         match extent::mark_clean(&mut g.index, r.lba, r.len, r.serial) {
@@ -1087,5 +1150,5 @@ fn destage_once(v: &Volume, c: &Cache, bset: &BioSet) -> Result<bool> {
     bump(&c.counters.destage_batches, 1);
     c.note_destaged(bytes);
     c.changed.notify_all();
-    Ok(true)
+    Ok(Next::Again)
 }

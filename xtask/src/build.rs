@@ -39,11 +39,20 @@ pub fn build(k: &Kernel) -> Result<Built> {
         bail!("the module build succeeded but {} is missing", ko.display());
     }
     phase("userspace build", || {
-        duct::cmd!("cargo", "build", "--release", "--quiet", "-p", "peerflash")
-            .dir(&repo)
-            .run()
-            .context("cargo build of the helper failed")
-            .map(|_| ())
+        duct::cmd!(
+            "cargo",
+            "build",
+            "--release",
+            "--quiet",
+            "-p",
+            "peerflash",
+            "-p",
+            "pf-flushcheck"
+        )
+        .dir(&repo)
+        .run()
+        .context("cargo build of the helper failed")
+        .map(|_| ())
     })?;
     let modroot = repo.join("target/vm/modroot");
     let moddir = modroot.join("lib/modules").join(&k.release);

@@ -1,6 +1,7 @@
 //! `cargo xtask`: sets up the toolchain and kernel, builds the module and helper, boots test VMs
 //! and clusters, runs the tests and the demo. See Documentation/build-and-test.md.
 
+mod bench;
 mod build;
 mod cluster;
 mod crash;
@@ -73,6 +74,14 @@ enum Command {
         #[arg(long, default_value_t = 5)]
         rounds: u32,
     },
+    /// Benchmark in one VM run: 4k random writes at QD1 and QD16 on the raw delayed SAN, raw
+    /// NVMe, peerflash wt and wb, dm-writecache and bcache; a table, target/bench/bench.json and
+    /// target/bench/bench.svg.
+    Bench {
+        /// Seconds per fio run.
+        #[arg(long, default_value_t = 8)]
+        secs: u64,
+    },
     /// Fuzz the on-flash parsers (libFuzzer through cargo-fuzz).
     Fuzz {
         /// Fuzz target.
@@ -122,6 +131,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let dir = env::repo_root().join("target/vm-tests/crash-wb");
             crash::run(&k, &b, rounds, &dir)?;
             eprintln!("crash test: {rounds} kill points, every recovery verified");
+        }
+        Command::Bench { secs } => {
+            let k = setup::setup()?;
+            let b = build::build(&k)?;
+            bench::run(&k, &b, secs)?;
         }
         Command::Demo => {
             let k = setup::setup()?;

@@ -96,6 +96,9 @@ pub fn flush(root: &Root, name: &str, progress: bool, timeout: Option<Duration>)
     }
     let target = read_u64(name, "last_serial")?;
     let first = read_u64(name, "dirty_bytes")?;
+    // Destage at once instead of after the destager's delay.
+    let now = dir(name).join("destage_now");
+    std::fs::write(&now, "1\n").with_context(|| format!("cannot write {}", now.display()))?;
     let bar = if progress {
         ProgressBar::new(first)
     } else {

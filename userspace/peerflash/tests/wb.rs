@@ -64,6 +64,9 @@ fn flush_returns_once_clean_and_checkpointed() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // It asked the destager not to wait for its delay.
+    let now = t.path().join("block/pf-v/peerflash/destage_now");
+    assert_eq!(std::fs::read_to_string(now).unwrap(), "1\n");
 }
 
 #[test]

@@ -1,0 +1,92 @@
+#!/bin/sh
+# `cargo xtask bench`, guest side: 4k random writes (fio, libaio, direct) at QD1 and QD16 on the
+# same two devices, one configuration after the other in this one VM run:
+#   san        the SAN disk behind dm-delay (3 ms per write, reads undelayed)
+#   nvme       the raw NVMe cache device
+#   pf-wt      peerflash wt volume (NVMe cache over the delayed SAN)
+#   pf-wb      peerflash wb volume
+#   writecache dm-writecache (ssd mode) over the delayed SAN
+#   bcache     bcache in writeback mode over the delayed SAN
+# Each run leaves fio's JSON in $PF_RUN_DIR/bench/CONFIG-qdN.json; xtask/src/bench.rs turns them
+# into the table, the JSON summary and the chart. PF_BENCH_SECS sets the seconds per run.
+. "$PF_REPO/tests/vm/lib.sh"
+set -u
+SAN=$PF_SAN_DEV
+NVME=$PF_CACHE_DEV
+SECS=${PF_BENCH_SECS:-8}
+OUT=$PF_RUN_DIR/bench
+DELAYED=/dev/mapper/pf-bench-san
+rm -rf "$OUT"
+mkdir -p "$OUT"
+cd /tmp
+
+# run CONFIG DEV: fio at QD1 and QD16 on DEV.
+run() {
+    for qd in 1 16; do
+        fio --name="$1-qd$qd" --filename="$2" --rw=randwrite --bs=4k --ioengine=libaio \
+            --direct=1 --iodepth=$qd --size=1G --runtime="$SECS" --time_based --ramp_time=1 \
+            --randrepeat=0 --norandommap --lat_percentiles=1 --output-format=json \
+            --output="$OUT/$1-qd$qd.json" > /dev/null 2>&1 || fail "fio on $1 at QD$qd"
+        iops=$(sed -n 's/.*"iops" : \([0-9]*\).*/\1/p' "$OUT/$1-qd$qd.json" | sed -n 2p)
+        echo "$1 QD$qd: ${iops:-?} write IOPS"
+    done
+}
+# wipe DEV: forget whatever the previous configuration left on DEV.
+wipe() {
+    wipefs -a -q "$1" 2>/dev/null
+    dd if=/dev/zero of="$1" bs=1M count=4 oflag=direct 2>/dev/null || fail "cannot zero $1"
+}
+
+modprobe dm-delay || fail "modprobe dm-delay"
+modprobe dm-writecache || fail "modprobe dm-writecache"
+modprobe bcache || fail "modprobe bcache"
+modprobe peerflash || fail "modprobe peerflash"
+sectors=$(blockdev --getsz "$SAN")
+# Reads undelayed, writes 3 ms later: a SAN whose writes are slow next to flash.
+dmsetup create pf-bench-san --table "0 $sectors delay $SAN 0 0 $SAN 0 3" || fail "dm-delay"
+udevadm settle
+
+step "raw SAN (dm-delay 3 ms writes)"
+run san "$DELAYED"
+
+step "raw NVMe"
+run nvme "$NVME"
+
+for policy in wt wb; do
+    step "peerflash $policy"
+    wipe "$NVME"
+    peerflash format-cache "$NVME" --force > /dev/null || fail "format-cache"
+    peerflash create bench --backing "$DELAYED" --cache "$NVME" --policy $policy ||
+        fail "create $policy volume"
+    run pf-$policy /dev/pf-bench
+    S=/sys/block/pf-bench/peerflash
+    echo "pf-$policy: state $(cat $S/state), dirty $(cat $S/dirty_bytes) bytes, destaged $(cat $S/destaged_bytes) bytes, write waits $(cat $S/write_waits)"
+    peerflash remove bench || fail "remove $policy volume"
+done
+
+step "dm-writecache (ssd mode)"
+wipe "$NVME"
+dmsetup create pf-bench-wc --table "0 $sectors writecache s $DELAYED $NVME 4096 0" ||
+    fail "dm-writecache"
+udevadm settle
+run writecache /dev/mapper/pf-bench-wc
+dmsetup remove pf-bench-wc || fail "remove dm-writecache"
+
+step "bcache (writeback)"
+wipe "$NVME"
+wipe "$DELAYED"
+make-bcache --wipe-bcache --writeback -C "$NVME" -B "$DELAYED" > /dev/null || fail "make-bcache"
+for d in "$NVME" "$DELAYED"; do echo "$d" > /sys/fs/bcache/register 2>/dev/null; done
+udevadm settle
+i=0
+while [ ! -b /dev/bcache0 ] && [ $i -lt 50 ]; do sleep 0.2; i=$((i + 1)); done
+[ -b /dev/bcache0 ] || fail "bcache0 did not appear"
+B=/sys/block/bcache0/bcache
+same "$(cat $B/cache_mode | grep -o '\[[a-z-]*\]')" "[writeback]" "bcache cache mode"
+# Never bypass the cache because it looks congested: measure bcache's own write path.
+for f in /sys/fs/bcache/*/congested_read_threshold_us /sys/fs/bcache/*/congested_write_threshold_us; do
+    echo 0 > "$f"
+done
+run bcache /dev/bcache0
+echo "bcache: state $(cat $B/state), dirty $(cat $B/dirty_data)"
+echo "bench done"

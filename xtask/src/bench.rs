@@ -1,0 +1,249 @@
+//! `cargo xtask bench`: one VM run of `tests/vm/bench.sh` (4k random writes at QD1 and QD16 on
+//! the raw delayed SAN, the raw NVMe device, peerflash wt and wb, dm-writecache and bcache on the
+//! same devices), then a table on stdout, `target/bench/bench.json` and the chart
+//! `target/bench/bench.svg`. Absolute numbers under TCG mean little: compare within the run.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use plotters::prelude::*;
+use serde::Serialize;
+
+use crate::build::Built;
+use crate::env;
+use crate::setup::Kernel;
+use crate::vm::{Vm, VmConfig};
+
+/// The configurations in the order the guest runs them: (file stem, label).
+const CONFIGS: [(&str, &str); 6] = [
+    ("san", "raw SAN (dm-delay 3 ms)"),
+    ("nvme", "raw NVMe"),
+    ("pf-wt", "peerflash wt"),
+    ("pf-wb", "peerflash wb"),
+    ("writecache", "dm-writecache"),
+    ("bcache", "bcache writeback"),
+];
+const DEPTHS: [u32; 2] = [1, 16];
+
+/// One fio run.
+#[derive(Serialize, Clone, Copy)]
+struct Sample {
+    iops: f64,
+    mean_us: f64,
+    p99_us: f64,
+}
+
+#[derive(Serialize)]
+struct Row {
+    config: &'static str,
+    label: &'static str,
+    qd: u32,
+    #[serde(flatten)]
+    sample: Sample,
+}
+
+#[derive(Serialize)]
+struct Ratio {
+    what: String,
+    qd: u32,
+    ratio: f64,
+}
+
+#[derive(Serialize)]
+struct Report {
+    seconds_per_run: u64,
+    workload: &'static str,
+    results: Vec<Row>,
+    ratios: Vec<Ratio>,
+}
+
+/// Reads write IOPS, mean and p99 completion latency (submission to completion) from fio's JSON.
+fn parse(path: &Path) -> Result<Sample> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("no result {}", path.display()))?;
+    // fio may print notes before the JSON object.
+    let start = text.find('{').context("no JSON in fio's output")?;
+    let v: serde_json::Value = serde_json::from_str(&text[start..])
+        .with_context(|| format!("fio's JSON in {} does not parse", path.display()))?;
+    let w = &v["jobs"][0]["write"];
+    let iops = w["iops"].as_f64().context("no write iops")?;
+    let mean_ns = w["lat_ns"]["mean"]
+        .as_f64()
+        .context("no write lat_ns.mean")?;
+    let p99_ns = w["lat_ns"]["percentile"]["99.000000"]
+        .as_f64()
+        .context("no write lat_ns p99 (lat_percentiles)")?;
+    if iops <= 0.0 {
+        bail!("{}: no writes completed", path.display());
+    }
+    Ok(Sample {
+        iops,
+        mean_us: mean_ns / 1000.0,
+        p99_us: p99_ns / 1000.0,
+    })
+}
+
+/// Runs the benchmark; `secs` per fio run.
+pub fn run(k: &Kernel, b: &Built, secs: u64) -> Result<()> {
+    let repo = env::repo_root();
+    let dir = repo.join("target/bench");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    let mut cfg = VmConfig::new("pf-bench", &dir);
+    // Flash on a RAM file, as fast as the host can make it; the SAN image stays on disk.
+    let shm = Path::new("/dev/shm/peerflash-bench-cache.img");
+    let _ = std::fs::remove_file(shm);
+    cfg.cache_image = shm.to_path_buf();
+    cfg.cache_size = 2 << 30;
+    cfg.env
+        .push(("PF_BENCH_SECS".to_string(), secs.to_string()));
+    let script = repo.join("tests/vm/bench.sh").display().to_string();
+    eprintln!(
+        "==> booting a VM to run {script} ({} fio runs of {secs} s)",
+        CONFIGS.len() * DEPTHS.len()
+    );
+    let console = dir.join("console.log");
+    let mut vm = Vm::spawn(k, b, &cfg, &["sh".into(), script], Some(&console))?;
+    let rc = vm.wait(Duration::from_secs(3600));
+    let _ = std::fs::remove_file(shm);
+    let output = std::fs::read_to_string(cfg.run_dir.join("output.log")).unwrap_or_default();
+    eprint!("{output}");
+    match rc? {
+        Some(0) => {}
+        other => bail!(
+            "the benchmark VM failed ({other:?}); see {}",
+            console.display()
+        ),
+    }
+    if let Some(why) = crate::test::kernel_verdict(&cfg.run_dir) {
+        bail!("benchmark run: {why}");
+    }
+
+    let mut results = Vec::new();
+    for (config, label) in CONFIGS {
+        for qd in DEPTHS {
+            let sample = parse(&cfg.run_dir.join(format!("bench/{config}-qd{qd}.json")))?;
+            results.push(Row {
+                config,
+                label,
+                qd,
+                sample,
+            });
+        }
+    }
+    let get = |config: &str, qd: u32| {
+        results
+            .iter()
+            .find(|r| r.config == config && r.qd == qd)
+            .map(|r| r.sample)
+    };
+    let mut ratios = Vec::new();
+    for qd in DEPTHS {
+        for (num, den) in [
+            ("pf-wb", "writecache"),
+            ("pf-wb", "nvme"),
+            ("pf-wb", "bcache"),
+            ("pf-wt", "san"),
+            ("writecache", "nvme"),
+        ] {
+            if let (Some(a), Some(b)) = (get(num, qd), get(den, qd)) {
+                ratios.push(Ratio {
+                    what: format!("{num} / {den} IOPS"),
+                    qd,
+                    ratio: a.iops / b.iops,
+                });
+            }
+        }
+    }
+
+    println!("\n4k random write, libaio, direct, {secs} s per run (one VM, TCG)\n");
+    println!(
+        "{:<26} {:>4} {:>10} {:>12} {:>12}",
+        "configuration", "QD", "IOPS", "mean (us)", "p99 (us)"
+    );
+    for r in &results {
+        println!(
+            "{:<26} {:>4} {:>10.0} {:>12.0} {:>12.0}",
+            r.label, r.qd, r.sample.iops, r.sample.mean_us, r.sample.p99_us
+        );
+    }
+    println!();
+    for r in &ratios {
+        println!("{:<34} QD{:<3} {:.2}x", r.what, r.qd, r.ratio);
+    }
+    let report = Report {
+        seconds_per_run: secs,
+        workload: "fio 4k randwrite, libaio, direct=1, 1 GiB span",
+        results,
+        ratios,
+    };
+    let json = dir.join("bench.json");
+    std::fs::write(&json, serde_json::to_string_pretty(&report)?)?;
+    let svg = dir.join("bench.svg");
+    chart(&report, &svg)?;
+    println!("\nwrote {} and {}", json.display(), svg.display());
+    Ok(())
+}
+
+/// Two bar charts side by side: IOPS per configuration at QD1 and at QD16.
+fn chart(report: &Report, path: &Path) -> Result<()> {
+    let root = SVGBackend::new(path, (1200, 520)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let root = root
+        .titled(
+            "peerflash: 4k random write IOPS (one VM run, higher is better)",
+            ("sans-serif", 22),
+        )
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let panels = root.split_evenly((1, DEPTHS.len()));
+    for (panel, qd) in panels.iter().zip(DEPTHS) {
+        let rows: Vec<&Row> = report.results.iter().filter(|r| r.qd == qd).collect();
+        let top = rows.iter().map(|r| r.sample.iops).fold(1.0, f64::max) * 1.15;
+        let n = rows.len() as u32;
+        let mut c = ChartBuilder::on(panel)
+            .caption(format!("QD{qd}"), ("sans-serif", 18))
+            .margin(12)
+            .x_label_area_size(70)
+            .y_label_area_size(60)
+            .build_cartesian_2d((0..n).into_segmented(), 0.0..top)
+            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        let names: Vec<&str> = rows.iter().map(|r| r.config).collect();
+        c.configure_mesh()
+            .disable_x_mesh()
+            .x_labels(rows.len())
+            .x_label_formatter(&|v| match v {
+                SegmentValue::CenterOf(i) => names.get(*i as usize).copied().unwrap_or("").into(),
+                _ => String::new(),
+            })
+            .y_desc("IOPS")
+            .draw()
+            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        c.draw_series(rows.iter().enumerate().map(|(i, r)| {
+            let color = if r.config.starts_with("pf-") {
+                RGBColor(0x1f, 0x77, 0xb4)
+            } else {
+                RGBColor(0x99, 0x99, 0x99)
+            };
+            let i = i as u32;
+            Rectangle::new(
+                [
+                    (SegmentValue::Exact(i), 0.0),
+                    (SegmentValue::Exact(i + 1), r.sample.iops),
+                ],
+                color.filled(),
+            )
+        }))
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        c.draw_series(rows.iter().enumerate().map(|(i, r)| {
+            Text::new(
+                format!("{:.0}", r.sample.iops),
+                (SegmentValue::CenterOf(i as u32), r.sample.iops + top * 0.02),
+                ("sans-serif", 13),
+            )
+        }))
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    }
+    root.present().map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    Ok(())
+}
