@@ -5,7 +5,8 @@
 # Round 0 formats the cache. Even rounds pause destaging while they write, so that the next
 # round replays everything they wrote. Round R > 0 re-creates the volume (offline replay from flash),
 # runs fio verify_only with the verify state round R-1 saved at its kill point (0 errors
-# allowed), flushes, and checks that the SAN holds exactly what the volume returns. Then, unless
+# allowed), flushes, and checks that the SAN holds exactly what the volume returns (the region
+# just recovered; every region in the final round). Then, unless
 # this is the final round, fio writes region R mod 16 (QD16, verify=crc32c, verify_state_save=1) and
 # its trigger, at the kill point, saves the verify state and asks the host to kill the VM.
 . "$PF_REPO/tests/vm/lib.sh"
@@ -49,12 +50,15 @@ if [ "$round" -gt 0 ]; then
     peerflash flush c --timeout 600 || fail "flush"
     same "$(cat $S/checkpoint_serial)" "$(cat $S/last_serial)" "checkpoint after flush"
     same "$(cat $S/batch_overlaps)" 0 "overlapping destage batches"
-    written=$round
-    [ "$written" -gt "$REGIONS" ] && written=$REGIONS
-    mb=$((written * REGION_MB))
-    vol=$(dd if=$DEV iflag=direct bs=1M count=$mb 2>/dev/null | md5sum)
-    san=$(dd if="$SAN" iflag=direct bs=1M count=$mb 2>/dev/null | md5sum)
-    same "$san" "$vol" "SAN = volume over the first $written regions after flush"
+    # The region just recovered; the final round compares every region written.
+    from=$((prev % REGIONS)) count=1
+    if [ "$kill_after" = final ]; then
+        from=0 count=$round
+        [ "$count" -gt "$REGIONS" ] && count=$REGIONS
+    fi
+    vol=$(dd if=$DEV iflag=direct bs=1M skip=$((from * REGION_MB)) count=$((count * REGION_MB)) 2>/dev/null | md5sum)
+    san=$(dd if="$SAN" iflag=direct bs=1M skip=$((from * REGION_MB)) count=$((count * REGION_MB)) 2>/dev/null | md5sum)
+    same "$san" "$vol" "SAN = volume over $count region(s) from region $from after flush"
     echo "$round" > "$PF_RUN_DIR/verified"
 fi
 [ "$kill_after" = final ] && exit 0
