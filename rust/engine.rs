@@ -278,6 +278,8 @@ impl State {
 #[derive(Default)]
 pub(crate) struct Counters {
     pub(crate) read_hits: AtomicU64,
+    /// Bytes read from the SAN on a miss and kept on flash as clean data.
+    pub(crate) populated_bytes: AtomicU64,
     pub(crate) read_misses: AtomicU64,
     pub(crate) destaged_bytes: AtomicU64,
     pub(crate) destage_batches: AtomicU64,
@@ -306,6 +308,8 @@ pub(crate) struct Tunables {
     /// ready or a drain was asked for: fewer, fuller batches (one SAN flush and one checkpoint
     /// each) instead of one per write.
     pub(crate) destage_delay_ms: AtomicU64,
+    /// Non-zero: a read wholly missed is kept on flash as clean data (population).
+    pub(crate) read_populate: AtomicU64,
 }
 
 /// Destage rate over a window of about a second.
@@ -341,6 +345,8 @@ pub(crate) const SYSFS: &[(&CStr, bool)] = &[
     (c"destage_delay_ms", true),
     (c"destage_now", true),
     (c"destage_batches", false),
+    (c"read_populate", true),
+    (c"populated_bytes", false),
 ];
 
 /// The file `state` of a volume without a cache.
@@ -538,6 +544,7 @@ impl Cache {
                 destage_concurrency: AtomicU64::new(32),
                 destage_paused: AtomicU64::new(0),
                 destage_delay_ms: AtomicU64::new(1000),
+                read_populate: AtomicU64::new(1),
             },
             rate: Rate::default(),
             born: kernel::time::Instant::now(),
@@ -588,6 +595,27 @@ impl Cache {
         self.changed.notify_all();
         self.work.notify_all();
         Ok(())
+    }
+
+    /// The header block of the record of `rq`'s data (its checksum covers the data).
+    fn header_block(&self, rq: &Request<Volume>, flags: u8, serial: u64) -> Result<PageBuf> {
+        let mut h = RecordHeader {
+            flags,
+            origin: 0,
+            len: u32::try_from(rq.sectors()).map_err(|_| EINVAL)?,
+            uuid: self.uuid,
+            serial,
+            lba: rq.sector(),
+            crc: 0,
+        };
+        let mut sum = h.checksum(core::iter::empty(), crc32c);
+        rq.for_each_data(|d| sum = crc32c(sum, d));
+        h.crc = sum;
+        let mut head = [0u8; RECORD_HEADER_BYTES];
+        h.encode(&mut head);
+        let b = PageBuf::new(self.sb.block_size as usize)?;
+        b.write(0, &head)?;
+        Ok(b)
     }
 
     fn now_ms(&self) -> u64 {
@@ -646,6 +674,8 @@ impl Cache {
             19 => l(&self.tunables.destage_delay_ms),
             20 => u64::from(self.state.lock().drain),
             21 => l(&c.destage_batches),
+            22 => l(&self.tunables.read_populate),
+            23 => l(&c.populated_bytes),
             _ => return Err(EINVAL),
         };
         w.write_fmt(fmt!("{v}\n")).map_err(|_| EINVAL)
@@ -659,6 +689,7 @@ impl Cache {
             16 => (&self.tunables.destage_concurrency, 1, 1024),
             18 => (&self.tunables.destage_paused, 0, 1),
             19 => (&self.tunables.destage_delay_ms, 0, 3_600_000),
+            22 => (&self.tunables.read_populate, 0, 1),
             20 => {
                 // Only 1: a drain ends by itself when nothing is dirty.
                 if crate::pfcore::attr::parse_u64(val).map_err(|_| EINVAL)? != 1 {
@@ -723,23 +754,10 @@ impl Volume {
 
         let at = c.seg_sector(seg) + off;
         let flash = at + c.sb.block_sectors();
-        let mut h = RecordHeader {
-            flags: if wt { 0 } else { RECORD_DIRTY },
-            origin: 0,
-            len: len32,
-            uuid: c.uuid,
-            serial,
-            lba,
-            crc: 0,
-        };
-        let mut sum = h.checksum(core::iter::empty(), crc32c);
-        rq.for_each_data(|d| sum = crc32c(sum, d));
-        h.crc = sum;
-        let mut head = [0u8; RECORD_HEADER_BYTES];
-        h.encode(&mut head);
+        let flags = if wt { 0 } else { RECORD_DIRTY };
 
         let result = (|| -> (Result, Result) {
-            let hb = match PageBuf::new(c.sb.block_size as usize).and_then(|b| b.write(0, &head).map(|_| b)) {
+            let hb = match c.header_block(rq, flags, serial) {
                 Ok(b) => b,
                 Err(e) => return (Err(e), Ok(())),
             };
@@ -848,6 +866,25 @@ impl Volume {
                 g.hold(c.seg_of(f), 1);
             }
         }
+        // Population: a read that misses wholly is kept on flash as a clean record, if there is
+        // room now (it never waits for any) and no write is in flight on its blocks (that
+        // write's data, not the SAN's, is the newest). Its serial is taken now and its blocks
+        // are marked in flight: writes that come while it runs wait for it and get higher
+        // serials, so the index never prefers its SAN copy over newer data.
+        let mut fill = None;
+        let whole_miss = pieces.len() == 1 && pieces.iter().all(|p| p.2.is_none());
+        if whole_miss
+            && c.tunables.read_populate.load(Ordering::Relaxed) != 0
+            && !g.overlaps_inflight(lba, len, false)
+        {
+            let footprint = u32::try_from(len).map(|l| RecordHeader::footprint(l, c.sb.block_size));
+            if let Ok(Ok(Some((seg, off)))) = footprint.map(|f| g.place(f)) {
+                if let Ok(serial) = g.begin(lba, len, true) {
+                    g.hold(seg, 1);
+                    fill = Some((serial, seg, c.seg_sector(seg) + off));
+                }
+            }
+        }
         drop(g);
 
         let mut flash_bios = KVec::new();
@@ -897,6 +934,33 @@ impl Volume {
         };
         let mode = g.mode;
         drop(g);
+        if let Some((serial, seg, at)) = fill {
+            // Every path ends the in-flight mark (it holds back writes and the checkpoint).
+            let write = match san_r {
+                Ok(()) => self.populate(c, rq, serial, at),
+                Err(_) => Ok(()),
+            };
+            let mut g = c.state.lock();
+            g.end(serial);
+            g.hold(seg, -1);
+            match write {
+                Ok(()) if san_r.is_ok() => {
+                    let rec = Rec { serial, lba, len };
+                    if g.add_record(seg, rec, at + c.sb.block_sectors(), false).is_ok() {
+                        bump(&c.counters.populated_bytes, len * 512);
+                    } else {
+                        // No memory to index it: forget it (the SAN has the data).
+                        let _ = g.invalidate(lba, len);
+                    }
+                }
+                Ok(()) => {}
+                Err(e) => {
+                    bump(&c.counters.cache_errors, 1);
+                    g.cache_failed();
+                    pr_err!("cache device write (read population) failed ({:?})\n", e);
+                }
+            }
+        }
         c.changed.notify_all();
         if retry_on_san {
             // Clean data only (bypass): the SAN has it. Dirty data: the volume has failed.
@@ -904,6 +968,17 @@ impl Volume {
         }
         bump(if hit { &c.counters.read_hits } else { &c.counters.read_misses }, 1);
         san_r
+    }
+
+    /// Writes the data a read brought from the SAN to flash at `at` as a clean record.
+    fn populate(&self, c: &Cache, rq: &Request<Self>, serial: u64, at: u64) -> Result {
+        let hb = c.header_block(rq, 0, serial)?;
+        let mut b = Bio::new(&c.dev, at, rq.nr_bvecs().saturating_add(1), Dir::Write, &self.bioset)?;
+        b.add_buf(&hb, 0, hb.len())?;
+        b.add_request_data(rq)?;
+        let mut bios = KVec::new();
+        bios.push(b, GFP_IO_PATH)?;
+        io::run(bios)
     }
 
     /// A flush: what the completed writes live on is made stable.

@@ -2,6 +2,7 @@
 # The cache data path on the QEMU NVMe device (cache) over the SAN disk: fio verify in wb and wt
 # (randwrite and randrw, 4k and 64k, QD1 and QD16); after `flush` the checkpoint equals the last
 # serial, no destage batch held overlapping writes, and the SAN holds exactly what was written;
+# read misses are populated into flash (hits on the second read; a later write wins);
 # wb to wt under I/O drains; offline replay: a volume removed with dirty data (and the module
 # reloaded) is recovered from flash when created again, served while it replays, and `flush`
 # puts exactly the acknowledged data on the SAN; cache device failure: wt bypasses the cache
@@ -62,6 +63,27 @@ same "$(val batch_overlaps)" 0 "destage batches with overlapping writes"
 vol_sum=$(dd if=$DEV iflag=direct bs=1M count=256 2>/dev/null | md5sum)
 san_sum=$(dd if="$SAN" iflag=direct bs=1M count=256 2>/dev/null | md5sum)
 same "$san_sum" "$vol_sum" "SAN content after flush"
+
+step "read misses are kept on flash as clean data (population)"
+dd if=/dev/urandom of=cold bs=1M count=4 2>/dev/null
+# Data on the SAN that the cache has never seen (nothing of the volume touched this region).
+dd if=cold of="$SAN" bs=1M seek=1200 oflag=direct 2>/dev/null || fail "write the SAN directly"
+cold_sum=$(md5sum < cold)
+m0=$(val read_misses) h0=$(val read_hits) p0=$(val populated_bytes)
+same "$(dd if=$DEV iflag=direct bs=64k skip=$((1200 * 16)) count=64 2>/dev/null | md5sum)" "$cold_sum" "first read of SAN-only data"
+same $(($(val read_misses) - m0)) 64 "misses of the first read (64 KiB requests)"
+same $(($(val populated_bytes) - p0)) 4194304 "bytes populated"
+same "$(dd if=$DEV iflag=direct bs=64k skip=$((1200 * 16)) count=64 2>/dev/null | md5sum)" "$cold_sum" "second read"
+same $(($(val read_hits) - h0)) 64 "hits of the second read"
+# A write after population wins over the populated copy, and reaches the SAN.
+dd if=/dev/urandom of=newer bs=1M count=1 2>/dev/null
+dd if=newer of=$DEV bs=1M seek=1201 oflag=direct 2>/dev/null || fail "overwrite populated data"
+head -c 1048576 cold > expect
+cat newer >> expect
+tail -c 2097152 cold >> expect
+same "$(dd if=$DEV iflag=direct bs=1M skip=1200 count=4 2>/dev/null | md5sum)" "$(md5sum < expect)" "populated data, then overwritten"
+peerflash flush v --timeout 120 || fail "flush after population"
+same "$(dd if="$SAN" iflag=direct bs=1M skip=1200 count=4 2>/dev/null | md5sum)" "$(md5sum < expect)" "SAN after flush"
 
 step "wb to wt under I/O, then fio verify in wt"
 echo 8 > $S/batch_sectors
