@@ -1,6 +1,7 @@
 //! `peerflash`: the userspace helper. dmsetup-style verbs over the module's configfs tree.
 
 mod cache;
+mod config;
 mod configfs;
 mod volume;
 mod wb;
@@ -116,6 +117,11 @@ enum Command {
     },
     /// List volume names, one per line.
     List,
+    /// The cluster configuration file (TOML; Documentation/administration.md).
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
     /// Show the state of one volume or of all.
     Status {
         /// Volume name; all volumes when absent.
@@ -126,9 +132,38 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Check a cluster configuration file: every problem with its line, column and field.
+    Check {
+        /// The file.
+        file: String,
+        /// Output format of the checked configuration.
+        #[arg(long, value_enum, default_value_t = Output::Human)]
+        output: Output,
+    },
+}
+
 fn run(cli: Cli) -> Result<()> {
-    // Verbs on a cache device work without the module.
+    // Verbs on a cache device or a file work without the module.
     match &cli.command {
+        Command::Config {
+            command: ConfigCommand::Check { file, output },
+        } => {
+            let c = config::load(file)?;
+            match output {
+                Output::Json => println!("{}", serde_json::to_string_pretty(&c)?),
+                Output::Human => println!(
+                    "{file}: ok: {} host(s), {} volume(s), lock datastore {} ({} MiB at {} MiB)",
+                    c.hosts.len(),
+                    c.volumes.len(),
+                    c.datastore.device,
+                    c.datastore.size_mib,
+                    c.datastore.offset_mib
+                ),
+            }
+            return Ok(());
+        }
         Command::FormatCache {
             device,
             segment_kib,
@@ -156,7 +191,7 @@ fn run(cli: Cli) -> Result<()> {
     }
     let root = configfs::Root::locate()?;
     match cli.command {
-        Command::FormatCache { .. } | Command::Inspect { .. } => {}
+        Command::FormatCache { .. } | Command::Inspect { .. } | Command::Config { .. } => {}
         Command::Create {
             name,
             backing,
@@ -217,11 +252,14 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::from(exit::OK),
         Err(e) => {
             eprintln!("peerflash: error: {e:#}");
-            ExitCode::from(
+            let code = if e.downcast_ref::<config::Invalid>().is_some() {
+                exit::INVALID
+            } else {
                 e.downcast_ref::<volume::VolumeError>()
                     .map(volume::VolumeError::exit_code)
-                    .unwrap_or(exit::FAILURE),
-            )
+                    .unwrap_or(exit::FAILURE)
+            };
+            ExitCode::from(code)
         }
     }
 }

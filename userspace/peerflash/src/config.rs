@@ -1,0 +1,576 @@
+//! The cluster configuration file (TOML) and `peerflash config check`.
+//!
+//! ```toml
+//! cluster = "prod"                      # optional name
+//!
+//! [datastore]                           # where the per-volume lock records live
+//! device = "/dev/mapper/pf-locks"       # a block device every host sees (shared LUN)
+//! offset_mib = 0                        # the region of it peerflash may use
+//! size_mib = 64
+//!
+//! [[host]]
+//! name = "hv1"
+//! address = "192.168.10.1:7790"         # IP:PORT of the host's peerflash traffic
+//!
+//! [[volume]]
+//! name = "vm1"
+//! backing = "/dev/mapper/san-vm1"       # the VM disk on the SAN (same path on every host)
+//! policy = "wbp"                        # wt | wb | wbp
+//! replicas = 1                          # wbp: copies on peers before a write completes
+//! peers = ["hv2"]                       # the hosts that may hold those copies
+//! cache = { hv1 = "/dev/nvme0n1", hv2 = "/dev/nvme0n1" }   # cache device per host
+//! ```
+//!
+//! Every refusal names the file, line and column, and the field (`volume[1].peers[0]`).
+//! Documentation/administration.md describes the file.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::ops::Range;
+
+use peerflash_core::names;
+use serde::{Deserialize, Serialize};
+use toml::Spanned;
+
+/// The whole file.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    cluster: Option<Spanned<String>>,
+    datastore: Spanned<RawDatastore>,
+    #[serde(default)]
+    host: Vec<Spanned<RawHost>>,
+    #[serde(default)]
+    volume: Vec<Spanned<RawVolume>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDatastore {
+    device: Spanned<String>,
+    offset_mib: Option<Spanned<u64>>,
+    size_mib: Spanned<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHost {
+    name: Spanned<String>,
+    address: Spanned<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawVolume {
+    name: Spanned<String>,
+    backing: Spanned<String>,
+    policy: Spanned<String>,
+    replicas: Option<Spanned<u32>>,
+    peers: Option<Spanned<Vec<Spanned<String>>>>,
+    cache: Option<Spanned<BTreeMap<Spanned<String>, Spanned<String>>>>,
+}
+
+/// A checked configuration.
+#[derive(Debug, Serialize, PartialEq, Eq)]
+pub struct Config {
+    pub cluster: Option<String>,
+    pub datastore: Datastore,
+    pub hosts: Vec<Host>,
+    pub volumes: Vec<Volume>,
+}
+
+#[derive(Debug, Serialize, PartialEq, Eq)]
+pub struct Datastore {
+    pub device: String,
+    pub offset_mib: u64,
+    pub size_mib: u64,
+}
+
+#[derive(Debug, Serialize, PartialEq, Eq)]
+pub struct Host {
+    pub name: String,
+    pub address: SocketAddr,
+}
+
+#[derive(Debug, Serialize, PartialEq, Eq)]
+pub struct Volume {
+    pub name: String,
+    pub backing: String,
+    pub policy: String,
+    pub replicas: u32,
+    pub peers: Vec<String>,
+    /// Cache device per host name.
+    pub cache: BTreeMap<String, String>,
+}
+
+/// One refusal: where and what.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub line: usize,
+    pub column: usize,
+    /// The field, as `volume[1].peers[0]`; empty for the file as a whole.
+    pub field: String,
+    pub message: String,
+}
+
+/// All the refusals of a file, printed one per line as `FILE:LINE:COLUMN: FIELD: MESSAGE`.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", self.render())]
+pub struct Invalid {
+    pub file: String,
+    pub problems: Vec<Problem>,
+}
+
+impl Invalid {
+    fn render(&self) -> String {
+        let mut out = format!(
+            "{}: {} problem{}:",
+            self.file,
+            self.problems.len(),
+            if self.problems.len() == 1 { "" } else { "s" }
+        );
+        for p in &self.problems {
+            out.push_str(&format!("\n  {}:{}:{}: ", self.file, p.line, p.column));
+            if !p.field.is_empty() {
+                out.push_str(&p.field);
+                out.push_str(": ");
+            }
+            out.push_str(&p.message);
+        }
+        out
+    }
+}
+
+/// Line and column (1-based) of byte `offset` in `src`.
+fn position(src: &str, offset: usize) -> (usize, usize) {
+    let before = &src[..offset.min(src.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}
+
+struct Checker<'a> {
+    src: &'a str,
+    problems: Vec<Problem>,
+}
+
+impl Checker<'_> {
+    fn at(&mut self, span: Range<usize>, field: impl Into<String>, message: impl Into<String>) {
+        let (line, column) = position(self.src, span.start);
+        self.problems.push(Problem {
+            line,
+            column,
+            field: field.into(),
+            message: message.into(),
+        });
+    }
+
+    fn absolute_path(&mut self, v: &Spanned<String>, field: String) {
+        let p = v.get_ref();
+        if !p.starts_with('/') || p.contains('\0') || p.len() > 4095 {
+            self.at(v.span(), field, format!("{p:?} is not an absolute path"));
+        }
+    }
+}
+
+/// Host names: what a DNS label allows, so they work in messages, lock records and paths.
+fn host_name_ok(n: &str) -> bool {
+    !n.is_empty()
+        && n.len() <= 63
+        && n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        && !n.starts_with('-')
+}
+
+/// Parses and checks `src` (the contents of `file`).
+pub fn parse(file: &str, src: &str) -> Result<Config, Invalid> {
+    let raw: RawConfig = toml::from_str(src).map_err(|e| {
+        let (line, column) = e.span().map_or((1, 1), |s| position(src, s.start));
+        Invalid {
+            file: file.to_string(),
+            problems: vec![Problem {
+                line,
+                column,
+                field: String::new(),
+                message: e.message().trim_end().to_string(),
+            }],
+        }
+    })?;
+    let mut c = Checker {
+        src,
+        problems: Vec::new(),
+    };
+
+    // The datastore.
+    let ds = raw.datastore.get_ref();
+    c.absolute_path(&ds.device, "datastore.device".into());
+    if *ds.size_mib.get_ref() == 0 {
+        c.at(ds.size_mib.span(), "datastore.size_mib", "must be at least 1 (MiB)");
+    }
+    let offset_mib = ds.offset_mib.as_ref().map_or(0, |o| *o.get_ref());
+    if offset_mib.checked_add(*ds.size_mib.get_ref()).is_none_or(|end| end > 1 << 40) {
+        c.at(ds.size_mib.span(), "datastore.size_mib", "offset_mib + size_mib is beyond any device (2^40 MiB)");
+    }
+
+    // Hosts.
+    if raw.host.is_empty() {
+        c.at(0..0, "host", "no [[host]]: at least one host is required");
+    }
+    let mut host_names: HashMap<String, usize> = HashMap::new();
+    let mut addresses: HashMap<SocketAddr, usize> = HashMap::new();
+    let mut hosts = Vec::new();
+    for (i, h) in raw.host.iter().enumerate() {
+        let h = h.get_ref();
+        let name = h.name.get_ref();
+        if !host_name_ok(name) {
+            c.at(
+                h.name.span(),
+                format!("host[{i}].name"),
+                format!("{name:?} is not a host name (1-63 letters, digits, '-', '_'; not starting with '-')"),
+            );
+        } else if let Some(first) = host_names.insert(name.clone(), i) {
+            c.at(h.name.span(), format!("host[{i}].name"), format!("host {name:?} is defined twice (also host[{first}])"));
+        }
+        match h.address.get_ref().parse::<SocketAddr>() {
+            Ok(a) if a.port() == 0 => {
+                c.at(h.address.span(), format!("host[{i}].address"), "port 0 is not a port to listen on");
+            }
+            Ok(a) => {
+                if let Some(first) = addresses.insert(a, i) {
+                    c.at(h.address.span(), format!("host[{i}].address"), format!("address {a} is already host[{first}]'s"));
+                }
+                hosts.push(Host {
+                    name: name.clone(),
+                    address: a,
+                });
+            }
+            Err(_) => c.at(
+                h.address.span(),
+                format!("host[{i}].address"),
+                format!("{:?} is not IP:PORT (e.g. \"192.168.10.1:7790\" or \"[fd00::1]:7790\")", h.address.get_ref()),
+            ),
+        }
+    }
+
+    // Volumes.
+    let mut volume_names: HashMap<String, usize> = HashMap::new();
+    let mut backings: HashMap<String, usize> = HashMap::new();
+    let mut volumes = Vec::new();
+    let empty_peers = Vec::new();
+    let empty_cache = BTreeMap::new();
+    for (i, sv) in raw.volume.iter().enumerate() {
+        let v = sv.get_ref();
+        // Absent optional fields are reported at the volume's table.
+        let replicas_span = v.replicas.as_ref().map_or(sv.span(), |r| r.span());
+        let replicas = v.replicas.as_ref().map_or(0, |r| *r.get_ref());
+        let peer_list = v.peers.as_ref().map_or(&empty_peers, |p| p.get_ref());
+        let cache_span = v.cache.as_ref().map_or(sv.span(), |c| c.span());
+        let cache_map = v.cache.as_ref().map_or(&empty_cache, |c| c.get_ref());
+        let name = v.name.get_ref();
+        if let Err(e) = names::validate_volume_name(name.as_bytes()) {
+            c.at(v.name.span(), format!("volume[{i}].name"), format!("{name:?}: {}", e.describe()));
+        } else if let Some(first) = volume_names.insert(name.clone(), i) {
+            c.at(v.name.span(), format!("volume[{i}].name"), format!("volume {name:?} is defined twice (also volume[{first}])"));
+        }
+        c.absolute_path(&v.backing, format!("volume[{i}].backing"));
+        if let Some(first) = backings.insert(v.backing.get_ref().clone(), i) {
+            c.at(
+                v.backing.span(),
+                format!("volume[{i}].backing"),
+                format!("{:?} is already volume[{first}]'s backing device: two volumes on one disk corrupt it", v.backing.get_ref()),
+            );
+        }
+        let policy = v.policy.get_ref().as_str();
+        match policy {
+            "wt" | "wb" if replicas > 0 => c.at(
+                replicas_span.clone(),
+                format!("volume[{i}].replicas"),
+                format!("policy {policy} keeps no copies on peers: replicas must be 0 (or use policy wbp)"),
+            ),
+            "wbp" if replicas == 0 => c.at(
+                replicas_span.clone(),
+                format!("volume[{i}].replicas"),
+                "policy wbp needs at least 1 replica (or use policy wb)",
+            ),
+            "wt" | "wb" | "wbp" => {}
+            other => c.at(
+                v.policy.span(),
+                format!("volume[{i}].policy"),
+                format!("{other:?} is not a policy: wt, wb or wbp"),
+            ),
+        }
+        let mut peers = Vec::new();
+        for (j, p) in peer_list.iter().enumerate() {
+            let pn = p.get_ref();
+            if !host_names.contains_key(pn) {
+                c.at(p.span(), format!("volume[{i}].peers[{j}]"), format!("unknown host {pn:?} (hosts: {})", known(&host_names)));
+            } else if peers.contains(pn) {
+                c.at(p.span(), format!("volume[{i}].peers[{j}]"), format!("host {pn:?} is listed twice"));
+            } else {
+                peers.push(pn.clone());
+            }
+        }
+        if replicas as usize > peer_list.len() && policy == "wbp" {
+            c.at(
+                replicas_span.clone(),
+                format!("volume[{i}].replicas"),
+                format!("{replicas} replicas but {} peer(s) to hold them", peer_list.len()),
+            );
+        }
+        let mut cache = BTreeMap::new();
+        for (h, dev) in cache_map {
+            let hn = h.get_ref();
+            if !host_names.contains_key(hn) {
+                c.at(h.span(), format!("volume[{i}].cache.{hn}"), format!("unknown host {hn:?} (hosts: {})", known(&host_names)));
+            }
+            c.absolute_path(dev, format!("volume[{i}].cache.{hn}"));
+            cache.insert(hn.clone(), dev.get_ref().clone());
+        }
+        if cache_map.is_empty() {
+            c.at(v.name.span(), format!("volume[{i}].cache"), "no cache device on any host");
+        }
+        for p in &peers {
+            if !cache.contains_key(p) {
+                c.at(
+                    cache_span.clone(),
+                    format!("volume[{i}].cache"),
+                    format!("peer {p:?} holds replicas but has no cache device for this volume"),
+                );
+            }
+        }
+        volumes.push(Volume {
+            name: name.clone(),
+            backing: v.backing.get_ref().clone(),
+            policy: policy.to_string(),
+            replicas,
+            peers,
+            cache,
+        });
+    }
+
+    if !c.problems.is_empty() {
+        c.problems.sort_by_key(|p| (p.line, p.column));
+        return Err(Invalid {
+            file: file.to_string(),
+            problems: c.problems,
+        });
+    }
+    Ok(Config {
+        cluster: raw.cluster.map(|s| s.into_inner()),
+        datastore: Datastore {
+            device: ds.device.get_ref().clone(),
+            offset_mib,
+            size_mib: *ds.size_mib.get_ref(),
+        },
+        hosts,
+        volumes,
+    })
+}
+
+fn known(names: &HashMap<String, usize>) -> String {
+    let mut v: Vec<&String> = names.keys().collect();
+    v.sort();
+    v.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+}
+
+/// Reads and checks the file at `path`.
+pub fn load(path: &str) -> anyhow::Result<Config> {
+    let src = std::fs::read_to_string(path)
+        .map_err(|e| crate::volume::VolumeError::NotFound(format!("cannot read {path}: {e}")))?;
+    Ok(parse(path, &src)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"cluster = "lab"
+
+[datastore]
+device = "/dev/mapper/pf-locks"
+size_mib = 64
+
+[[host]]
+name = "hv1"
+address = "192.168.10.1:7790"
+
+[[host]]
+name = "hv2"
+address = "192.168.10.2:7790"
+
+[[volume]]
+name = "vm1"
+backing = "/dev/mapper/san-vm1"
+policy = "wbp"
+replicas = 1
+peers = ["hv2"]
+cache = { hv1 = "/dev/nvme0n1", hv2 = "/dev/nvme0n1" }
+
+[[volume]]
+name = "vm2"
+backing = "/dev/mapper/san-vm2"
+policy = "wb"
+cache = { hv1 = "/dev/nvme0n1" }
+"#;
+
+    #[test]
+    fn a_good_file_parses() {
+        let c = parse("good.toml", GOOD).unwrap();
+        assert_eq!(c.cluster.as_deref(), Some("lab"));
+        assert_eq!(c.hosts.len(), 2);
+        assert_eq!(c.hosts[1].address.to_string(), "192.168.10.2:7790");
+        assert_eq!(c.volumes[0].peers, vec!["hv2".to_string()]);
+        assert_eq!(c.volumes[1].replicas, 0);
+        assert_eq!(c.datastore.offset_mib, 0);
+    }
+
+    /// `GOOD` with `from` replaced by `to` must be refused with exactly one problem at `line`,
+    /// on `field`, saying `says`.
+    fn refused(from: &str, to: &str, line: usize, field: &str, says: &str) {
+        assert!(GOOD.contains(from), "{from:?} is not in the good file");
+        let src = GOOD.replacen(from, to, 1);
+        let e = parse("c.toml", &src).expect_err("accepted");
+        // The first problem is the one made; others may follow from it (a host name refused
+        // makes its references unknown).
+        let p = &e.problems[0];
+        assert_eq!(p.line, line, "{e}");
+        assert_eq!(p.field, field, "{e}");
+        assert!(p.message.contains(says), "{e}");
+        assert!(e.to_string().contains(&format!("c.toml:{line}:")), "{e}");
+    }
+
+    #[test]
+    fn syntax_error() {
+        refused("size_mib = 64", "size_mib = = 64", 5, "", "");
+    }
+
+    #[test]
+    fn unknown_field() {
+        refused("replicas = 1", "replica = 1", 19, "", "unknown field `replica`");
+    }
+
+    #[test]
+    fn missing_field() {
+        refused("backing = \"/dev/mapper/san-vm2\"\n", "", 23, "", "missing field `backing`");
+    }
+
+    #[test]
+    fn wrong_type() {
+        refused("replicas = 1", "replicas = \"one\"", 19, "", "invalid type");
+    }
+
+    #[test]
+    fn missing_datastore() {
+        let src = GOOD.replacen("[datastore]\ndevice = \"/dev/mapper/pf-locks\"\nsize_mib = 64\n", "", 1);
+        let e = parse("c.toml", &src).expect_err("accepted");
+        assert!(e.to_string().contains("missing field `datastore`"), "{e}");
+    }
+
+    #[test]
+    fn datastore_not_absolute() {
+        refused("\"/dev/mapper/pf-locks\"", "\"pf-locks\"", 4, "datastore.device", "not an absolute path");
+    }
+
+    #[test]
+    fn datastore_empty_region() {
+        refused("size_mib = 64", "size_mib = 0", 5, "datastore.size_mib", "at least 1");
+    }
+
+    #[test]
+    fn bad_host_name() {
+        refused("name = \"hv2\"", "name = \"hv 2\"", 12, "host[1].name", "is not a host name");
+    }
+
+    #[test]
+    fn duplicate_host() {
+        let e = parse("c.toml", &GOOD.replacen("name = \"hv2\"", "name = \"hv1\"", 1)).expect_err("accepted");
+        assert_eq!(e.problems[0].field, "host[1].name", "{e}");
+        assert!(e.problems[0].message.contains("defined twice (also host[0])"), "{e}");
+    }
+
+    #[test]
+    fn bad_address() {
+        refused("192.168.10.2:7790", "192.168.10.300:7790", 13, "host[1].address", "is not IP:PORT");
+    }
+
+    #[test]
+    fn address_without_port() {
+        refused("192.168.10.2:7790", "192.168.10.2", 13, "host[1].address", "is not IP:PORT");
+    }
+
+    #[test]
+    fn duplicate_address() {
+        refused("192.168.10.2:7790", "192.168.10.1:7790", 13, "host[1].address", "already host[0]'s");
+    }
+
+    #[test]
+    fn bad_volume_name() {
+        refused("name = \"vm2\"", "name = \"vm/2\"", 24, "volume[1].name", "\"vm/2\"");
+    }
+
+    #[test]
+    fn duplicate_volume() {
+        refused("name = \"vm2\"", "name = \"vm1\"", 24, "volume[1].name", "defined twice (also volume[0])");
+    }
+
+    #[test]
+    fn shared_backing() {
+        refused("/dev/mapper/san-vm2", "/dev/mapper/san-vm1", 25, "volume[1].backing", "already volume[0]'s backing");
+    }
+
+    #[test]
+    fn bad_policy() {
+        refused("policy = \"wb\"", "policy = \"writeback\"", 26, "volume[1].policy", "is not a policy");
+    }
+
+    #[test]
+    fn replicas_without_wbp() {
+        refused("policy = \"wbp\"", "policy = \"wb\"", 19, "volume[0].replicas", "replicas must be 0");
+    }
+
+    #[test]
+    fn wbp_without_replicas() {
+        refused("replicas = 1", "replicas = 0", 19, "volume[0].replicas", "at least 1 replica");
+    }
+
+    #[test]
+    fn unknown_peer() {
+        refused("peers = [\"hv2\"]", "peers = [\"hv2\", \"hv9\"]", 20, "volume[0].peers[1]", "unknown host \"hv9\" (hosts: hv1, hv2)");
+    }
+
+    #[test]
+    fn more_replicas_than_peers() {
+        refused("replicas = 1", "replicas = 2", 19, "volume[0].replicas", "2 replicas but 1 peer(s)");
+    }
+
+    #[test]
+    fn peer_without_cache() {
+        refused(", hv2 = \"/dev/nvme0n1\" }", " }", 21, "volume[0].cache", "peer \"hv2\" holds replicas but has no cache device");
+    }
+
+    #[test]
+    fn cache_on_unknown_host() {
+        refused("cache = { hv1 = \"/dev/nvme0n1\" }", "cache = { hv3 = \"/dev/nvme0n1\" }", 27, "volume[1].cache.hv3", "unknown host \"hv3\"");
+    }
+
+    #[test]
+    fn no_hosts() {
+        let src = GOOD.split("[[host]]").next().unwrap_or_default();
+        let e = parse("c.toml", src).expect_err("accepted");
+        assert!(e.to_string().contains("host: no [[host]]"), "{e}");
+    }
+
+    #[test]
+    fn every_problem_is_reported() {
+        let src = GOOD
+            .replacen("name = \"hv2\"", "name = \"hv1\"", 1)
+            .replacen("policy = \"wb\"", "policy = \"wx\"", 1);
+        let e = parse("c.toml", &src).expect_err("accepted");
+        assert!(e.problems.len() >= 2, "{e}");
+    }
+
+    #[test]
+    fn positions_are_one_based() {
+        assert_eq!(position("ab\ncd", 0), (1, 1));
+        assert_eq!(position("ab\ncd", 4), (2, 2));
+    }
+}
