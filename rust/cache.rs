@@ -4,8 +4,14 @@
 //! name) or made in free space, with the shared format code (`pfcore::format`,
 //! Documentation/on-flash-format.md).
 //!
-//! Today this is the attach step only: the data path still passes everything through to the
-//! backing device (issue 3 builds the write-back data path on top of it).
+//! Several volumes share a cache device: every volume opens it exclusively for one holder,
+//! [`CACHE_HOLDER`], which the block layer lets claim a device many times (and nobody else:
+//! not a filesystem, not device-mapper, not a volume using it as its backing device). Each volume
+//! does its I/O in its own slot's region; the slot table is the only thing they share, and
+//! [`SLOT_TABLES`] serialises the attaches that read and write it.
+//!
+//! Lock order: `VolumeConfig::inner` (control.rs), then [`SLOT_TABLES`]; the slot-table I/O
+//! runs under it. Nothing else is taken under `SLOT_TABLES`.
 
 use core::ffi::c_void;
 
@@ -18,16 +24,32 @@ use crate::crc::crc32c;
 use crate::pfcore::format::{largest_free_run, FormatError, Policy, Slot, Superblock, META_BYTES};
 use crate::volume::Volume;
 
+kernel::sync::global_lock! {
+    // SAFETY: initialised by `init` in the module initialiser, before configfs exists.
+    unsafe(uninit) static SLOT_TABLES: Mutex<()> = ();
+}
+
+/// The holder of every cache device open (its address is what matters).
+static CACHE_HOLDER: u8 = 0;
+
+/// Initialises the module-wide state of this file.
+///
+/// # Safety
+///
+/// Called once, from the module initialiser, before any volume can be enabled.
+pub(crate) unsafe fn init() {
+    // SAFETY: called once before first use, per this function's contract.
+    unsafe { SLOT_TABLES.init() };
+}
+
 /// A refusal: why, for `last_error`, and the errno for the writer.
 pub(crate) type Refusal = (&'static str, Error);
 
 /// A cache device opened for one volume, with the volume's slot.
 pub(crate) struct Attached {
-    /// The device, opened exclusively (by the volume's holder).
-    #[allow(dead_code)] // Held for the exclusive open; the cache data path will do I/O on it.
+    /// The device, opened exclusively for [`CACHE_HOLDER`].
     pub(crate) dev: BlockDev,
     /// Its superblock.
-    #[allow(dead_code)] // Used by the cache data path (being built).
     pub(crate) sb: Superblock,
     /// The volume's slot number and contents.
     pub(crate) slot_index: u32,
@@ -47,13 +69,15 @@ pub(crate) struct Want<'a> {
     pub(crate) backing_sectors: u64,
     /// Policy to run with.
     pub(crate) policy: Policy,
+    /// MiB a new slot takes (0: the largest free run).
+    pub(crate) mib: u64,
 }
 
 fn open_refusal(e: Error) -> Refusal {
     let why = match e {
         e if e == ENOENT => "the cache device does not exist",
         e if e == ENOTBLK => "the cache path is not a block device",
-        e if e == EBUSY => "the cache device is in use (by another volume, a mounted filesystem or device-mapper)",
+        e if e == EBUSY => "the cache device is in use (as a backing device, by a mounted filesystem or device-mapper)",
         e if e == EACCES || e == EROFS => "the cache device is read-only",
         e if e == ENXIO || e == ENODEV => "the cache device is not present",
         _ => "cannot open the cache device",
@@ -73,9 +97,14 @@ fn format_refusal(e: FormatError) -> Refusal {
     (why, EINVAL)
 }
 
-/// Opens the cache device at `path` for the volume `want` (exclusively for `holder`, which also
-/// holds `backing`), and finds or makes its slot.
-pub(crate) fn attach(path: &CStr, holder: *mut c_void, backing: &BlockDev, want: &Want<'_>) -> Result<Attached, Refusal> {
+/// Opens the cache device at `path` for the volume `want` (exclusively for [`CACHE_HOLDER`],
+/// shared with the other volumes on it), and finds or makes its slot.
+pub(crate) fn attach(path: &CStr, backing: &BlockDev, want: &Want<'_>) -> Result<Attached, Refusal> {
+    // Before opening: the backing device's exclusive claim would make it look merely busy.
+    if backing.is_at(path) {
+        return Err(("the cache device is the backing device", EINVAL));
+    }
+    let holder = core::ptr::addr_of!(CACHE_HOLDER).cast_mut().cast::<c_void>();
     let dev = BlockDev::open(path, holder).map_err(open_refusal)?;
     if dev.same_device(backing) {
         return Err(("the cache device is the backing device", EINVAL));
@@ -92,6 +121,8 @@ pub(crate) fn attach(path: &CStr, holder: *mut c_void, backing: &BlockDev, want:
         return Err(("the cache device's block size changed since it was formatted", EINVAL));
     }
 
+    // From here to the slot write, no other attach may read or change the slot table.
+    let _tables = SLOT_TABLES.lock();
     // One pass over the slots: ours by name, the first free one, and the segments in use.
     let mut mine: Option<(u32, Slot)> = None;
     let mut free: Option<u32> = None;
@@ -129,8 +160,24 @@ pub(crate) fn attach(path: &CStr, holder: *mut c_void, backing: &BlockDev, want:
     let Some(index) = free else {
         return Err(("the cache device has no free volume slot", ENOSPC));
     };
-    let Some((first, count)) = largest_free_run(&mut used, sb.segments) else {
-        return Err(("no free space on the cache device (other volumes own all of it)", ENOSPC));
+    let Some((first, run)) = largest_free_run(&mut used, sb.segments) else {
+        return Err((
+            "no free space on the cache device (other volumes own all of it; give volumes a share with cache_mib)",
+            ENOSPC,
+        ));
+    };
+    let count = match want.mib {
+        0 => run,
+        mib => {
+            let n = (mib * 2048).div_ceil(u64::from(sb.segment_sectors));
+            if n < 2 {
+                return Err(("cache_mib is less than two segments (a volume's log must be able to wrap)", EINVAL));
+            }
+            if n > run {
+                return Err(("cache_mib is more than the largest free run of the cache device", ENOSPC));
+            }
+            n
+        }
     };
     let mut uuid = [0u8; 16];
     // SAFETY: `uuid` is valid for writes of 16 bytes; get_random_bytes may sleep, which is fine here.

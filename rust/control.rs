@@ -86,6 +86,7 @@ impl configfs::GroupOperations for Config {
                 cache: 8,
                 policy: 9,
                 cache_slot: 10,
+                cache_mib: 11,
             ],
         };
         Ok(configfs::Group::new(
@@ -97,6 +98,7 @@ impl configfs::GroupOperations for Config {
                     backing: None,
                     cache: None,
                     policy: Policy::WriteBack,
+                    cache_mib: 0,
                     last_error: "",
                     running: None,
                 }),
@@ -119,6 +121,8 @@ struct VolumeInner {
     cache: Option<CString>,
     /// Write policy used with a cache.
     policy: Policy,
+    /// Size of a new slot's region on the cache device in MiB (0: the largest free run).
+    cache_mib: u64,
     /// Why the last refused write was refused ("" after a success).
     last_error: &'static str,
     running: Option<Running>,
@@ -193,8 +197,9 @@ impl VolumeInner {
                     backing_path: path.to_bytes(),
                     backing_sectors: limits.sectors,
                     policy: self.policy,
+                    mib: self.cache_mib,
                 };
-                let a = match cache::attach(cpath, holder, &dev, &want) {
+                let a = match cache::attach(cpath, &dev, &want) {
                     Ok(a) => a,
                     Err((why, e)) => return Err(self.refuse(why, e)),
                 };
@@ -454,5 +459,30 @@ impl AttributeOperations<10> for VolumeConfig {
             Some(c) => show_fmt(page, fmt!("{}\n", c.slot_index())),
             None => show_fmt(page, fmt!("\n")),
         }
+    }
+}
+
+#[vtable]
+impl AttributeOperations<11> for VolumeConfig {
+    type Data = VolumeConfig;
+
+    fn show(this: &VolumeConfig, page: &mut [u8; PAGE_SIZE]) -> Result<usize> {
+        show_fmt(page, fmt!("{}\n", this.inner.lock().cache_mib))
+    }
+
+    /// MiB of the cache device a new slot takes (0: the largest free run); a slot found by
+    /// name keeps its size.
+    fn store(this: &VolumeConfig, page: &[u8]) -> Result {
+        let mut g = this.inner.lock();
+        if g.running.is_some() {
+            return Err(g.refuse("the cache share of an enabled volume cannot change", EBUSY));
+        }
+        match attr::parse_u64(page) {
+            Ok(n) if n <= 1 << 30 => g.cache_mib = n,
+            Ok(_) => return Err(g.refuse("cache_mib is larger than any device (1 PiB)", ERANGE)),
+            Err(e) => return Err(g.refuse(e.describe(), EINVAL)),
+        }
+        g.last_error = "";
+        Ok(())
     }
 }

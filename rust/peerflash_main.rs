@@ -43,6 +43,8 @@ impl kernel::InPlaceModule for PeerflashModule {
                 pr_err!("the kernel's crc32c fails the CRC32C check value; not loading\n");
                 return Err(EINVAL);
             }
+            // SAFETY: the module initialiser runs once, before configfs (and any attach) exists.
+            unsafe { cache::init() };
             pr_info!("peerflash {} loaded (on-flash format {})\n", VERSION, pfcore::format::VERSION);
             Ok(try_pin_init!(Self { configfs <- control::subsystem() }))
         })

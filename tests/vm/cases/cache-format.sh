@@ -1,7 +1,8 @@
 #!/bin/sh
 # The cache device format on a real (QEMU) NVMe device: the module loads only with a CRC32C that
 # passes the check value; format-cache lays out version 1 with the device's block size; inspect
-# decodes it; a device in use, an unformatted device and a corrupted superblock are refused.
+# decodes it; a device in use, an unformatted device and a corrupted superblock are refused;
+# several volumes share one cache device, each in the share --cache-mib gives it.
 . "$PF_REPO/tests/vm/lib.sh"
 set -u
 CACHE=$PF_CACHE_DEV
@@ -44,6 +45,47 @@ same "$uuid2" "$uuid1" "the re-created volume found its slot (uuid)"
 same "$(peerflash inspect "$CACHE" --output json | grep -c '"name":')" 1 "still one volume on the cache"
 same "$(peerflash inspect "$CACHE" --output json | grep -c '"policy": "wt"')" 1 "the slot records the new policy"
 peerflash remove v1 || fail "remove v1 again"
+
+step "several volumes share one cache device, each in its own share"
+half=$(($(blockdev --getsz "$SAN") / 2))
+dmsetup create pf-sana --table "0 $half linear $SAN 0" || fail "dm linear a"
+dmsetup create pf-sanb --table "0 $half linear $SAN $half" || fail "dm linear b"
+dmsetup create pf-sanc --table "0 2048 linear $SAN 0" || fail "dm linear c"
+udevadm settle
+# v1's slot (made above) owns the whole device: start from an empty layout.
+peerflash format-cache "$CACHE" --segment-kib 1024 --force > /dev/null || fail "re-format for sharing"
+peerflash create va --backing /dev/mapper/pf-sana --cache "$CACHE" --cache-mib 128 --policy wb || fail "create va"
+peerflash create vb --backing /dev/mapper/pf-sanb --cache "$CACHE" --cache-mib 96 --policy wb || fail "create vb"
+same "$(cat /sys/kernel/config/peerflash/va/cache_slot)" 0 "slot of va"
+same "$(cat /sys/kernel/config/peerflash/vb/cache_slot)" 1 "slot of vb"
+json=$(peerflash inspect "$CACHE" --output json) || fail "inspect with two volumes"
+same "$(echo "$json" | grep -c '"name": "v[ab]"')" 2 "two volumes on the cache"
+echo "$json" | tr -d ' \n' | grep -q '"region":\[0,128\]' || fail "va's region is not 128 segments of 1 MiB: $json"
+echo "$json" | tr -d ' \n' | grep -q '"region":\[128,96\]' || fail "vb's region is not the next 96 segments: $json"
+expect_refusal 1 "more than the largest free run" peerflash create vc --backing /dev/mapper/pf-sanc --cache "$CACHE" --cache-mib 100000
+expect_refusal 2 "less than two segments" peerflash create vc --backing /dev/mapper/pf-sanc --cache "$CACHE" --cache-mib 1
+for v in a b; do
+    fio --name=share-$v --filename=/dev/pf-v$v --rw=randwrite --bs=4k --iodepth=8 --ioengine=libaio \
+        --direct=1 --size=24M --verify=crc32c --verify_fatal=1 --randseed=7$v > fio-$v.log 2>&1 &
+done
+wait %1 || { tail fio-a.log; fail "fio verify on va"; }
+wait %2 || { tail fio-b.log; fail "fio verify on vb"; }
+for v in a b; do
+    peerflash flush v$v --timeout 120 || fail "flush v$v"
+    same "$(dd if=/dev/pf-v$v iflag=direct bs=1M count=24 2>/dev/null | md5sum)" \
+        "$(dd if=/dev/mapper/pf-san$v iflag=direct bs=1M count=24 2>/dev/null | md5sum)" "SAN of v$v after flush"
+done
+# The rest of the device (no --cache-mib: the largest free run) goes to a third volume.
+peerflash create vc --backing /dev/mapper/pf-sanc --cache "$CACHE" --policy wt || fail "create vc"
+peerflash inspect "$CACHE" --output json | grep -q '"free_segments": 0' || fail "vc did not take the rest: $(peerflash inspect "$CACHE")"
+peerflash remove vc || fail "remove vc"
+peerflash remove vb || fail "remove vb"
+peerflash remove va || fail "remove va"
+# Found again by name, each in its own region.
+peerflash create vb --backing /dev/mapper/pf-sanb --cache "$CACHE" || fail "re-create vb"
+same "$(cat /sys/kernel/config/peerflash/vb/cache_slot)" 1 "vb found its slot again"
+peerflash remove vb || fail "remove vb again"
+dmsetup remove pf-sana && dmsetup remove pf-sanb && dmsetup remove pf-sanc || fail "dmsetup remove"
 
 step "bad cache devices"
 expect_refusal 2 "the cache device is the backing device" peerflash create v2 --backing "$SAN" --cache "$SAN"

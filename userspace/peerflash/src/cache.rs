@@ -3,7 +3,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::os::fd::AsRawFd;
+use std::os::unix::fs::FileExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 
 use anyhow::{bail, Context, Result};
@@ -24,6 +24,11 @@ pub fn crc(prev: u32, data: &[u8]) -> u32 {
 /// An open cache device (or image file) with its size and logical block size.
 pub struct Device {
     file: File,
+    /// For a block device: the same device opened with O_DIRECT, which every read goes through.
+    /// The module writes the device with bios, around this host's page cache, so buffered
+    /// reads could return stale blocks (seen: a slot written by a second volume's attach was
+    /// missing from `inspect` while the first volume kept the device open).
+    direct: Option<File>,
     /// Size in sectors.
     pub sectors: u64,
     /// Logical block size in bytes (512 for a regular file).
@@ -62,25 +67,40 @@ impl Device {
         let bytes = file
             .seek(SeekFrom::End(0))
             .with_context(|| format!("cannot size {path}"))?;
-        // The module writes the device with direct I/O (bios), which leaves this host's page
-        // cache of the device stale: drop it, so that what is read is what is on the device.
-        // SAFETY: `file` is an open descriptor for the duration of the call; posix_fadvise only
-        // gives the kernel advice about it.
-        unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
-        let block_size = if ft.is_block_device() {
-            sysfs_block_size(meta.rdev())
+        let (block_size, direct) = if ft.is_block_device() {
+            let d = OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_DIRECT)
+                .open(path)
+                .with_context(|| format!("cannot open {path} for direct reads"))?;
+            (sysfs_block_size(meta.rdev()), Some(d))
         } else {
-            512
+            (512, None)
         };
         Ok(Device {
             file,
+            direct,
             sectors: bytes / SECTOR_SIZE,
             block_size,
         })
     }
 
-    /// Reads `buf.len()` bytes at `sector`.
+    /// Reads `buf.len()` bytes at `sector` (from the device itself, not the page cache).
     pub fn read_at(&mut self, sector: u64, buf: &mut [u8]) -> Result<()> {
+        if let Some(d) = &self.direct {
+            // O_DIRECT wants block-aligned offsets, lengths and memory: read the covering
+            // blocks into an aligned buffer and copy out.
+            let bs = u64::from(self.block_size.max(512));
+            let start = sector * SECTOR_SIZE;
+            let first = start / bs * bs;
+            let end = (start + buf.len() as u64).div_ceil(bs) * bs;
+            let mut bounce = Aligned::new((end - first) as usize, bs as usize)?;
+            d.read_exact_at(bounce.as_mut(), first)
+                .with_context(|| format!("cannot read sector {sector}"))?;
+            let off = (start - first) as usize;
+            buf.copy_from_slice(&bounce.as_mut()[off..off + buf.len()]);
+            return Ok(());
+        }
         self.file.seek(SeekFrom::Start(sector * SECTOR_SIZE))?;
         self.file
             .read_exact(buf)
@@ -93,6 +113,34 @@ impl Device {
         self.file
             .write_all(buf)
             .with_context(|| format!("cannot write sector {sector}"))
+    }
+}
+
+/// A zeroed heap buffer aligned for O_DIRECT.
+struct Aligned {
+    ptr: std::ptr::NonNull<u8>,
+    layout: std::alloc::Layout,
+}
+
+impl Aligned {
+    fn new(len: usize, align: usize) -> Result<Aligned> {
+        let layout = std::alloc::Layout::from_size_align(len.max(1), align)?;
+        // SAFETY: the layout has a non-zero size.
+        let ptr = unsafe { std::alloc::alloc_zeroed(layout) };
+        let ptr = std::ptr::NonNull::new(ptr).context("out of memory")?;
+        Ok(Aligned { ptr, layout })
+    }
+
+    fn as_mut(&mut self) -> &mut [u8] {
+        // SAFETY: `ptr` holds `layout.size()` initialised bytes owned by `self`.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.layout.size()) }
+    }
+}
+
+impl Drop for Aligned {
+    fn drop(&mut self) {
+        // SAFETY: allocated in `new` with this layout.
+        unsafe { std::alloc::dealloc(self.ptr.as_ptr(), self.layout) };
     }
 }
 

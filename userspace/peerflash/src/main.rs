@@ -72,6 +72,11 @@ enum Command {
         /// Write policy with the cache.
         #[arg(long, value_enum, default_value_t = PolicyArg::Wb, requires = "cache")]
         policy: PolicyArg,
+        /// MiB of the cache device the volume's new slot takes (default: the largest free run;
+        /// give each volume a share when several use one cache device). A slot found again keeps
+        /// its size.
+        #[arg(long, requires = "cache")]
+        cache_mib: Option<u64>,
     },
     /// Remove a volume; refused while the volume is open.
     Remove {
@@ -197,8 +202,14 @@ fn run(cli: Cli) -> Result<()> {
             backing,
             cache,
             policy,
+            cache_mib,
         } => {
-            let v = volume::create(&root, &name, &backing, cache.as_deref(), policy.name())?;
+            let c = cache.as_deref().map(|device| volume::CacheArgs {
+                device,
+                policy: policy.name(),
+                mib: cache_mib,
+            });
+            let v = volume::create(&root, &name, &backing, c.as_ref())?;
             println!("created volume {} on {} as {}", name, backing, v.device);
         }
         Command::Remove { name } => {

@@ -110,19 +110,26 @@ fn enable_error(root: &Root, name: &str, backing: &str, err: io::Error) -> anyho
     }
 }
 
+/// A cache device for [`create`].
+pub struct CacheArgs<'a> {
+    /// The device.
+    pub device: &'a str,
+    /// `wt` or `wb`.
+    pub policy: &'a str,
+    /// MiB a new slot takes (None: the largest free run).
+    pub mib: Option<u64>,
+}
+
 /// Creates volume `name` over `backing` and enables it; with `cache`, attaches that cache
-/// device with `policy` (`wt` or `wb`).
-pub fn create(
-    root: &Root,
-    name: &str,
-    backing: &str,
-    cache: Option<&str>,
-    policy: &str,
-) -> Result<Created> {
+/// device.
+pub fn create(root: &Root, name: &str, backing: &str, cache: Option<&CacheArgs<'_>>) -> Result<Created> {
     check_name(name)?;
     check_backing(backing)?;
     if let Some(c) = cache {
-        check_device("cache", c)?;
+        check_device("cache", c.device)?;
+        if c.mib == Some(0) {
+            return Err(VolumeError::Invalid("--cache-mib must be at least 1".into()).into());
+        }
     }
     let dir = root.dir(name);
     match std::fs::create_dir(&dir) {
@@ -136,8 +143,12 @@ pub fn create(
         .write(name, "backing", backing)
         .and_then(|()| match cache {
             Some(c) => root
-                .write(name, "cache", c)
-                .and_then(|()| root.write(name, "policy", policy)),
+                .write(name, "cache", c.device)
+                .and_then(|()| root.write(name, "policy", c.policy))
+                .and_then(|()| match c.mib {
+                    Some(m) => root.write(name, "cache_mib", &m.to_string()),
+                    None => Ok(()),
+                }),
             None => Ok(()),
         })
         .and_then(|()| root.write(name, "enable", "1"));
