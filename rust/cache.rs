@@ -10,8 +10,14 @@
 //! does its I/O in its own slot's region; the slot table is the only thing they share, and
 //! [`SLOT_TABLES`] serialises the attaches that read and write it.
 //!
+//! [`SLOT_TABLES`] also lists the slots of running volumes ([`SlotClaim`]): when a new volume
+//! finds no room and is forced, it takes back slots of volumes that are not running here (their
+//! slot block is cleared: their region is free, their records no longer anyone's), never a
+//! running one.
+//!
 //! Lock order: `VolumeConfig::inner` (control.rs), then [`SLOT_TABLES`]; the slot-table I/O
-//! runs under it. Nothing else is taken under `SLOT_TABLES`.
+//! runs under it. Nothing else is taken under `SLOT_TABLES`, and a [`SlotClaim`] is dropped
+//! (which takes it) only outside it, in process context.
 
 use core::ffi::c_void;
 
@@ -26,7 +32,24 @@ use crate::volume::Volume;
 
 kernel::sync::global_lock! {
     // SAFETY: initialised by `init` in the module initialiser, before configfs exists.
-    unsafe(uninit) static SLOT_TABLES: Mutex<()> = ();
+    /// The slots of running volumes, as (cache device number, slot): the slot table lock.
+    unsafe(uninit) static SLOT_TABLES: Mutex<KVec<(u32, u32)>> = KVec::new();
+}
+
+/// A running volume's hold on its slot: a forced attach never reclaims it. Dropped with the
+/// volume's cache.
+pub(crate) struct SlotClaim {
+    dev: u32,
+    slot: u32,
+}
+
+impl Drop for SlotClaim {
+    fn drop(&mut self) {
+        let mut g = SLOT_TABLES.lock();
+        if let Some(i) = g.iter().position(|&c| c == (self.dev, self.slot)) {
+            let _ = g.remove(i);
+        }
+    }
 }
 
 /// The holder of every cache device open (its address is what matters).
@@ -57,6 +80,11 @@ pub(crate) struct Attached {
     pub(crate) slot: Slot,
     /// Whether the slot was made by this attach (false: an existing one was found).
     pub(crate) created: bool,
+    /// The slot is the volume's while this lives.
+    pub(crate) claim: SlotClaim,
+    /// Names of volumes whose slots a forced attach took back to make room (their data on
+    /// the cache device is gone).
+    pub(crate) reclaimed: KVec<[u8; 32]>,
 }
 
 /// What the attach needs to know of the volume.
@@ -71,6 +99,8 @@ pub(crate) struct Want<'a> {
     pub(crate) policy: Policy,
     /// MiB a new slot takes (0: the largest free run).
     pub(crate) mib: u64,
+    /// Take back slots of volumes not running here when there is no room otherwise.
+    pub(crate) force: bool,
 }
 
 fn open_refusal(e: Error) -> Refusal {
@@ -121,12 +151,16 @@ pub(crate) fn attach(path: &CStr, backing: &BlockDev, want: &Want<'_>) -> Result
         return Err(("the cache device's block size changed since it was formatted", EINVAL));
     }
 
+    let oom = |_| ("out of memory", ENOMEM);
+    let devno = dev.dev_t();
     // From here to the slot write, no other attach may read or change the slot table.
-    let _tables = SLOT_TABLES.lock();
-    // One pass over the slots: ours by name, the first free one, and the segments in use.
+    let mut tables = SLOT_TABLES.lock();
+    // One pass over the slots: ours by name, the first free one, the segments in use, and the
+    // slots of other volumes that are not running here (a forced attach may take them back).
     let mut mine: Option<(u32, Slot)> = None;
     let mut free: Option<u32> = None;
     let mut used: KVec<(u64, u64)> = KVec::new();
+    let mut idle: KVec<(u32, Slot)> = KVec::new();
     for i in 0..sb.max_volumes {
         dev.read_sync(sb.slot_sector(i), &mut block).map_err(|e| ("cannot read the cache device's slot table", e))?;
         match Slot::decode(&block, &sb, crc32c) {
@@ -134,12 +168,16 @@ pub(crate) fn attach(path: &CStr, backing: &BlockDev, want: &Want<'_>) -> Result
                 free.get_or_insert(i);
             }
             Ok(Some(s)) if s.name_bytes() == want.name => mine = Some((i, s)),
-            Ok(Some(s)) => used
-                .push((s.first_segment, s.segments), GFP_KERNEL)
-                .map_err(|_| ("out of memory", ENOMEM))?,
+            Ok(Some(s)) => {
+                used.push((s.first_segment, s.segments), GFP_KERNEL).map_err(oom)?;
+                if !tables.iter().any(|&c| c == (devno, i)) {
+                    idle.push((i, s), GFP_KERNEL).map_err(oom)?;
+                }
+            }
             Err(_) => return Err(("a slot of the cache device is damaged (see `peerflash inspect`)", EIO)),
         }
     }
+
     if let Some((i, s)) = mine {
         if s.backing_sectors != want.backing_sectors {
             return Err((
@@ -155,29 +193,59 @@ pub(crate) fn attach(path: &CStr, backing: &BlockDev, want: &Want<'_>) -> Result
             slot.encode(&mut block, crc32c);
             dev.write_sync(sb.slot_sector(i), &block).map_err(|e| ("cannot write the volume's slot", e))?;
         }
-        return Ok(Attached { dev, sb, slot_index: i, slot, created: false });
+        return Ok(Attached {
+            claim: claim(&mut tables, devno, i)?,
+            dev,
+            sb,
+            slot_index: i,
+            slot,
+            created: false,
+            reclaimed: KVec::new(),
+        });
     }
-    let Some(index) = free else {
-        return Err(("the cache device has no free volume slot", ENOSPC));
-    };
-    let Some((first, run)) = largest_free_run(&mut used, sb.segments) else {
-        return Err((
-            "no free space on the cache device (other volumes own all of it; give volumes a share with cache_mib)",
-            ENOSPC,
-        ));
-    };
-    let count = match want.mib {
-        0 => run,
+    let wanted = match want.mib {
+        0 => None,
         mib => {
             let n = (mib * 2048).div_ceil(u64::from(sb.segment_sectors));
             if n < 2 {
                 return Err(("cache_mib is less than two segments (a volume's log must be able to wrap)", EINVAL));
             }
-            if n > run {
-                return Err(("cache_mib is more than the largest free run of the cache device", ENOSPC));
-            }
-            n
+            Some(n)
         }
+    };
+    // Room: a free slot and a free run of the size asked. Without it, a forced attach takes
+    // back the slots of volumes not running here, one at a time, in slot order.
+    let mut reclaimed = KVec::new();
+    let (index, first, count) = loop {
+        let run = largest_free_run(&mut used, sb.segments);
+        match (free, run) {
+            (Some(i), Some((first, run))) if wanted.is_none_or(|n| n <= run) => {
+                break (i, first, wanted.unwrap_or(run));
+            }
+            _ => {}
+        }
+        if !want.force || idle.is_empty() {
+            let why = match (free, run, want.force) {
+                (None, _, false) => "the cache device has no free volume slot (force takes back the slots of volumes not running here, losing their data)",
+                (None, _, true) => "the cache device has no free volume slot, and every slot belongs to a running volume",
+                (_, None, false) => "no free space on the cache device (other volumes own all of it: give volumes a share with cache_mib, or force takes back the slots of volumes not running here, losing their data)",
+                (_, None, true) => "no free space on the cache device, and running volumes own all of it",
+                (_, Some(_), false) => "cache_mib is more than the largest free run of the cache device (force takes back the slots of volumes not running here, losing their data)",
+                (_, Some(_), true) => "cache_mib is more than the largest free run the cache device can offer with every idle slot taken back",
+            };
+            return Err((why, ENOSPC));
+        }
+        let (i, gone) = idle.remove(0).map_err(|_| ("internal error: idle slot list", EINVAL))?;
+        block.fill(0);
+        dev.write_sync(sb.slot_sector(i), &block).map_err(|e| ("cannot clear a slot taken back", e))?;
+        if let Some(u) = used.iter().position(|&r| r == (gone.first_segment, gone.segments)) {
+            let _ = used.remove(u);
+        }
+        free = Some(free.map_or(i, |f| f.min(i)));
+        let mut name = [0u8; 32];
+        let n = gone.name_bytes();
+        name[..n.len().min(32)].copy_from_slice(&n[..n.len().min(32)]);
+        reclaimed.push(name, GFP_KERNEL).map_err(oom)?;
     };
     let mut uuid = [0u8; 16];
     // SAFETY: `uuid` is valid for writes of 16 bytes; get_random_bytes may sleep, which is fine here.
@@ -195,5 +263,19 @@ pub(crate) fn attach(path: &CStr, backing: &BlockDev, want: &Want<'_>) -> Result
     };
     slot.encode(&mut block, crc32c);
     dev.write_sync(sb.slot_sector(index), &block).map_err(|e| ("cannot write the volume's slot", e))?;
-    Ok(Attached { dev, sb, slot_index: index, slot, created: true })
+    Ok(Attached {
+        claim: claim(&mut tables, devno, index)?,
+        dev,
+        sb,
+        slot_index: index,
+        slot,
+        created: true,
+        reclaimed,
+    })
+}
+
+/// Registers slot `slot` of device `dev` as running (`tables` is the locked registry).
+fn claim(tables: &mut KVec<(u32, u32)>, dev: u32, slot: u32) -> Result<SlotClaim, Refusal> {
+    tables.push((dev, slot), GFP_KERNEL).map_err(|_| ("out of memory", ENOMEM))?;
+    Ok(SlotClaim { dev, slot })
 }

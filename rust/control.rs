@@ -20,7 +20,7 @@ use kernel::fmt::{self, Write as _};
 use kernel::new_mutex;
 use kernel::page::PAGE_SIZE;
 use kernel::prelude::*;
-use kernel::str::CString;
+use kernel::str::{BStr, CString};
 use kernel::sync::{Arc, Mutex};
 use kernel::ModuleMetadata;
 
@@ -87,6 +87,7 @@ impl configfs::GroupOperations for Config {
                 policy: 9,
                 cache_slot: 10,
                 cache_mib: 11,
+                force: 12,
             ],
         };
         Ok(configfs::Group::new(
@@ -99,6 +100,7 @@ impl configfs::GroupOperations for Config {
                     cache: None,
                     policy: Policy::WriteBack,
                     cache_mib: 0,
+                    force: false,
                     last_error: "",
                     running: None,
                 }),
@@ -123,6 +125,8 @@ struct VolumeInner {
     policy: Policy,
     /// Size of a new slot's region on the cache device in MiB (0: the largest free run).
     cache_mib: u64,
+    /// Without room for a new slot, take back the slots of volumes not running here.
+    force: bool,
     /// Why the last refused write was refused ("" after a success).
     last_error: &'static str,
     running: Option<Running>,
@@ -198,11 +202,21 @@ impl VolumeInner {
                     backing_sectors: limits.sectors,
                     policy: self.policy,
                     mib: self.cache_mib,
+                    force: self.force,
                 };
                 let a = match cache::attach(cpath, &dev, &want) {
                     Ok(a) => a,
                     Err((why, e)) => return Err(self.refuse(why, e)),
                 };
+                for name in a.reclaimed.iter() {
+                    let end = name.iter().position(|&b| b == 0).unwrap_or(name.len());
+                    pr_warn!(
+                        "volume {:?}: took back the cache slot of volume {:?} (force): its data on {:?} is gone\n",
+                        &*self.name,
+                        BStr::from_bytes(&name[..end]),
+                        &**cpath
+                    );
+                }
                 pr_info!(
                     "volume {:?}: cache {:?} slot {} ({}), segments {}+{}\n",
                     &*self.name,
@@ -480,6 +494,31 @@ impl AttributeOperations<11> for VolumeConfig {
         match attr::parse_u64(page) {
             Ok(n) if n <= 1 << 30 => g.cache_mib = n,
             Ok(_) => return Err(g.refuse("cache_mib is larger than any device (1 PiB)", ERANGE)),
+            Err(e) => return Err(g.refuse(e.describe(), EINVAL)),
+        }
+        g.last_error = "";
+        Ok(())
+    }
+}
+
+#[vtable]
+impl AttributeOperations<12> for VolumeConfig {
+    type Data = VolumeConfig;
+
+    fn show(this: &VolumeConfig, page: &mut [u8; PAGE_SIZE]) -> Result<usize> {
+        show_fmt(page, fmt!("{}\n", u8::from(this.inner.lock().force)))
+    }
+
+    /// 1: when the cache device has no room for a new slot, the attach takes back the slots of
+    /// volumes not running here (their data on the cache device is lost).
+    fn store(this: &VolumeConfig, page: &[u8]) -> Result {
+        let mut g = this.inner.lock();
+        if g.running.is_some() {
+            return Err(g.refuse("force only matters before enabling", EBUSY));
+        }
+        match attr::parse_u64(page) {
+            Ok(n @ (0 | 1)) => g.force = n == 1,
+            Ok(_) => return Err(g.refuse("force is 0 or 1", ERANGE)),
             Err(e) => return Err(g.refuse(e.describe(), EINVAL)),
         }
         g.last_error = "";

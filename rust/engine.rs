@@ -378,6 +378,9 @@ pub(crate) struct Cache {
     pub(crate) tunables: Tunables,
     rate: Rate,
     born: kernel::time::Instant<kernel::time::Monotonic>,
+    /// The slot is this volume's while the cache lives (a forced attach of another volume
+    /// never takes it back).
+    _claim: crate::cache::SlotClaim,
 }
 
 /// What sysfs shows of the cache state.
@@ -421,7 +424,7 @@ impl Cache {
     /// Opens the cache of an attached slot: reads the checkpoint, scans the region and rebuilds
     /// the index of the writes after the checkpoint (they are replayed by the destager).
     pub(crate) fn open(a: Attached) -> Result<impl PinInit<Self, Error>> {
-        let Attached { dev, sb, slot_index, slot, .. } = a;
+        let Attached { dev, sb, slot_index, slot, claim, .. } = a;
         let bs = sb.block_size as usize;
         let mut block = KVec::from_elem(0u8, bs, GFP_KERNEL)?;
         let mut cps = [None, None];
@@ -548,6 +551,7 @@ impl Cache {
             },
             rate: Rate::default(),
             born: kernel::time::Instant::now(),
+            _claim: claim,
         }))
     }
 

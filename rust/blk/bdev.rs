@@ -106,14 +106,19 @@ impl BlockDev {
         self.bdev == other.bdev
     }
 
+    /// The device number.
+    pub(crate) fn dev_t(&self) -> u32 {
+        // SAFETY: by the type invariant `bdev` is an open block device.
+        unsafe { (*self.bdev.as_ptr()).bd_dev }
+    }
+
     /// Whether `path` names this device (without opening it).
     pub(crate) fn is_at(&self, path: &CStr) -> bool {
         let mut dev: bindings::dev_t = 0;
         // SAFETY: `path` is a valid C string and `dev` a valid out-parameter; lookup_bdev only
         // resolves the path.
         let r = unsafe { bindings::lookup_bdev(path.as_char_ptr(), &mut dev) };
-        // SAFETY: by the type invariant `bdev` is an open block device.
-        r == 0 && dev == unsafe { (*self.bdev.as_ptr()).bd_dev }
+        r == 0 && dev == self.dev_t()
     }
 
     fn sync_page_io(&self, sector: u64, page: &Page, len: u32, write: bool) -> Result {

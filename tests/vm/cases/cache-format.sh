@@ -2,7 +2,8 @@
 # The cache device format on a real (QEMU) NVMe device: the module loads only with a CRC32C that
 # passes the check value; format-cache lays out version 1 with the device's block size; inspect
 # decodes it; a device in use, an unformatted device and a corrupted superblock are refused;
-# several volumes share one cache device, each in the share --cache-mib gives it.
+# several volumes share one cache device, each in the share --cache-mib gives it; without room
+# a create is refused with what the idle slots hold, and --force takes them back.
 . "$PF_REPO/tests/vm/lib.sh"
 set -u
 CACHE=$PF_CACHE_DEV
@@ -85,6 +86,22 @@ peerflash remove va || fail "remove va"
 peerflash create vb --backing /dev/mapper/pf-sanb --cache "$CACHE" || fail "re-create vb"
 same "$(cat /sys/kernel/config/peerflash/vb/cache_slot)" 1 "vb found its slot again"
 peerflash remove vb || fail "remove vb again"
+
+step "no room for a new volume: refused with what the idle slots hold, taken back only with --force"
+peerflash create va --backing /dev/mapper/pf-sana --cache "$CACHE" || fail "re-create va"
+echo 1 > /sys/block/pf-va/peerflash/destage_paused
+dd if=/dev/urandom of=/dev/pf-va bs=1M count=4 oflag=direct 2>/dev/null || fail "dirty data on va"
+peerflash remove va || fail "remove va with dirty data"
+expect_refusal 1 "va (4.0 MiB dirty" peerflash create vd --backing /dev/mapper/pf-sanc --cache "$CACHE" --cache-mib 64
+peerflash create vd --backing /dev/mapper/pf-sanc --cache "$CACHE" --cache-mib 64 --force 2> force.err ||
+    fail "forced create: $(cat force.err)"
+cat force.err
+grep -q "took back the slot of volume va on $CACHE: va (4.0 MiB dirty" force.err || fail "the forced create did not say what was lost"
+grep -q "volume vb" force.err && fail "vb was taken back though va's room was enough"
+same "$(cat /sys/kernel/config/peerflash/vd/cache_slot)" 0 "vd took va's slot"
+names=$(peerflash inspect "$CACHE" --output json | sed -n 's/.*"name": "\(.*\)",/\1/p' | sort | tr '\n' ' ')
+same "$names" "vb vc vd " "volumes on the cache after the forced create"
+peerflash remove vd || fail "remove vd"
 dmsetup remove pf-sana && dmsetup remove pf-sanb && dmsetup remove pf-sanc || fail "dmsetup remove"
 
 step "bad cache devices"

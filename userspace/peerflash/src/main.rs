@@ -77,6 +77,11 @@ enum Command {
         /// its size.
         #[arg(long, requires = "cache")]
         cache_mib: Option<u64>,
+        /// When the cache device has no room for a new slot, take back the slots of volumes not
+        /// running here (their data on the cache device, dirty data included, is lost; the
+        /// refusal without it lists what they hold).
+        #[arg(long, requires = "cache")]
+        force: bool,
     },
     /// Remove a volume; refused while the volume is open.
     Remove {
@@ -203,11 +208,13 @@ fn run(cli: Cli) -> Result<()> {
             cache,
             policy,
             cache_mib,
+            force,
         } => {
             let c = cache.as_deref().map(|device| volume::CacheArgs {
                 device,
                 policy: policy.name(),
                 mib: cache_mib,
+                force,
             });
             let v = volume::create(&root, &name, &backing, c.as_ref())?;
             println!("created volume {} on {} as {}", name, backing, v.device);

@@ -22,6 +22,7 @@ mod errno {
     pub const EBUSY: i32 = 16;
     pub const EEXIST: i32 = 17;
     pub const EINVAL: i32 = 22;
+    pub const ENOSPC: i32 = 28;
 }
 
 /// Failures with a meaning of their own: each maps to a documented exit code.
@@ -118,6 +119,42 @@ pub struct CacheArgs<'a> {
     pub policy: &'a str,
     /// MiB a new slot takes (None: the largest free run).
     pub mib: Option<u64>,
+    /// Without room for a new slot, take back the slots of volumes not running here.
+    pub force: bool,
+}
+
+/// Slots on `device` of volumes other than `name` that are not running on this host: what a
+/// forced create may take back. Empty when the device cannot be read.
+fn idle_slots(root: &Root, device: &str, name: &str) -> Vec<crate::cache::VolumeReport> {
+    let running: Vec<String> = root
+        .volume_names()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|n| root.read(n, "enable").map(|e| e == "1").unwrap_or(false))
+        .collect();
+    match crate::cache::inspect(device, false) {
+        Ok(r) => r
+            .volumes
+            .into_iter()
+            .filter(|v| v.name != name && !running.contains(&v.name))
+            .collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// "A (24.0 MiB dirty, not on its backing device /dev/x)" or "A (clean)".
+fn describe_idle(v: &crate::cache::VolumeReport) -> String {
+    if v.dirty_bytes > 0 {
+        format!(
+            "{} ({:.1} MiB dirty in {} records, not yet on its backing device {})",
+            v.name,
+            v.dirty_bytes as f64 / 1048576.0,
+            v.dirty_records,
+            v.backing
+        )
+    } else {
+        format!("{} (clean data only)", v.name)
+    }
 }
 
 /// Creates volume `name` over `backing` and enables it; with `cache`, attaches that cache
@@ -139,6 +176,11 @@ pub fn create(root: &Root, name: &str, backing: &str, cache: Option<&CacheArgs<'
         }
         Err(e) => return Err(e).with_context(|| format!("cannot create {}", dir.display())),
     }
+    // What a forced create may take back, to say afterwards what was lost.
+    let idle_before = match cache {
+        Some(c) if c.force => idle_slots(root, c.device, name),
+        _ => Vec::new(),
+    };
     let result = root
         .write(name, "backing", backing)
         .and_then(|()| match cache {
@@ -148,12 +190,26 @@ pub fn create(root: &Root, name: &str, backing: &str, cache: Option<&CacheArgs<'
                 .and_then(|()| match c.mib {
                     Some(m) => root.write(name, "cache_mib", &m.to_string()),
                     None => Ok(()),
-                }),
+                })
+                .and_then(|()| if c.force { root.write(name, "force", "1") } else { Ok(()) }),
             None => Ok(()),
         })
         .and_then(|()| root.write(name, "enable", "1"));
     if let Err(e) = result {
-        let err = enable_error(root, name, backing, e);
+        let no_room = e.raw_os_error() == Some(errno::ENOSPC);
+        let mut err = enable_error(root, name, backing, e);
+        if let (true, Some(c)) = (no_room, cache) {
+            let idle = idle_slots(root, c.device, name);
+            if !idle.is_empty() && !c.force {
+                let list: Vec<String> = idle.iter().map(describe_idle).collect();
+                err = err.context(format!(
+                    "{} holds slots of volumes not running here: {}; --force takes them back as needed, and their data on {} is lost",
+                    c.device,
+                    list.join(", "),
+                    c.device
+                ));
+            }
+        }
         // Leave nothing behind: the volume was never enabled, so removing its directory is safe.
         if let Err(rm) = std::fs::remove_dir(&dir) {
             return Err(err.context(format!(
@@ -166,6 +222,23 @@ pub fn create(root: &Root, name: &str, backing: &str, cache: Option<&CacheArgs<'
     // Like dmsetup with udev synchronisation: return once udev has made the device node and
     // finished probing the new disk, so the caller can use (or remove) it at once.
     udev_settle();
+    if let Some(c) = cache {
+        if c.force && !idle_before.is_empty() {
+            let after = idle_slots(root, c.device, name);
+            for gone in idle_before.iter().filter(|b| !after.iter().any(|a| a.uuid == b.uuid)) {
+                eprintln!(
+                    "peerflash: warning: took back the slot of volume {} on {}: {}",
+                    gone.name,
+                    c.device,
+                    if gone.dirty_bytes > 0 {
+                        format!("{} lost", describe_idle(gone))
+                    } else {
+                        "it held clean data only, nothing lost".to_string()
+                    }
+                );
+            }
+        }
+    }
     Ok(Created {
         device: format!("/dev/{}", root.read(name, "device")?),
     })
