@@ -203,7 +203,10 @@ impl<T: Handler> Disk<T> {
             (*set).queue_depth = QUEUE_DEPTH;
             (*set).numa_node = bindings::NUMA_NO_NODE;
             (*set).cmd_size = core::mem::size_of::<Pdu>() as u32;
-            (*set).flags = bindings::BLK_MQ_F_BLOCKING;
+            // No I/O scheduler by default: the devices below schedule their own I/O, and
+            // mq-deadline in front of a stacking driver only adds a dispatch hop (kblockd) per
+            // request (measured: 2.2 ms -> 1.35 ms submission latency at QD1 under TCG).
+            (*set).flags = bindings::BLK_MQ_F_BLOCKING | bindings::BLK_MQ_F_NO_SCHED_BY_DEFAULT;
             (*set).nr_maps = 1;
         }
         // SAFETY: `set` is filled in above and pinned for as long as the tag set exists.
