@@ -146,7 +146,8 @@ struct State {
     replay_until: u64,
     /// Consecutive failed destage batches (0: the last one succeeded).
     destage_failures: u32,
-    /// When the destage queue last went from empty to non-empty (ms since the cache opened).
+    /// Start of the destage delay clock (ms since the cache opened): when the destage queue
+    /// went from empty to non-empty, or when the last batch ended with data left.
     dirty_since_ms: Option<u64>,
     /// Destage everything dirty now, without waiting for `destage_delay_ms` (set by
     /// `destage_now`, by writers waiting for room, by a replay); cleared when nothing is dirty.
