@@ -6,6 +6,7 @@
 # a create is refused with what the idle slots hold, and --force takes them back.
 . "$PF_REPO/tests/vm/lib.sh"
 set -u
+cd /tmp  # fio logs and captured output go here (the checkout may be read-only in the VM)
 CACHE=$PF_CACHE_DEV
 SAN=$PF_SAN_DEV
 [ -n "$CACHE" ] || fail "no cache device"
