@@ -82,9 +82,9 @@ pub(crate) struct Attached {
     pub(crate) created: bool,
     /// The slot is the volume's while this lives.
     pub(crate) claim: SlotClaim,
-    /// Names of volumes whose slots a forced attach took back to make room (their data on
-    /// the cache device is gone).
-    pub(crate) reclaimed: KVec<[u8; 32]>,
+    /// Slots a forced attach took back to make room (their volumes' data on the cache device
+    /// is gone).
+    pub(crate) reclaimed: KVec<Slot>,
 }
 
 /// What the attach needs to know of the volume.
@@ -242,10 +242,7 @@ pub(crate) fn attach(path: &CStr, backing: &BlockDev, want: &Want<'_>) -> Result
             let _ = used.remove(u);
         }
         free = Some(free.map_or(i, |f| f.min(i)));
-        let mut name = [0u8; 32];
-        let n = gone.name_bytes();
-        name[..n.len().min(32)].copy_from_slice(&n[..n.len().min(32)]);
-        reclaimed.push(name, GFP_KERNEL).map_err(oom)?;
+        reclaimed.push(gone, GFP_KERNEL).map_err(oom)?;
     };
     let mut uuid = [0u8; 16];
     // SAFETY: `uuid` is valid for writes of 16 bytes; get_random_bytes may sleep, which is fine here.

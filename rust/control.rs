@@ -208,12 +208,11 @@ impl VolumeInner {
                     Ok(a) => a,
                     Err((why, e)) => return Err(self.refuse(why, e)),
                 };
-                for name in a.reclaimed.iter() {
-                    let end = name.iter().position(|&b| b == 0).unwrap_or(name.len());
+                for gone in a.reclaimed.iter() {
                     pr_warn!(
                         "volume {:?}: took back the cache slot of volume {:?} (force): its data on {:?} is gone\n",
                         &*self.name,
-                        BStr::from_bytes(&name[..end]),
+                        BStr::from_bytes(gone.name_bytes()),
                         &**cpath
                     );
                 }

@@ -210,6 +210,16 @@ pub fn format_cache(path: &str, segment_kib: u32, force: bool) -> Result<Superbl
     Ok(sb)
 }
 
+/// Uuids of the volumes that have a slot on `path` (the slot table only, no scan).
+pub fn slot_uuids(path: &str) -> Result<Vec<String>> {
+    let mut dev = Device::open(path, false)?;
+    let sb = read_superblock(&mut dev, path)?;
+    Ok(read_slots(&mut dev, &sb)?
+        .into_iter()
+        .filter_map(|(_, s)| s.map(|s| uuid::Uuid::from_bytes(s.uuid).to_string()))
+        .collect())
+}
+
 fn read_slots(dev: &mut Device, sb: &Superblock) -> Result<Vec<(u32, Option<Slot>)>> {
     let mut out = Vec::new();
     let mut buf = vec![0u8; sb.block_size as usize];

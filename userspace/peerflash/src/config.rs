@@ -177,7 +177,8 @@ impl Checker<'_> {
 fn host_name_ok(n: &str) -> bool {
     !n.is_empty()
         && n.len() <= 63
-        && n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        && n.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         && !n.starts_with('-')
 }
 
@@ -204,11 +205,22 @@ pub fn parse(file: &str, src: &str) -> Result<Config, Invalid> {
     let ds = raw.datastore.get_ref();
     c.absolute_path(&ds.device, "datastore.device".into());
     if *ds.size_mib.get_ref() == 0 {
-        c.at(ds.size_mib.span(), "datastore.size_mib", "must be at least 1 (MiB)");
+        c.at(
+            ds.size_mib.span(),
+            "datastore.size_mib",
+            "must be at least 1 (MiB)",
+        );
     }
     let offset_mib = ds.offset_mib.as_ref().map_or(0, |o| *o.get_ref());
-    if offset_mib.checked_add(*ds.size_mib.get_ref()).is_none_or(|end| end > 1 << 40) {
-        c.at(ds.size_mib.span(), "datastore.size_mib", "offset_mib + size_mib is beyond any device (2^40 MiB)");
+    if offset_mib
+        .checked_add(*ds.size_mib.get_ref())
+        .is_none_or(|end| end > 1 << 40)
+    {
+        c.at(
+            ds.size_mib.span(),
+            "datastore.size_mib",
+            "offset_mib + size_mib is beyond any device (2^40 MiB)",
+        );
     }
 
     // Hosts.
@@ -228,15 +240,27 @@ pub fn parse(file: &str, src: &str) -> Result<Config, Invalid> {
                 format!("{name:?} is not a host name (1-63 letters, digits, '-', '_'; not starting with '-')"),
             );
         } else if let Some(first) = host_names.insert(name.clone(), i) {
-            c.at(h.name.span(), format!("host[{i}].name"), format!("host {name:?} is defined twice (also host[{first}])"));
+            c.at(
+                h.name.span(),
+                format!("host[{i}].name"),
+                format!("host {name:?} is defined twice (also host[{first}])"),
+            );
         }
         match h.address.get_ref().parse::<SocketAddr>() {
             Ok(a) if a.port() == 0 => {
-                c.at(h.address.span(), format!("host[{i}].address"), "port 0 is not a port to listen on");
+                c.at(
+                    h.address.span(),
+                    format!("host[{i}].address"),
+                    "port 0 is not a port to listen on",
+                );
             }
             Ok(a) => {
                 if let Some(first) = addresses.insert(a, i) {
-                    c.at(h.address.span(), format!("host[{i}].address"), format!("address {a} is already host[{first}]'s"));
+                    c.at(
+                        h.address.span(),
+                        format!("host[{i}].address"),
+                        format!("address {a} is already host[{first}]'s"),
+                    );
                 }
                 hosts.push(Host {
                     name: name.clone(),
@@ -246,7 +270,10 @@ pub fn parse(file: &str, src: &str) -> Result<Config, Invalid> {
             Err(_) => c.at(
                 h.address.span(),
                 format!("host[{i}].address"),
-                format!("{:?} is not IP:PORT (e.g. \"192.168.10.1:7790\" or \"[fd00::1]:7790\")", h.address.get_ref()),
+                format!(
+                    "{:?} is not IP:PORT (e.g. \"192.168.10.1:7790\" or \"[fd00::1]:7790\")",
+                    h.address.get_ref()
+                ),
             ),
         }
     }
@@ -267,9 +294,17 @@ pub fn parse(file: &str, src: &str) -> Result<Config, Invalid> {
         let cache_map = v.cache.as_ref().map_or(&empty_cache, |c| c.get_ref());
         let name = v.name.get_ref();
         if let Err(e) = names::validate_volume_name(name.as_bytes()) {
-            c.at(v.name.span(), format!("volume[{i}].name"), format!("{name:?}: {}", e.describe()));
+            c.at(
+                v.name.span(),
+                format!("volume[{i}].name"),
+                format!("{name:?}: {}", e.describe()),
+            );
         } else if let Some(first) = volume_names.insert(name.clone(), i) {
-            c.at(v.name.span(), format!("volume[{i}].name"), format!("volume {name:?} is defined twice (also volume[{first}])"));
+            c.at(
+                v.name.span(),
+                format!("volume[{i}].name"),
+                format!("volume {name:?} is defined twice (also volume[{first}])"),
+            );
         }
         c.absolute_path(&v.backing, format!("volume[{i}].backing"));
         if let Some(first) = backings.insert(v.backing.get_ref().clone(), i) {
@@ -302,9 +337,17 @@ pub fn parse(file: &str, src: &str) -> Result<Config, Invalid> {
         for (j, p) in peer_list.iter().enumerate() {
             let pn = p.get_ref();
             if !host_names.contains_key(pn) {
-                c.at(p.span(), format!("volume[{i}].peers[{j}]"), format!("unknown host {pn:?} (hosts: {})", known(&host_names)));
+                c.at(
+                    p.span(),
+                    format!("volume[{i}].peers[{j}]"),
+                    format!("unknown host {pn:?} (hosts: {})", known(&host_names)),
+                );
             } else if peers.contains(pn) {
-                c.at(p.span(), format!("volume[{i}].peers[{j}]"), format!("host {pn:?} is listed twice"));
+                c.at(
+                    p.span(),
+                    format!("volume[{i}].peers[{j}]"),
+                    format!("host {pn:?} is listed twice"),
+                );
             } else {
                 peers.push(pn.clone());
             }
@@ -313,20 +356,31 @@ pub fn parse(file: &str, src: &str) -> Result<Config, Invalid> {
             c.at(
                 replicas_span.clone(),
                 format!("volume[{i}].replicas"),
-                format!("{replicas} replicas but {} peer(s) to hold them", peer_list.len()),
+                format!(
+                    "{replicas} replicas but {} peer(s) to hold them",
+                    peer_list.len()
+                ),
             );
         }
         let mut cache = BTreeMap::new();
         for (h, dev) in cache_map {
             let hn = h.get_ref();
             if !host_names.contains_key(hn) {
-                c.at(h.span(), format!("volume[{i}].cache.{hn}"), format!("unknown host {hn:?} (hosts: {})", known(&host_names)));
+                c.at(
+                    h.span(),
+                    format!("volume[{i}].cache.{hn}"),
+                    format!("unknown host {hn:?} (hosts: {})", known(&host_names)),
+                );
             }
             c.absolute_path(dev, format!("volume[{i}].cache.{hn}"));
             cache.insert(hn.clone(), dev.get_ref().clone());
         }
         if cache_map.is_empty() {
-            c.at(v.name.span(), format!("volume[{i}].cache"), "no cache device on any host");
+            c.at(
+                v.name.span(),
+                format!("volume[{i}].cache"),
+                "no cache device on any host",
+            );
         }
         for p in &peers {
             if !cache.contains_key(p) {
@@ -445,12 +499,24 @@ cache = { hv1 = "/dev/nvme0n1" }
 
     #[test]
     fn unknown_field() {
-        refused("replicas = 1", "replica = 1", 19, "", "unknown field `replica`");
+        refused(
+            "replicas = 1",
+            "replica = 1",
+            19,
+            "",
+            "unknown field `replica`",
+        );
     }
 
     #[test]
     fn missing_field() {
-        refused("backing = \"/dev/mapper/san-vm2\"\n", "", 23, "", "missing field `backing`");
+        refused(
+            "backing = \"/dev/mapper/san-vm2\"\n",
+            "",
+            23,
+            "",
+            "missing field `backing`",
+        );
     }
 
     #[test]
@@ -460,96 +526,205 @@ cache = { hv1 = "/dev/nvme0n1" }
 
     #[test]
     fn missing_datastore() {
-        let src = GOOD.replacen("[datastore]\ndevice = \"/dev/mapper/pf-locks\"\nsize_mib = 64\n", "", 1);
+        let src = GOOD.replacen(
+            "[datastore]\ndevice = \"/dev/mapper/pf-locks\"\nsize_mib = 64\n",
+            "",
+            1,
+        );
         let e = parse("c.toml", &src).expect_err("accepted");
         assert!(e.to_string().contains("missing field `datastore`"), "{e}");
     }
 
     #[test]
     fn datastore_not_absolute() {
-        refused("\"/dev/mapper/pf-locks\"", "\"pf-locks\"", 4, "datastore.device", "not an absolute path");
+        refused(
+            "\"/dev/mapper/pf-locks\"",
+            "\"pf-locks\"",
+            4,
+            "datastore.device",
+            "not an absolute path",
+        );
     }
 
     #[test]
     fn datastore_empty_region() {
-        refused("size_mib = 64", "size_mib = 0", 5, "datastore.size_mib", "at least 1");
+        refused(
+            "size_mib = 64",
+            "size_mib = 0",
+            5,
+            "datastore.size_mib",
+            "at least 1",
+        );
     }
 
     #[test]
     fn bad_host_name() {
-        refused("name = \"hv2\"", "name = \"hv 2\"", 12, "host[1].name", "is not a host name");
+        refused(
+            "name = \"hv2\"",
+            "name = \"hv 2\"",
+            12,
+            "host[1].name",
+            "is not a host name",
+        );
     }
 
     #[test]
     fn duplicate_host() {
-        let e = parse("c.toml", &GOOD.replacen("name = \"hv2\"", "name = \"hv1\"", 1)).expect_err("accepted");
+        let e = parse(
+            "c.toml",
+            &GOOD.replacen("name = \"hv2\"", "name = \"hv1\"", 1),
+        )
+        .expect_err("accepted");
         assert_eq!(e.problems[0].field, "host[1].name", "{e}");
-        assert!(e.problems[0].message.contains("defined twice (also host[0])"), "{e}");
+        assert!(
+            e.problems[0]
+                .message
+                .contains("defined twice (also host[0])"),
+            "{e}"
+        );
     }
 
     #[test]
     fn bad_address() {
-        refused("192.168.10.2:7790", "192.168.10.300:7790", 13, "host[1].address", "is not IP:PORT");
+        refused(
+            "192.168.10.2:7790",
+            "192.168.10.300:7790",
+            13,
+            "host[1].address",
+            "is not IP:PORT",
+        );
     }
 
     #[test]
     fn address_without_port() {
-        refused("192.168.10.2:7790", "192.168.10.2", 13, "host[1].address", "is not IP:PORT");
+        refused(
+            "192.168.10.2:7790",
+            "192.168.10.2",
+            13,
+            "host[1].address",
+            "is not IP:PORT",
+        );
     }
 
     #[test]
     fn duplicate_address() {
-        refused("192.168.10.2:7790", "192.168.10.1:7790", 13, "host[1].address", "already host[0]'s");
+        refused(
+            "192.168.10.2:7790",
+            "192.168.10.1:7790",
+            13,
+            "host[1].address",
+            "already host[0]'s",
+        );
     }
 
     #[test]
     fn bad_volume_name() {
-        refused("name = \"vm2\"", "name = \"vm/2\"", 24, "volume[1].name", "\"vm/2\"");
+        refused(
+            "name = \"vm2\"",
+            "name = \"vm/2\"",
+            24,
+            "volume[1].name",
+            "\"vm/2\"",
+        );
     }
 
     #[test]
     fn duplicate_volume() {
-        refused("name = \"vm2\"", "name = \"vm1\"", 24, "volume[1].name", "defined twice (also volume[0])");
+        refused(
+            "name = \"vm2\"",
+            "name = \"vm1\"",
+            24,
+            "volume[1].name",
+            "defined twice (also volume[0])",
+        );
     }
 
     #[test]
     fn shared_backing() {
-        refused("/dev/mapper/san-vm2", "/dev/mapper/san-vm1", 25, "volume[1].backing", "already volume[0]'s backing");
+        refused(
+            "/dev/mapper/san-vm2",
+            "/dev/mapper/san-vm1",
+            25,
+            "volume[1].backing",
+            "already volume[0]'s backing",
+        );
     }
 
     #[test]
     fn bad_policy() {
-        refused("policy = \"wb\"", "policy = \"writeback\"", 26, "volume[1].policy", "is not a policy");
+        refused(
+            "policy = \"wb\"",
+            "policy = \"writeback\"",
+            26,
+            "volume[1].policy",
+            "is not a policy",
+        );
     }
 
     #[test]
     fn replicas_without_wbp() {
-        refused("policy = \"wbp\"", "policy = \"wb\"", 19, "volume[0].replicas", "replicas must be 0");
+        refused(
+            "policy = \"wbp\"",
+            "policy = \"wb\"",
+            19,
+            "volume[0].replicas",
+            "replicas must be 0",
+        );
     }
 
     #[test]
     fn wbp_without_replicas() {
-        refused("replicas = 1", "replicas = 0", 19, "volume[0].replicas", "at least 1 replica");
+        refused(
+            "replicas = 1",
+            "replicas = 0",
+            19,
+            "volume[0].replicas",
+            "at least 1 replica",
+        );
     }
 
     #[test]
     fn unknown_peer() {
-        refused("peers = [\"hv2\"]", "peers = [\"hv2\", \"hv9\"]", 20, "volume[0].peers[1]", "unknown host \"hv9\" (hosts: hv1, hv2)");
+        refused(
+            "peers = [\"hv2\"]",
+            "peers = [\"hv2\", \"hv9\"]",
+            20,
+            "volume[0].peers[1]",
+            "unknown host \"hv9\" (hosts: hv1, hv2)",
+        );
     }
 
     #[test]
     fn more_replicas_than_peers() {
-        refused("replicas = 1", "replicas = 2", 19, "volume[0].replicas", "2 replicas but 1 peer(s)");
+        refused(
+            "replicas = 1",
+            "replicas = 2",
+            19,
+            "volume[0].replicas",
+            "2 replicas but 1 peer(s)",
+        );
     }
 
     #[test]
     fn peer_without_cache() {
-        refused(", hv2 = \"/dev/nvme0n1\" }", " }", 21, "volume[0].cache", "peer \"hv2\" holds replicas but has no cache device");
+        refused(
+            ", hv2 = \"/dev/nvme0n1\" }",
+            " }",
+            21,
+            "volume[0].cache",
+            "peer \"hv2\" holds replicas but has no cache device",
+        );
     }
 
     #[test]
     fn cache_on_unknown_host() {
-        refused("cache = { hv1 = \"/dev/nvme0n1\" }", "cache = { hv3 = \"/dev/nvme0n1\" }", 27, "volume[1].cache.hv3", "unknown host \"hv3\"");
+        refused(
+            "cache = { hv1 = \"/dev/nvme0n1\" }",
+            "cache = { hv3 = \"/dev/nvme0n1\" }",
+            27,
+            "volume[1].cache.hv3",
+            "unknown host \"hv3\"",
+        );
     }
 
     #[test]

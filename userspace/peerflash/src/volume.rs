@@ -159,7 +159,12 @@ fn describe_idle(v: &crate::cache::VolumeReport) -> String {
 
 /// Creates volume `name` over `backing` and enables it; with `cache`, attaches that cache
 /// device.
-pub fn create(root: &Root, name: &str, backing: &str, cache: Option<&CacheArgs<'_>>) -> Result<Created> {
+pub fn create(
+    root: &Root,
+    name: &str,
+    backing: &str,
+    cache: Option<&CacheArgs<'_>>,
+) -> Result<Created> {
     check_name(name)?;
     check_backing(backing)?;
     if let Some(c) = cache {
@@ -191,7 +196,13 @@ pub fn create(root: &Root, name: &str, backing: &str, cache: Option<&CacheArgs<'
                     Some(m) => root.write(name, "cache_mib", &m.to_string()),
                     None => Ok(()),
                 })
-                .and_then(|()| if c.force { root.write(name, "force", "1") } else { Ok(()) }),
+                .and_then(|()| {
+                    if c.force {
+                        root.write(name, "force", "1")
+                    } else {
+                        Ok(())
+                    }
+                }),
             None => Ok(()),
         })
         .and_then(|()| root.write(name, "enable", "1"));
@@ -224,8 +235,14 @@ pub fn create(root: &Root, name: &str, backing: &str, cache: Option<&CacheArgs<'
     udev_settle();
     if let Some(c) = cache {
         if c.force && !idle_before.is_empty() {
-            let after = idle_slots(root, c.device, name);
-            for gone in idle_before.iter().filter(|b| !after.iter().any(|a| a.uuid == b.uuid)) {
+            // Which of them are gone: the slot table says (no second scan of the regions).
+            let after = crate::cache::slot_uuids(c.device);
+            let after = after.as_deref().unwrap_or_default();
+            let gone_list = idle_before
+                .iter()
+                .filter(|b| after.iter().all(|a| *a != b.uuid));
+            // Unreadable slot table: say nothing rather than call every idle slot gone.
+            for gone in gone_list.filter(|_| !after.is_empty()) {
                 eprintln!(
                     "peerflash: warning: took back the slot of volume {} on {}: {}",
                     gone.name,

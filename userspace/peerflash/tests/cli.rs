@@ -115,19 +115,29 @@ fn config_check_exit_codes_and_positions() {
     .unwrap();
     let file = good.to_str().unwrap();
     let out = peerflash(t.path(), &["config", "check", file]);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains("ok: 1 host(s), 1 volume(s)"));
     let out = peerflash(t.path(), &["config", "check", file, "--output", "json"]);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["volumes"][0]["policy"], "wb");
 
     let bad = t.path().join("bad.toml");
-    let text = std::fs::read_to_string(&good).unwrap().replace("10.0.0.1:7790", "10.0.0.1");
+    let text = std::fs::read_to_string(&good)
+        .unwrap()
+        .replace("10.0.0.1:7790", "10.0.0.1");
     std::fs::write(&bad, text).unwrap();
     let out = peerflash(t.path(), &["config", "check", bad.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("bad.toml:7:11: host[0].address: \"10.0.0.1\" is not IP:PORT"), "{err}");
+    assert!(
+        err.contains("bad.toml:7:11: host[0].address: \"10.0.0.1\" is not IP:PORT"),
+        "{err}"
+    );
 
     let out = peerflash(t.path(), &["config", "check", "/nonexistent/cluster.toml"]);
     assert_eq!(out.status.code(), Some(4));
