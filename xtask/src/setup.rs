@@ -41,6 +41,9 @@ const PACKAGES: &[&str] = &[
     "rsync",
     "procps",
     "psmisc",
+    // Per-volume leases: the sanlock daemon and libsanlock_client (linked by the helper).
+    "sanlock",
+    "libsanlock-dev",
 ];
 
 /// Where Debian's kernel source and rust-src come from (same mirror host as the system's sources).
@@ -87,6 +90,11 @@ impl Kernel {
     pub fn bzimage(&self) -> PathBuf {
         self.build.join("arch/x86/boot/bzImage")
     }
+}
+
+/// The Debian packages only (the host tests need libsanlock-dev and the sanlock daemon).
+pub fn packages() -> Result<()> {
+    phase("deps: Debian packages", install_packages)
 }
 
 /// Runs every setup step; each is skipped when already done.

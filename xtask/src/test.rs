@@ -178,6 +178,8 @@ const CRASH_ROUNDS: u32 = 5;
 
 /// Runs everything; `filter` selects VM tests by name.
 pub fn run(filter: Option<&str>, host_only: bool) -> Result<ExitCode> {
+    // The host tests link libsanlock_client and start sanlock daemons.
+    setup::packages()?;
     let (mut passed, mut failed) = phase("host tests", host_tests)?;
     // A short fuzz run of the on-flash parsers: a crash is a failed test.
     match phase("fuzz", || crate::fuzz::run("format", 30)) {

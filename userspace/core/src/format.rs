@@ -91,51 +91,51 @@ impl FormatError {
 
 /// Little-endian field access within a metadata block; out-of-range reads give zero and
 /// out-of-range writes are dropped, so no input can make it panic (callers check lengths first).
-struct Le<'a>(&'a [u8]);
+pub(crate) struct Le<'a>(pub(crate) &'a [u8]);
 
 impl Le<'_> {
-    fn bytes<const N: usize>(&self, at: usize) -> [u8; N] {
+    pub(crate) fn bytes<const N: usize>(&self, at: usize) -> [u8; N] {
         let mut out = [0u8; N];
         if let Some(src) = self.0.get(at..at + N) {
             out.copy_from_slice(src);
         }
         out
     }
-    fn u8(&self, at: usize) -> u8 {
+    pub(crate) fn u8(&self, at: usize) -> u8 {
         self.bytes::<1>(at)[0]
     }
-    fn u16(&self, at: usize) -> u16 {
+    pub(crate) fn u16(&self, at: usize) -> u16 {
         u16::from_le_bytes(self.bytes(at))
     }
-    fn u32(&self, at: usize) -> u32 {
+    pub(crate) fn u32(&self, at: usize) -> u32 {
         u32::from_le_bytes(self.bytes(at))
     }
-    fn u64(&self, at: usize) -> u64 {
+    pub(crate) fn u64(&self, at: usize) -> u64 {
         u64::from_le_bytes(self.bytes(at))
     }
 }
 
-fn put(buf: &mut [u8], at: usize, src: &[u8]) {
+pub(crate) fn put(buf: &mut [u8], at: usize, src: &[u8]) {
     if let Some(dst) = buf.get_mut(at..at + src.len()) {
         dst.copy_from_slice(src);
     }
 }
 
 /// `bytes` in a NUL-padded field of `N` bytes (cut at `N`).
-fn pad<const N: usize>(bytes: &[u8]) -> [u8; N] {
+pub(crate) fn pad<const N: usize>(bytes: &[u8]) -> [u8; N] {
     let mut out = [0u8; N];
     put(&mut out, 0, bytes.get(..bytes.len().min(N)).unwrap_or(&[]));
     out
 }
 
 /// A NUL-padded field without its padding.
-fn unpad(field: &[u8]) -> &[u8] {
+pub(crate) fn unpad(field: &[u8]) -> &[u8] {
     let end = field.iter().position(|&b| b == 0).unwrap_or(field.len());
     field.get(..end).unwrap_or(&[])
 }
 
 /// Checks length, magic and the block checksum of a metadata block.
-fn check_meta(buf: &[u8], magic: &[u8; 8], crc: Crc32c) -> Result<(), FormatError> {
+pub(crate) fn check_meta(buf: &[u8], magic: &[u8; 8], crc: Crc32c) -> Result<(), FormatError> {
     let Some(meta) = buf.get(..META_BYTES) else {
         return Err(FormatError::Short);
     };
@@ -150,7 +150,12 @@ fn check_meta(buf: &[u8], magic: &[u8; 8], crc: Crc32c) -> Result<(), FormatErro
 }
 
 /// Zeroes `buf`, writes the magic and, once `fill` has put the fields, the checksum.
-fn seal_meta(buf: &mut [u8], magic: &[u8; 8], crc: Crc32c, fill: impl FnOnce(&mut [u8])) {
+pub(crate) fn seal_meta(
+    buf: &mut [u8],
+    magic: &[u8; 8],
+    crc: Crc32c,
+    fill: impl FnOnce(&mut [u8]),
+) {
     buf.iter_mut().for_each(|b| *b = 0);
     put(buf, 0, magic);
     fill(buf);

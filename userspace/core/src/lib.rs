@@ -16,4 +16,5 @@ pub mod destage;
 pub mod extent;
 pub mod format;
 pub mod geometry;
+pub mod lockrec;
 pub mod names;

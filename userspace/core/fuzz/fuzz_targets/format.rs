@@ -1,5 +1,5 @@
 //! Fuzz target for the on-flash parsers: whatever a cache device holds, decoding a superblock,
-//! a slot, a checkpoint or a record never panics, and a record is accepted only with its data
+//! a slot, a checkpoint, a record or a datastore lock record never panics, and a record is accepted only with its data
 //! checksum right. Run with `cargo xtask fuzz`.
 #![no_main]
 
@@ -19,6 +19,12 @@ fuzz_target!(|data: &[u8]| {
         let _ = (slot.name_bytes(), slot.backing_path_bytes());
     }
     let _ = Checkpoint::decode(data, &[0; 16], crc);
+    // A lock record of the datastore: decodes, then re-encodes to the same block.
+    if let Ok(r) = peerflash_core::lockrec::LockRecord::decode(data, crc) {
+        let mut again = [0u8; 512];
+        r.encode(&mut again, crc);
+        assert_eq!(&again[..], &data[..512]);
+    }
     // A record: header block then data, as a scan reads it.
     if let Ok(h) = RecordHeader::decode(data, u64::from(layout.segment_sectors)) {
         let body = data.get(512..).unwrap_or(&[]);
