@@ -24,7 +24,7 @@ use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -105,6 +105,8 @@ pub struct Datastore {
     pub lockspace: String,
     /// sanlock I/O timeout of the lockspace, in seconds.
     pub io_timeout: u32,
+    /// Offset in bytes of the region peerflash uses (a multiple of 1 MiB).
+    pub base: u64,
 }
 
 impl Datastore {
@@ -138,7 +140,14 @@ impl Datastore {
             path,
             lockspace: lockspace.to_string(),
             io_timeout,
+            base: 0,
         })
+    }
+
+    /// The same datastore in the region starting `mib` MiB into the device.
+    pub fn at_mib(mut self, mib: u64) -> Datastore {
+        self.base = mib.saturating_mul(MIB);
+        self
     }
 
     fn path_str(&self) -> &str {
@@ -151,13 +160,13 @@ impl Datastore {
     }
 
     /// Offset of slot `slot`'s resource lease.
-    pub fn lease_offset(slot: u32) -> u64 {
-        MIB * (1 + 2 * u64::from(slot))
+    pub fn lease_offset(&self, slot: u32) -> u64 {
+        self.base + MIB * (1 + 2 * u64::from(slot))
     }
 
     /// Offset of slot `slot`'s lock record area.
-    pub fn record_offset(slot: u32) -> u64 {
-        MIB * (2 + 2 * u64::from(slot))
+    pub fn record_offset(&self, slot: u32) -> u64 {
+        self.base + MIB * (2 + 2 * u64::from(slot))
     }
 
     fn lockspace_struct(&self, host_id: u64) -> sanlock::Lockspace {
@@ -165,7 +174,7 @@ impl Datastore {
             name: sanlock::fill(&self.lockspace),
             host_id,
             flags: 0,
-            host_id_disk: sanlock::disk(self.path_str(), 0),
+            host_id_disk: sanlock::disk(self.path_str(), self.base),
         }
     }
 
@@ -179,7 +188,7 @@ impl Datastore {
             unused: 0,
             flags: 0,
             num_disks: 1,
-            disk: sanlock::disk(self.path_str(), Self::lease_offset(slot)),
+            disk: sanlock::disk(self.path_str(), self.lease_offset(slot)),
         }
     }
 
@@ -223,10 +232,10 @@ impl Datastore {
         let f = self.open(true)?;
         let mut rec = *first;
         rec.seq = 1;
-        write_record_copy(&f, &self.path, slot, &rec)?;
+        write_record_copy(&f, self, slot, &rec)?;
         // Copy 0 gets an invalid block: an old record of another volume must not come back.
         let zero = Block([0; 4096]);
-        f.write_all_at(&zero.0, Self::record_offset(slot))
+        f.write_all_at(&zero.0, self.record_offset(slot))
             .map_err(|err| LeaseError::Io {
                 what: "cannot write the lock record to",
                 path: self.path.clone(),
@@ -266,7 +275,7 @@ impl Datastore {
         let f = self.open(false)?;
         let mut a = Block([0; 4096]);
         let mut b = Block([0; 4096]);
-        let base = Self::record_offset(slot);
+        let base = self.record_offset(slot);
         f.read_exact_at(&mut a.0, base)
             .and_then(|_| f.read_exact_at(&mut b.0, base + RECORD_COPY_STRIDE))
             .map_err(|err| LeaseError::Io {
@@ -278,14 +287,18 @@ impl Datastore {
     }
 }
 
-fn write_record_copy(f: &File, path: &Path, slot: u32, rec: &LockRecord) -> Result<(), LeaseError> {
+fn write_record_copy(
+    f: &File,
+    ds: &Datastore,
+    slot: u32,
+    rec: &LockRecord,
+) -> Result<(), LeaseError> {
     let mut blk = Block([0; 4096]);
     rec.encode(&mut blk.0, crc);
-    let at =
-        Datastore::record_offset(slot) + RECORD_COPY_STRIDE * LockRecord::copy_for(rec.seq) as u64;
+    let at = ds.record_offset(slot) + RECORD_COPY_STRIDE * LockRecord::copy_for(rec.seq) as u64;
     f.write_all_at(&blk.0, at).map_err(|err| LeaseError::Io {
         what: "cannot write the lock record to",
-        path: path.to_path_buf(),
+        path: ds.path.clone(),
         err,
     })
 }
@@ -463,7 +476,7 @@ impl Lease {
                 volume: self.volume.clone(),
             });
         }
-        write_record_copy(&self.file, &self.ds.path, self.slot, &next)?;
+        write_record_copy(&self.file, &self.ds, self.slot, &next)?;
         *cur = next;
         Ok(next)
     }

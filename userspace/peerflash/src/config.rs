@@ -57,6 +57,7 @@ struct RawDatastore {
 struct RawHost {
     name: Spanned<String>,
     address: Spanned<String>,
+    id: Option<Spanned<u64>>,
 }
 
 #[derive(Deserialize)]
@@ -68,6 +69,7 @@ struct RawVolume {
     replicas: Option<Spanned<u32>>,
     peers: Option<Spanned<Vec<Spanned<String>>>>,
     cache: Option<Spanned<BTreeMap<Spanned<String>, Spanned<String>>>>,
+    lock_slot: Option<Spanned<u32>>,
 }
 
 /// A checked configuration.
@@ -90,6 +92,8 @@ pub struct Datastore {
 pub struct Host {
     pub name: String,
     pub address: SocketAddr,
+    /// sanlock host id (1..=2000): `id`, or the host's position from 1.
+    pub id: u64,
 }
 
 #[derive(Debug, Serialize, PartialEq, Eq)]
@@ -101,6 +105,9 @@ pub struct Volume {
     pub peers: Vec<String>,
     /// Cache device per host name.
     pub cache: BTreeMap<String, String>,
+    /// Slot of the volume's lease and lock record on the datastore: `lock_slot`, or the
+    /// volume's position from 0.
+    pub lock_slot: u32,
 }
 
 /// One refusal: where and what.
@@ -229,10 +236,29 @@ pub fn parse(file: &str, src: &str) -> Result<Config, Invalid> {
     }
     let mut host_names: HashMap<String, usize> = HashMap::new();
     let mut addresses: HashMap<SocketAddr, usize> = HashMap::new();
+    let mut host_ids: HashMap<u64, usize> = HashMap::new();
     let mut hosts = Vec::new();
-    for (i, h) in raw.host.iter().enumerate() {
-        let h = h.get_ref();
+    for (i, sh) in raw.host.iter().enumerate() {
+        let h = sh.get_ref();
         let name = h.name.get_ref();
+        let id = h.id.as_ref().map_or(i as u64 + 1, |x| *x.get_ref());
+        let id_span = h.id.as_ref().map_or(sh.span(), |x| x.span());
+        if !(1..=peerflash_lease::MAX_HOSTS as u64).contains(&id) {
+            c.at(
+                id_span,
+                format!("host[{i}].id"),
+                format!(
+                    "{id} is not a host id (1 to {})",
+                    peerflash_lease::MAX_HOSTS
+                ),
+            );
+        } else if let Some(first) = host_ids.insert(id, i) {
+            c.at(
+                id_span,
+                format!("host[{i}].id"),
+                format!("host id {id} is already host[{first}]'s (an absent id is the host's position from 1)"),
+            );
+        }
         if !host_name_ok(name) {
             c.at(
                 h.name.span(),
@@ -265,6 +291,7 @@ pub fn parse(file: &str, src: &str) -> Result<Config, Invalid> {
                 hosts.push(Host {
                     name: name.clone(),
                     address: a,
+                    id,
                 });
             }
             Err(_) => c.at(
@@ -282,6 +309,11 @@ pub fn parse(file: &str, src: &str) -> Result<Config, Invalid> {
     let mut volume_names: HashMap<String, usize> = HashMap::new();
     let mut backings: HashMap<String, usize> = HashMap::new();
     let mut volumes = Vec::new();
+    let mut slots: HashMap<u32, usize> = HashMap::new();
+    // Slots the datastore region holds: 1 MiB of lockspace, then 2 MiB per slot.
+    let slot_room = u32::try_from(ds.size_mib.get_ref().saturating_sub(1) / 2)
+        .unwrap_or(u32::MAX)
+        .min(peerflash_lease::MAX_SLOTS);
     let empty_peers = Vec::new();
     let empty_cache = BTreeMap::new();
     for (i, sv) in raw.volume.iter().enumerate() {
@@ -304,6 +336,25 @@ pub fn parse(file: &str, src: &str) -> Result<Config, Invalid> {
                 v.name.span(),
                 format!("volume[{i}].name"),
                 format!("volume {name:?} is defined twice (also volume[{first}])"),
+            );
+        }
+        let lock_slot = v.lock_slot.as_ref().map_or(i as u32, |x| *x.get_ref());
+        let slot_span = v.lock_slot.as_ref().map_or(sv.span(), |x| x.span());
+        if lock_slot >= slot_room {
+            c.at(
+                slot_span,
+                format!("volume[{i}].lock_slot"),
+                format!(
+                    "slot {lock_slot} is not on the datastore: {} MiB hold {slot_room} slot(s) (1 MiB + 2 MiB per slot, at most {})",
+                    ds.size_mib.get_ref(),
+                    peerflash_lease::MAX_SLOTS
+                ),
+            );
+        } else if let Some(first) = slots.insert(lock_slot, i) {
+            c.at(
+                slot_span,
+                format!("volume[{i}].lock_slot"),
+                format!("lock slot {lock_slot} is already volume[{first}]'s (an absent slot is the volume's position from 0)"),
             );
         }
         c.absolute_path(&v.backing, format!("volume[{i}].backing"));
@@ -398,6 +449,7 @@ pub fn parse(file: &str, src: &str) -> Result<Config, Invalid> {
             replicas,
             peers,
             cache,
+            lock_slot,
         });
     }
 
@@ -475,6 +527,8 @@ cache = { hv1 = "/dev/nvme0n1" }
         assert_eq!(c.volumes[0].peers, vec!["hv2".to_string()]);
         assert_eq!(c.volumes[1].replicas, 0);
         assert_eq!(c.datastore.offset_mib, 0);
+        assert_eq!((c.hosts[0].id, c.hosts[1].id), (1, 2));
+        assert_eq!((c.volumes[0].lock_slot, c.volumes[1].lock_slot), (0, 1));
     }
 
     /// `GOOD` with `from` replaced by `to` must be refused with exactly one problem at `line`,
@@ -490,6 +544,51 @@ cache = { hv1 = "/dev/nvme0n1" }
         assert_eq!(p.field, field, "{e}");
         assert!(p.message.contains(says), "{e}");
         assert!(e.to_string().contains(&format!("c.toml:{line}:")), "{e}");
+    }
+
+    #[test]
+    fn host_id_out_of_range() {
+        refused(
+            "address = \"192.168.10.2:7790\"\n",
+            "address = \"192.168.10.2:7790\"\nid = 0\n",
+            14,
+            "host[1].id",
+            "0 is not a host id (1 to 2000)",
+        );
+    }
+
+    #[test]
+    fn host_id_taken() {
+        // hv1 has no id: it is host 1.
+        refused(
+            "address = \"192.168.10.2:7790\"\n",
+            "address = \"192.168.10.2:7790\"\nid = 1\n",
+            14,
+            "host[1].id",
+            "host id 1 is already host[0]'s",
+        );
+    }
+
+    #[test]
+    fn lock_slot_beyond_the_datastore() {
+        refused(
+            "policy = \"wb\"\n",
+            "policy = \"wb\"\nlock_slot = 31\n",
+            27,
+            "volume[1].lock_slot",
+            "slot 31 is not on the datastore: 64 MiB hold 31 slot(s)",
+        );
+    }
+
+    #[test]
+    fn lock_slot_taken() {
+        refused(
+            "policy = \"wb\"\n",
+            "policy = \"wb\"\nlock_slot = 0\n",
+            27,
+            "volume[1].lock_slot",
+            "lock slot 0 is already volume[0]'s",
+        );
     }
 
     #[test]
