@@ -133,6 +133,10 @@ pub fn describe(code: i32) -> String {
         -220..=-210 => format!("lease i/o error or damaged lease on the datastore ({code})"),
         -229..=-221 => format!("no valid sanlock lease at that place on the datastore ({code})"),
         -262 => "the host id is in use by another host (-262)".into(),
+        -2 | -111 => format!(
+            "{} ({code}): is the sanlock daemon running (socket in $SANLOCK_RUN_DIR, default /run/sanlock), and does the datastore path exist?",
+            std::io::Error::from_raw_os_error(-code)
+        ),
         c if c < 0 && c > -200 => format!("{} ({c})", std::io::Error::from_raw_os_error(-c)),
         c => format!("error {c}"),
     }

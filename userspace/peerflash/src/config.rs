@@ -208,6 +208,18 @@ pub fn parse(file: &str, src: &str) -> Result<Config, Invalid> {
         problems: Vec::new(),
     };
 
+    // The cluster name names the lockspace (`pf-NAME`, at most 47 bytes for sanlock).
+    if let Some(name) = &raw.cluster {
+        let n = name.get_ref();
+        if !host_name_ok(n) || n.len() > 40 {
+            c.at(
+                name.span(),
+                "cluster",
+                format!("{n:?} is not a cluster name (1-40 letters, digits, '-', '_'; not starting with '-')"),
+            );
+        }
+    }
+
     // The datastore.
     let ds = raw.datastore.get_ref();
     c.absolute_path(&ds.device, "datastore.device".into());
@@ -544,6 +556,17 @@ cache = { hv1 = "/dev/nvme0n1" }
         assert_eq!(p.field, field, "{e}");
         assert!(p.message.contains(says), "{e}");
         assert!(e.to_string().contains(&format!("c.toml:{line}:")), "{e}");
+    }
+
+    #[test]
+    fn bad_cluster_name() {
+        refused(
+            "cluster = \"lab\"",
+            "cluster = \"lab:1\"",
+            1,
+            "cluster",
+            "is not a cluster name",
+        );
     }
 
     #[test]

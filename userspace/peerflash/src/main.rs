@@ -3,6 +3,7 @@
 mod cache;
 mod config;
 mod configfs;
+mod locks;
 mod volume;
 mod wb;
 
@@ -132,6 +133,12 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Per-volume leases and lock records on the configuration's datastore
+    /// (Documentation/cluster-locks.md).
+    Lock {
+        #[command(subcommand)]
+        command: LockCommand,
+    },
     /// Show the state of one volume or of all.
     Status {
         /// Volume name; all volumes when absent.
@@ -154,6 +161,38 @@ enum ConfigCommand {
     },
 }
 
+#[derive(Subcommand)]
+enum LockCommand {
+    /// Write the lockspace and each volume's free lease and first lock record (needs the local
+    /// sanlock daemon). Refused while a record says a volume runs, replays or has writes pending.
+    Init {
+        /// The cluster configuration file.
+        #[arg(long)]
+        config: String,
+        /// Initialise even over records of running or dirty volumes (forgets them).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Join the lockspace as a host of the configuration (needs the local sanlock daemon).
+    Join {
+        #[arg(long)]
+        config: String,
+        /// This host's name in the configuration.
+        #[arg(long)]
+        host: String,
+    },
+    /// Show volumes' lock records (read without any lease: the read-only copy).
+    Status {
+        #[arg(long)]
+        config: String,
+        /// Volume names; all volumes of the configuration when absent.
+        names: Vec<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Output::Human)]
+        output: Output,
+    },
+}
+
 fn run(cli: Cli) -> Result<()> {
     // Verbs on a cache device or a file work without the module.
     match &cli.command {
@@ -171,6 +210,40 @@ fn run(cli: Cli) -> Result<()> {
                     c.datastore.size_mib,
                     c.datastore.offset_mib
                 ),
+            }
+            return Ok(());
+        }
+        Command::Lock { command } => {
+            match command {
+                LockCommand::Init { config, force } => {
+                    let c = config::load(config)?;
+                    locks::init(&c, *force)?;
+                    println!(
+                        "initialised lockspace {} on {} with {} volume lease(s)",
+                        locks::lockspace_name(&c),
+                        c.datastore.device,
+                        c.volumes.len()
+                    );
+                }
+                LockCommand::Join { config, host } => {
+                    let c = config::load(config)?;
+                    let id = locks::join(&c, host)?;
+                    println!(
+                        "joined lockspace {} as host {host} (id {id})",
+                        locks::lockspace_name(&c)
+                    );
+                }
+                LockCommand::Status {
+                    config,
+                    names,
+                    output,
+                } => {
+                    let all = locks::status(&config::load(config)?, names)?;
+                    match output {
+                        Output::Json => println!("{}", serde_json::to_string_pretty(&all)?),
+                        Output::Human => all.iter().for_each(|s| print!("{}", s.human())),
+                    }
+                }
             }
             return Ok(());
         }
@@ -201,7 +274,10 @@ fn run(cli: Cli) -> Result<()> {
     }
     let root = configfs::Root::locate()?;
     match cli.command {
-        Command::FormatCache { .. } | Command::Inspect { .. } | Command::Config { .. } => {}
+        Command::FormatCache { .. }
+        | Command::Inspect { .. }
+        | Command::Config { .. }
+        | Command::Lock { .. } => {}
         Command::Create {
             name,
             backing,
@@ -272,6 +348,12 @@ fn main() -> ExitCode {
             eprintln!("peerflash: error: {e:#}");
             let code = if e.downcast_ref::<config::Invalid>().is_some() {
                 exit::INVALID
+            } else if let Some(l) = e.downcast_ref::<peerflash_lease::LeaseError>() {
+                match l {
+                    peerflash_lease::LeaseError::Held { .. } => exit::BUSY,
+                    peerflash_lease::LeaseError::Invalid(_) => exit::INVALID,
+                    _ => exit::FAILURE,
+                }
             } else {
                 e.downcast_ref::<volume::VolumeError>()
                     .map(volume::VolumeError::exit_code)
