@@ -263,6 +263,34 @@ impl LockRecord {
     }
 }
 
+/// What a host that wants to run a volume does, given the volume's lock record (read under the
+/// lease).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartDecision {
+    /// Nothing acknowledged waits anywhere else: run the volume here.
+    Proceed,
+    /// This host owned the volume and did not leave it clean: its own flash holds what is
+    /// pending, so creating the volume here replays it.
+    ReplayHere,
+    /// Host `owner_id` may hold acknowledged writes on its flash that the SAN lacks: the volume
+    /// must not run anywhere else until that host has replayed them (the record turns clean).
+    WaitFor { owner_id: u64 },
+}
+
+/// The decision of host `me` about a volume whose record is `rec`.
+pub fn start_decision(rec: &LockRecord, me: u64) -> StartDecision {
+    match rec.state {
+        LockState::Clean => StartDecision::Proceed,
+        _ if rec.owner_id == me => StartDecision::ReplayHere,
+        // Write-through acknowledges only what is on the SAN: a dead owner leaves nothing behind.
+        _ if rec.policy == LockPolicy::Wt => StartDecision::Proceed,
+        _ if rec.owner_id == 0 => StartDecision::Proceed,
+        _ => StartDecision::WaitFor {
+            owner_id: rec.owner_id,
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -342,6 +370,37 @@ mod tests {
         sample().encode(&mut buf, crc);
         reseal(&mut buf, 72 + 10, b'x');
         assert!(LockRecord::decode(&buf, crc).is_err());
+    }
+
+    #[test]
+    fn start_decisions() {
+        let mut r = sample(); // wb, running, owner 2
+        assert_eq!(
+            start_decision(&r, 3),
+            StartDecision::WaitFor { owner_id: 2 }
+        );
+        assert_eq!(start_decision(&r, 2), StartDecision::ReplayHere);
+        r.state = LockState::Pending;
+        assert_eq!(
+            start_decision(&r, 3),
+            StartDecision::WaitFor { owner_id: 2 }
+        );
+        r.state = LockState::Replaying;
+        assert_eq!(
+            start_decision(&r, 3),
+            StartDecision::WaitFor { owner_id: 2 }
+        );
+        r.policy = LockPolicy::Wbp;
+        assert_eq!(
+            start_decision(&r, 3),
+            StartDecision::WaitFor { owner_id: 2 }
+        );
+        r.policy = LockPolicy::Wt;
+        assert_eq!(start_decision(&r, 3), StartDecision::Proceed);
+        r.policy = LockPolicy::Wb;
+        r.state = LockState::Clean;
+        assert_eq!(start_decision(&r, 3), StartDecision::Proceed);
+        assert_eq!(start_decision(&r, 2), StartDecision::Proceed);
     }
 
     proptest! {

@@ -50,6 +50,7 @@ struct RawDatastore {
     device: Spanned<String>,
     offset_mib: Option<Spanned<u64>>,
     size_mib: Spanned<u64>,
+    io_timeout: Option<Spanned<u32>>,
 }
 
 #[derive(Deserialize)]
@@ -86,6 +87,8 @@ pub struct Datastore {
     pub device: String,
     pub offset_mib: u64,
     pub size_mib: u64,
+    /// sanlock I/O timeout in seconds (a dead host's leases are free after 8 × this + 60 s).
+    pub io_timeout: u32,
 }
 
 #[derive(Debug, Serialize, PartialEq, Eq)]
@@ -240,6 +243,20 @@ pub fn parse(file: &str, src: &str) -> Result<Config, Invalid> {
             "datastore.size_mib",
             "offset_mib + size_mib is beyond any device (2^40 MiB)",
         );
+    }
+
+    let io_timeout = ds
+        .io_timeout
+        .as_ref()
+        .map_or(peerflash_lease::DEFAULT_IO_TIMEOUT, |t| *t.get_ref());
+    if let Some(t) = &ds.io_timeout {
+        if !(1..=60).contains(t.get_ref()) {
+            c.at(
+                t.span(),
+                "datastore.io_timeout",
+                format!("{} is not an I/O timeout: 1 to 60 seconds", t.get_ref()),
+            );
+        }
     }
 
     // Hosts.
@@ -478,6 +495,7 @@ pub fn parse(file: &str, src: &str) -> Result<Config, Invalid> {
             device: ds.device.get_ref().clone(),
             offset_mib,
             size_mib: *ds.size_mib.get_ref(),
+            io_timeout,
         },
         hosts,
         volumes,
@@ -556,6 +574,17 @@ cache = { hv1 = "/dev/nvme0n1" }
         assert_eq!(p.field, field, "{e}");
         assert!(p.message.contains(says), "{e}");
         assert!(e.to_string().contains(&format!("c.toml:{line}:")), "{e}");
+    }
+
+    #[test]
+    fn bad_io_timeout() {
+        refused(
+            "size_mib = 64",
+            "size_mib = 64\nio_timeout = 0",
+            6,
+            "datastore.io_timeout",
+            "1 to 60 seconds",
+        );
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 use anyhow::{bail, Context, Result};
 use peerflash_core::lockrec::{LockPolicy, LockRecord, LockState};
-use peerflash_lease::{Datastore, DEFAULT_IO_TIMEOUT, MAX_HOSTS};
+use peerflash_lease::{Datastore, MAX_HOSTS};
 use serde::Serialize;
 
 use crate::config::{Config, Volume};
@@ -21,7 +21,7 @@ pub fn datastore(cfg: &Config) -> Result<Datastore> {
     Ok(Datastore::new(
         &cfg.datastore.device,
         &lockspace_name(cfg),
-        DEFAULT_IO_TIMEOUT,
+        cfg.datastore.io_timeout,
     )?
     .at_mib(cfg.datastore.offset_mib))
 }
