@@ -17,6 +17,8 @@
 //! delta lease was last renewed and arms a `SIGKILL` timer for the last moment at which the lease
 //! is still safely its own.
 
+//! libsanlock_client reads `SANLOCK_RUN_DIR` once per process: a process talks to one daemon.
+
 pub mod fence;
 pub mod sanlock;
 

@@ -91,7 +91,7 @@ pub struct Datastore {
     pub io_timeout: u32,
 }
 
-#[derive(Debug, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct Host {
     pub name: String,
     pub address: SocketAddr,

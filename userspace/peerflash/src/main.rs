@@ -1,5 +1,6 @@
 //! `peerflash`: the userspace helper. dmsetup-style verbs over the module's configfs tree.
 
+mod agent;
 mod cache;
 mod config;
 mod configfs;
@@ -133,6 +134,35 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// The per-host agent: holds the leases of the volumes running here, copies their
+    /// checkpoints into the lock records, recovers this host's volumes after a crash, and serves
+    /// `up` and `down` (Documentation/cluster-locks.md).
+    Agent {
+        #[arg(long)]
+        config: String,
+        /// This host's name in the configuration.
+        #[arg(long)]
+        host: String,
+        /// The agent's socket (default $PEERFLASH_AGENT_SOCKET or /run/peerflash/agent.sock).
+        #[arg(long)]
+        socket: Option<String>,
+    },
+    /// Run a volume of the configuration on this host (through the agent): under its lease,
+    /// once no other host holds acknowledged writes of it.
+    Up {
+        name: String,
+        /// Seconds to wait for another host's replay (0: refuse at once).
+        #[arg(long, default_value_t = 3600)]
+        wait_secs: u64,
+        #[arg(long)]
+        socket: Option<String>,
+    },
+    /// Stop a volume run by the agent: destage it, record it clean, remove it, release its lease.
+    Down {
+        name: String,
+        #[arg(long)]
+        socket: Option<String>,
+    },
     /// Per-volume leases and lock records on the configuration's datastore
     /// (Documentation/cluster-locks.md).
     Lock {
@@ -213,6 +243,40 @@ fn run(cli: Cli) -> Result<()> {
             }
             return Ok(());
         }
+        Command::Agent {
+            config,
+            host,
+            socket,
+        } => {
+            let c = config::load(config)?;
+            return agent::run(c, host, &agent::socket_path(socket.as_deref()));
+        }
+        Command::Up {
+            name,
+            wait_secs,
+            socket,
+        } => {
+            let req = agent::Request {
+                op: "up".into(),
+                volume: name.clone(),
+                wait_secs: *wait_secs,
+            };
+            return agent_answer(&agent::request(
+                &agent::socket_path(socket.as_deref()),
+                &req,
+            )?);
+        }
+        Command::Down { name, socket } => {
+            let req = agent::Request {
+                op: "down".into(),
+                volume: name.clone(),
+                wait_secs: 0,
+            };
+            return agent_answer(&agent::request(
+                &agent::socket_path(socket.as_deref()),
+                &req,
+            )?);
+        }
         Command::Lock { command } => {
             match command {
                 LockCommand::Init { config, force } => {
@@ -277,7 +341,10 @@ fn run(cli: Cli) -> Result<()> {
         Command::FormatCache { .. }
         | Command::Inspect { .. }
         | Command::Config { .. }
-        | Command::Lock { .. } => {}
+        | Command::Lock { .. }
+        | Command::Agent { .. }
+        | Command::Up { .. }
+        | Command::Down { .. } => {}
         Command::Create {
             name,
             backing,
@@ -340,25 +407,53 @@ fn run(cli: Cli) -> Result<()> {
     Ok(())
 }
 
+/// A failure the agent reported, with its exit code.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+struct AgentFailure {
+    code: u8,
+    message: String,
+}
+
+fn agent_answer(r: &agent::Reply) -> Result<()> {
+    if r.code == exit::OK {
+        println!("{}", r.message);
+        Ok(())
+    } else {
+        Err(AgentFailure {
+            code: r.code,
+            message: r.message.clone(),
+        }
+        .into())
+    }
+}
+
+/// The exit code of a failure (documented in Documentation/control-interface.md).
+pub fn exit_code(e: &anyhow::Error) -> u8 {
+    if e.downcast_ref::<config::Invalid>().is_some() {
+        exit::INVALID
+    } else if let Some(a) = e.downcast_ref::<AgentFailure>() {
+        a.code
+    } else if let Some(l) = e.downcast_ref::<peerflash_lease::LeaseError>() {
+        match l {
+            peerflash_lease::LeaseError::Held { .. } => exit::BUSY,
+            peerflash_lease::LeaseError::Invalid(_) => exit::INVALID,
+            _ => exit::FAILURE,
+        }
+    } else {
+        e.downcast_ref::<volume::VolumeError>()
+            .map(volume::VolumeError::exit_code)
+            .unwrap_or(exit::FAILURE)
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::from(exit::OK),
         Err(e) => {
             eprintln!("peerflash: error: {e:#}");
-            let code = if e.downcast_ref::<config::Invalid>().is_some() {
-                exit::INVALID
-            } else if let Some(l) = e.downcast_ref::<peerflash_lease::LeaseError>() {
-                match l {
-                    peerflash_lease::LeaseError::Held { .. } => exit::BUSY,
-                    peerflash_lease::LeaseError::Invalid(_) => exit::INVALID,
-                    _ => exit::FAILURE,
-                }
-            } else {
-                e.downcast_ref::<volume::VolumeError>()
-                    .map(volume::VolumeError::exit_code)
-                    .unwrap_or(exit::FAILURE)
-            };
+            let code = exit_code(&e);
             ExitCode::from(code)
         }
     }

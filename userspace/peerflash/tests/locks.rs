@@ -1,66 +1,12 @@
 //! `peerflash lock init|join|status` against a real sanlock daemon (unprivileged, no watchdog,
 //! its own run directory) and a datastore file.
 
-use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+mod common;
 
+
+use common::{daemon, peerflash, text};
 use peerflash_core::lockrec::LockState;
 use peerflash_lease::{Datastore, Lease};
-
-struct Daemon(Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn daemon(run: &Path) -> Daemon {
-    std::fs::create_dir_all(run).unwrap();
-    let sanlock = if Path::new("/usr/sbin/sanlock").exists() {
-        "/usr/sbin/sanlock"
-    } else {
-        "sanlock"
-    };
-    let d = Command::new(sanlock)
-        .args([
-            "daemon", "-D", "-w", "0", "-h", "0", "-l", "0", "-U", "root", "-G", "root", "-e",
-            "hv1",
-        ])
-        .env("SANLOCK_RUN_DIR", run)
-        .env("SANLOCK_PRIVILEGED", "0")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("cannot start the sanlock daemon (`cargo xtask setup` installs it)");
-    let t = Instant::now();
-    while !run.join("sanlock.sock").exists() {
-        assert!(
-            t.elapsed() < Duration::from_secs(20),
-            "sanlock daemon did not start"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Daemon(d)
-}
-
-fn peerflash(run: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_peerflash"))
-        .env("SANLOCK_RUN_DIR", run)
-        .args(args)
-        .output()
-        .expect("run peerflash")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
 
 #[test]
 fn init_join_status_and_refusals() {

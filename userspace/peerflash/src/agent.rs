@@ -1,0 +1,469 @@
+//! `peerflash agent`: one per host. It joins the cluster's lockspace, holds the leases of the
+//! volumes running here, copies each one's checkpoint into its lock record every second, and
+//! recovers after a crash: volumes this host owned and did not leave clean are replayed from
+//! its flash (offline replay), flushed to the SAN, recorded clean and released.
+//!
+//! `peerflash up NAME` and `peerflash down NAME` ask the agent over its unix socket (one JSON
+//! request line; progress lines, then a final line). A volume starts only under its lease and
+//! only when its record says no other host holds acknowledged writes of it
+//! ([`start_decision`]); otherwise the agent marks the record `pending`, releases the lease and
+//! polls the record until the other host's replay makes it `clean` (Documentation/cluster-locks.md).
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use peerflash_core::lockrec::{start_decision, LockPolicy, LockState, StartDecision};
+use peerflash_lease::{Datastore, Lease, LeaseError};
+use serde::{Deserialize, Serialize};
+
+use crate::config::{Config, Host, Volume};
+use crate::configfs::Root;
+use crate::volume::VolumeError;
+
+/// Default path of the agent's socket.
+pub const DEFAULT_SOCKET: &str = "/run/peerflash/agent.sock";
+
+/// A request line.
+#[derive(Serialize, Deserialize)]
+pub struct Request {
+    /// `up` or `down`.
+    pub op: String,
+    pub volume: String,
+    /// `up`: how long to wait for another host's replay (0: do not wait).
+    #[serde(default)]
+    pub wait_secs: u64,
+}
+
+/// A reply line: progress (`done == false`) or the final answer.
+#[derive(Serialize, Deserialize, Debug)]
+pub struct Reply {
+    pub done: bool,
+    /// Exit code of the final answer (see `crate::exit`).
+    #[serde(default)]
+    pub code: u8,
+    pub message: String,
+}
+
+struct Agent {
+    cfg: Config,
+    me: Host,
+    ds: Datastore,
+    root: Root,
+    /// Volumes running here under their lease. Lock order: this, then a lease's record lock.
+    held: Mutex<HashMap<String, Lease>>,
+}
+
+/// The kernel's view of a running volume: (state, checkpoint serial, last serial).
+fn kernel_serials(name: &str) -> Option<(String, u64, u64)> {
+    let all = crate::wb::read_all(name).ok()??;
+    let n = |k: &str| all.get(k).and_then(|v| v.parse::<u64>().ok());
+    Some((
+        all.get("state")?.clone(),
+        n("checkpoint_serial")?,
+        n("last_serial")?,
+    ))
+}
+
+/// Copies the kernel's checkpoint of `name` into its record (state running or replaying).
+fn copy_checkpoint(lease: &Lease, name: &str) -> Result<(), LeaseError> {
+    let Some((state, checkpoint, last)) = kernel_serials(name) else {
+        return Ok(());
+    };
+    lease
+        .update_record(|r| {
+            r.checkpoint = checkpoint;
+            r.last_serial = last;
+            r.state = if state == "replaying" {
+                LockState::Replaying
+            } else {
+                LockState::Running
+            };
+        })
+        .map(drop)
+}
+
+impl Agent {
+    fn volume(&self, name: &str) -> Result<&Volume> {
+        self.cfg
+            .volumes
+            .iter()
+            .find(|v| v.name == name)
+            .ok_or_else(|| {
+                VolumeError::NotFound(format!("volume {name} is not in the configuration")).into()
+            })
+    }
+
+    fn cache_of<'a>(&self, v: &'a Volume) -> Result<&'a str> {
+        v.cache
+            .get(&self.me.name)
+            .map(String::as_str)
+            .ok_or_else(|| {
+                VolumeError::Invalid(format!(
+                    "volume {} has no cache device on host {} in the configuration",
+                    v.name, self.me.name
+                ))
+                .into()
+            })
+    }
+
+    /// Creates the volume here (replaying what this host's flash holds for it).
+    fn create(&self, v: &Volume) -> Result<String> {
+        // The kernel knows wt and wb; wbp runs as wb until replication exists.
+        let policy = if v.policy == "wt" { "wt" } else { "wb" };
+        let cache = crate::volume::CacheArgs {
+            device: self.cache_of(v)?,
+            policy,
+            mib: None,
+            force: false,
+        };
+        Ok(crate::volume::create(&self.root, &v.name, &v.backing, Some(&cache))?.device)
+    }
+
+    /// Acquires `v`'s lease, waiting while a live host holds it.
+    fn acquire(&self, v: &Volume, until: Instant, say: &mut dyn FnMut(String)) -> Result<Lease> {
+        let mut told = false;
+        loop {
+            match Lease::acquire(&self.ds, self.me.id, v.lock_slot, &v.name) {
+                Ok(l) => return Ok(l),
+                Err(LeaseError::Held { .. }) if Instant::now() < until => {
+                    if !told {
+                        say(format!(
+                            "{}: the lease is held by a live host; waiting",
+                            v.name
+                        ));
+                        told = true;
+                    }
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Replays `v` from this host's flash, destages it all and records it clean; the volume is
+    /// removed again unless `keep`.
+    fn replay_here(
+        &self,
+        v: &Volume,
+        lease: &Lease,
+        keep: bool,
+        say: &mut dyn FnMut(String),
+    ) -> Result<()> {
+        let before = lease.record();
+        lease.update_record(|r| {
+            r.owner_id = self.me.id;
+            r.set_owner_name(self.me.name.as_bytes());
+            r.state = LockState::Replaying;
+        })?;
+        say(format!(
+            "{}: replaying from this host's flash ({} writes after checkpoint {} at the last record)",
+            v.name,
+            before.pending_writes(),
+            before.checkpoint
+        ));
+        let already = self.root.dir(&v.name).is_dir();
+        if !already {
+            self.create(v)?;
+        }
+        // Destage everything, copying the checkpoint into the record as it moves.
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        let done = std::thread::scope(|s| {
+            let copier = s.spawn(|| {
+                while !stop.load(std::sync::atomic::Ordering::Acquire) {
+                    let _ = copy_checkpoint(lease, &v.name);
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+            });
+            let r = crate::wb::flush(&self.root, &v.name, false, None);
+            stop.store(true, std::sync::atomic::Ordering::Release);
+            let _ = copier.join();
+            r
+        });
+        done?;
+        let (_, checkpoint, last) = kernel_serials(&v.name)
+            .ok_or_else(|| anyhow!("volume {} vanished during its replay", v.name))?;
+        if !keep {
+            crate::volume::remove(&self.root, &v.name)?;
+        }
+        lease.update_record(|r| {
+            r.checkpoint = checkpoint.max(last);
+            r.last_serial = last;
+            r.state = if keep {
+                LockState::Running
+            } else {
+                LockState::Clean
+            };
+        })?;
+        say(format!(
+            "{}: replayed; everything acknowledged is on the SAN (checkpoint {})",
+            v.name,
+            checkpoint.max(last)
+        ));
+        Ok(())
+    }
+
+    /// `up`: runs `name` here once no other host holds acknowledged writes of it.
+    fn up(&self, name: &str, wait: Duration, say: &mut dyn FnMut(String)) -> Result<String> {
+        let v = self.volume(name)?;
+        if self
+            .held
+            .lock()
+            .map_err(|_| anyhow!("agent state poisoned"))?
+            .contains_key(name)
+        {
+            return Err(VolumeError::Busy(format!("volume {name} already runs here")).into());
+        }
+        let until = Instant::now() + wait;
+        loop {
+            let lease = self.acquire(v, until, say)?;
+            let rec = lease.record();
+            match start_decision(&rec, self.me.id) {
+                StartDecision::WaitFor { owner_id } => {
+                    // Keep the volume stalled: say where the data is, let that host replay.
+                    lease.update_record(|r| r.state = LockState::Pending)?;
+                    lease.release()?;
+                    let owner = String::from_utf8_lossy(rec.owner_name_bytes()).into_owned();
+                    let msg = format!(
+                        "{name}: host {owner} (id {owner_id}) holds acknowledged writes on its flash ({} after checkpoint {} at its last record); waiting for its replay",
+                        rec.pending_writes(),
+                        rec.checkpoint
+                    );
+                    if Instant::now() >= until {
+                        return Err(VolumeError::Busy(msg).into());
+                    }
+                    say(msg);
+                    loop {
+                        std::thread::sleep(Duration::from_secs(1));
+                        let r = self.ds.read_record(v.lock_slot, name)?;
+                        if r.is_some_and(|r| r.state == LockState::Clean) {
+                            say(format!("{name}: host {owner} finished its replay"));
+                            break;
+                        }
+                        if Instant::now() >= until {
+                            return Err(VolumeError::Busy(format!(
+                                "{name}: still waiting for host {owner}'s replay"
+                            ))
+                            .into());
+                        }
+                    }
+                }
+                d => {
+                    if d == StartDecision::ReplayHere {
+                        self.replay_here(v, &lease, true, say)?;
+                    } else {
+                        self.create(v)?;
+                    }
+                    let policy = LockPolicy::parse(&v.policy).unwrap_or(LockPolicy::Wb);
+                    lease.update_record(|r| {
+                        r.generation += 1;
+                        r.owner_id = self.me.id;
+                        r.set_owner_name(self.me.name.as_bytes());
+                        r.policy = policy;
+                        r.state = LockState::Running;
+                    })?;
+                    copy_checkpoint(&lease, name)?;
+                    let device = format!("/dev/{}{}", peerflash_core::names::DISK_PREFIX, name);
+                    self.held
+                        .lock()
+                        .map_err(|_| anyhow!("agent state poisoned"))?
+                        .insert(name.to_string(), lease);
+                    return Ok(device);
+                }
+            }
+        }
+    }
+
+    /// `down`: destages the volume, records it clean, removes it and releases its lease.
+    fn down(&self, name: &str, say: &mut dyn FnMut(String)) -> Result<()> {
+        let v = self.volume(name)?;
+        let lease = self
+            .held
+            .lock()
+            .map_err(|_| anyhow!("agent state poisoned"))?
+            .remove(name)
+            .ok_or_else(|| {
+                VolumeError::NotFound(format!("volume {name} does not run here under the agent"))
+            })?;
+        let r = self.replay_here(v, &lease, false, say);
+        if let Err(e) = r {
+            // Keep holding it: the data is still here.
+            self.held
+                .lock()
+                .map_err(|_| anyhow!("agent state poisoned"))?
+                .insert(name.to_string(), lease);
+            return Err(e);
+        }
+        lease.release()?;
+        Ok(())
+    }
+
+    /// After a restart: every volume this host owned and did not leave clean is replayed here.
+    fn recover(&self, say: &mut dyn FnMut(String)) -> Result<()> {
+        for v in &self.cfg.volumes {
+            if !v.cache.contains_key(&self.me.name) {
+                continue;
+            }
+            let Some(rec) = self.ds.read_record(v.lock_slot, &v.name)? else {
+                continue;
+            };
+            if rec.owner_id != self.me.id || rec.state == LockState::Clean {
+                continue;
+            }
+            say(format!(
+                "{}: this host owned it ({}) when it stopped: recovering",
+                v.name,
+                rec.state.name()
+            ));
+            let lease = self.acquire(v, Instant::now() + Duration::from_secs(3600), say)?;
+            // Another host may have run it meanwhile only if the record turned clean.
+            if start_decision(&lease.record(), self.me.id) == StartDecision::ReplayHere {
+                self.replay_here(v, &lease, false, say)?;
+            }
+            lease.release()?;
+        }
+        Ok(())
+    }
+
+    fn tick(&self) {
+        if let Ok(held) = self.held.lock() {
+            for (name, lease) in held.iter() {
+                if let Err(e) = copy_checkpoint(lease, name) {
+                    eprintln!("peerflash agent: {name}: cannot update the lock record: {e}");
+                }
+            }
+        }
+    }
+}
+
+fn serve(agent: &Agent, stream: UnixStream) -> Result<()> {
+    let mut line = String::new();
+    BufReader::new(&stream).read_line(&mut line)?;
+    let mut out = &stream;
+    let mut send = |r: &Reply| -> std::io::Result<()> {
+        let mut s = serde_json::to_string(r).unwrap_or_default();
+        s.push('\n');
+        out.write_all(s.as_bytes())
+    };
+    let mut say = |m: String| {
+        eprintln!("peerflash agent: {m}");
+        let _ = send(&Reply {
+            done: false,
+            code: 0,
+            message: m,
+        });
+    };
+    let result = match serde_json::from_str::<Request>(&line) {
+        Err(e) => Err(VolumeError::Invalid(format!("bad request: {e}")).into()),
+        Ok(req) => match req.op.as_str() {
+            "up" => agent
+                .up(&req.volume, Duration::from_secs(req.wait_secs), &mut say)
+                .map(|d| format!("{} runs here as {d}", req.volume)),
+            "down" => agent
+                .down(&req.volume, &mut say)
+                .map(|()| format!("{} stopped: on the SAN, lease released", req.volume)),
+            op => Err(VolumeError::Invalid(format!("unknown request {op:?}")).into()),
+        },
+    };
+    let reply = match result {
+        Ok(m) => Reply {
+            done: true,
+            code: 0,
+            message: m,
+        },
+        Err(e) => Reply {
+            done: true,
+            code: crate::exit_code(&e),
+            message: format!("{e:#}"),
+        },
+    };
+    send(&reply)?;
+    Ok(())
+}
+
+/// Runs the agent of host `host` until killed.
+pub fn run(cfg: Config, host: &str, socket: &Path) -> Result<()> {
+    let me = cfg
+        .hosts
+        .iter()
+        .find(|h| h.name == host)
+        .cloned()
+        .ok_or_else(|| VolumeError::NotFound(format!("host {host} is not in the configuration")))?;
+    let ds = crate::locks::datastore(&cfg)?;
+    let root = Root::locate()?;
+    eprintln!(
+        "peerflash agent: joining lockspace {} as {} (id {})",
+        ds.lockspace, me.name, me.id
+    );
+    ds.join(me.id)?;
+    let agent = Arc::new(Agent {
+        cfg,
+        me,
+        ds,
+        root,
+        held: Mutex::new(HashMap::new()),
+    });
+    agent.recover(&mut |m| eprintln!("peerflash agent: {m}"))?;
+    if let Some(dir) = socket.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let _ = std::fs::remove_file(socket);
+    let listener = UnixListener::bind(socket)
+        .with_context(|| format!("cannot listen on {}", socket.display()))?;
+    {
+        let a = agent.clone();
+        std::thread::spawn(move || loop {
+            a.tick();
+            std::thread::sleep(Duration::from_secs(1));
+        });
+    }
+    eprintln!("peerflash agent: ready on {}", socket.display());
+    for stream in listener.incoming() {
+        let stream = match stream {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("peerflash agent: accept: {e}");
+                continue;
+            }
+        };
+        let a = agent.clone();
+        std::thread::spawn(move || {
+            if let Err(e) = serve(&a, stream) {
+                eprintln!("peerflash agent: request: {e:#}");
+            }
+        });
+    }
+    Ok(())
+}
+
+/// Sends `req` to the agent at `socket`; prints progress to stderr; the final reply.
+pub fn request(socket: &Path, req: &Request) -> Result<Reply> {
+    let stream = UnixStream::connect(socket).map_err(|e| {
+        anyhow!(
+            "cannot reach the peerflash agent at {} ({e}): is `peerflash agent` running?",
+            socket.display()
+        )
+    })?;
+    let mut line = serde_json::to_string(req)?;
+    line.push('\n');
+    (&stream).write_all(line.as_bytes())?;
+    for l in BufReader::new(&stream).lines() {
+        let r: Reply = serde_json::from_str(&l?).context("bad reply from the agent")?;
+        if r.done {
+            return Ok(r);
+        }
+        eprintln!("{}", r.message);
+    }
+    bail!("the agent closed the connection without an answer")
+}
+
+/// The socket path: `--socket`, else `$PEERFLASH_AGENT_SOCKET`, else the default.
+pub fn socket_path(arg: Option<&str>) -> PathBuf {
+    arg.map(PathBuf::from)
+        .or_else(|| std::env::var_os("PEERFLASH_AGENT_SOCKET").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET))
+}
