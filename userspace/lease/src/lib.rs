@@ -16,7 +16,7 @@
 //! resource leases. Before that can happen, the holder kills itself ([`fence`]): it knows when its
 //! delta lease was last renewed and arms a `SIGKILL` timer for the last moment at which the lease
 //! is still safely its own.
-
+//!
 //! libsanlock_client reads `SANLOCK_RUN_DIR` once per process: a process talks to one daemon.
 
 pub mod fence;
