@@ -7,6 +7,7 @@ mod cluster;
 mod crash;
 mod demo;
 mod env;
+mod failover;
 mod fuzz;
 mod setup;
 mod test;

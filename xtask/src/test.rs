@@ -173,6 +173,17 @@ fn cluster_case(k: &Kernel, b: &Built) -> Outcome {
     }
 }
 
+fn failover_case(k: &Kernel, b: &Built) -> Outcome {
+    let start = Instant::now();
+    let r = crate::failover::run(k, b);
+    Outcome {
+        name: "cluster-failover".into(),
+        passed: r.is_ok(),
+        took: start.elapsed(),
+        detail: r.err().map(|e| format!("{e:#}")).unwrap_or_default(),
+    }
+}
+
 /// Kill points of the crash test in the suite (`cargo xtask crash --rounds N` for more).
 const CRASH_ROUNDS: u32 = 5;
 
@@ -233,6 +244,11 @@ pub fn run(filter: Option<&str>, host_only: bool) -> Result<ExitCode> {
             if wanted("cluster-smoke") {
                 eprintln!("    running cluster-smoke");
                 outcomes.push(cluster_case(&k, &b));
+                report(outcomes.last());
+            }
+            if wanted("cluster-failover") {
+                eprintln!("    running cluster-failover");
+                outcomes.push(failover_case(&k, &b));
                 report(outcomes.last());
             }
             Ok(())
