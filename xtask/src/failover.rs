@@ -17,7 +17,11 @@ use crate::setup::Kernel;
 /// Runs `node.sh ARGS` on node `i`, failing unless it succeeds within `secs`.
 fn step(c: &mut Cluster, i: usize, args: &str, secs: u64) -> Result<String> {
     let script = env::repo_root().join("tests/vm/failover/node.sh");
-    let (code, out) = c.exec(i, &format!("sh {} {args}", script.display()), Duration::from_secs(secs))?;
+    let (code, out) = c.exec(
+        i,
+        &format!("sh {} {args}", script.display()),
+        Duration::from_secs(secs),
+    )?;
     if code != 0 {
         bail!("node{i}: `node.sh {args}` exited {code}:\n{out}");
     }
@@ -47,7 +51,10 @@ pub fn run(k: &Kernel, b: &Built) -> Result<()> {
         step(&mut c, i, "wait-agent 300", 330)?;
     }
     let out = step(&mut c, 0, "write", 600)?;
-    show("node0 ran vm1 (wb, destaging paused) and wrote 32 MiB", &out);
+    show(
+        "node0 ran vm1 (wb, destaging paused) and wrote 32 MiB",
+        &out,
+    );
     if !out.contains("state: running") || out.contains("pending writes: 0\n") {
         bail!("node0's lock record does not show vm1 running with pending writes:\n{out}");
     }
@@ -56,7 +63,9 @@ pub fn run(k: &Kernel, b: &Built) -> Result<()> {
     let state_for_1 = c.nodes[1].cfg.run_dir.join("state0");
     let _ = std::fs::remove_dir_all(&state_for_1);
     std::fs::create_dir_all(&state_for_1)?;
-    for e in std::fs::read_dir(&state0).with_context(|| format!("no verify state in {}", state0.display()))? {
+    for e in std::fs::read_dir(&state0)
+        .with_context(|| format!("no verify state in {}", state0.display()))?
+    {
         let e = e?;
         std::fs::copy(e.path(), state_for_1.join(e.file_name()))?;
     }
@@ -79,7 +88,13 @@ pub fn run(k: &Kernel, b: &Built) -> Result<()> {
         bail!("node0's agent did not replay vm1:\n{out}");
     }
     let out = step(&mut c, 1, "wait-up 900", 930)?;
-    show(&format!("node1's `up vm1` ({:.0} s after node0's restart began)", t.elapsed().as_secs_f64()), &out);
+    show(
+        &format!(
+            "node1's `up vm1` ({:.0} s after node0's restart began)",
+            t.elapsed().as_secs_f64()
+        ),
+        &out,
+    );
     if !out.contains("waiting for its replay") && !out.contains("finished its replay") {
         // node1 may have got the lease only after node0's record turned clean; both are fine,
         // but it must never have run vm1 before that: the record it saw says so.

@@ -163,6 +163,8 @@ enum Command {
         #[arg(long)]
         socket: Option<String>,
     },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) to stdout.
+    Completions { shell: clap_complete::Shell },
     /// Per-volume leases and lock records on the configuration's datastore
     /// (Documentation/cluster-locks.md).
     Lock {
@@ -241,6 +243,14 @@ fn run(cli: Cli) -> Result<()> {
                     c.datastore.offset_mib
                 ),
             }
+            return Ok(());
+        }
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            let mut script = Vec::new();
+            clap_complete::generate(*shell, &mut cmd, "peerflash", &mut script);
+            // A closed pipe (`| head`) is not an error worth a message.
+            let _ = std::io::Write::write_all(&mut std::io::stdout(), &script);
             return Ok(());
         }
         Command::Agent {
@@ -344,7 +354,8 @@ fn run(cli: Cli) -> Result<()> {
         | Command::Lock { .. }
         | Command::Agent { .. }
         | Command::Up { .. }
-        | Command::Down { .. } => {}
+        | Command::Down { .. }
+        | Command::Completions { .. } => {}
         Command::Create {
             name,
             backing,

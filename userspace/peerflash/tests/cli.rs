@@ -142,3 +142,18 @@ fn config_check_exit_codes_and_positions() {
     let out = peerflash(t.path(), &["config", "check", "/nonexistent/cluster.toml"]);
     assert_eq!(out.status.code(), Some(4));
 }
+
+#[test]
+fn shell_completions() {
+    let t = tempfile::tempdir().unwrap();
+    for shell in ["bash", "zsh", "fish"] {
+        let out = peerflash(t.path(), &["completions", shell]);
+        assert!(out.status.success(), "{shell}");
+        let s = String::from_utf8(out.stdout).unwrap();
+        for verb in ["create", "flush", "lock", "agent", "up", "down"] {
+            assert!(s.contains(verb), "{shell} completions lack {verb}");
+        }
+    }
+    let out = peerflash(t.path(), &["completions", "tcsh"]);
+    assert_eq!(out.status.code(), Some(2), "an unknown shell is bad usage");
+}

@@ -3,7 +3,6 @@
 
 mod common;
 
-
 use common::{daemon, peerflash, text};
 use peerflash_core::lockrec::LockState;
 use peerflash_lease::{Datastore, Lease};
