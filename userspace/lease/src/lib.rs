@@ -21,6 +21,7 @@
 
 pub mod fence;
 pub mod sanlock;
+pub mod testing;
 
 use std::fs::{File, OpenOptions};
 use std::io;

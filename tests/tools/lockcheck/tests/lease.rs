@@ -16,15 +16,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_pf-lockcheck");
+use peerflash_lease::testing::TestDaemon;
 
-fn sanlock_bin() -> &'static str {
-    if Path::new("/usr/sbin/sanlock").exists() {
-        "/usr/sbin/sanlock"
-    } else {
-        "sanlock"
-    }
-}
+const BIN: &str = env!("CARGO_BIN_EXE_pf-lockcheck");
 
 fn uptime_ns() -> u64 {
     let mut ts = libc::timespec {
@@ -44,7 +38,7 @@ fn signal(pid: u32, sig: i32) {
 /// Simulated hosts: a sanlock daemon each, on one datastore file.
 struct Cluster {
     dir: tempfile::TempDir,
-    daemons: Vec<Child>,
+    daemons: Vec<TestDaemon>,
 }
 
 impl Cluster {
@@ -58,31 +52,17 @@ impl Cluster {
         std::fs::File::create(&ds)
             .and_then(|f| f.set_len(8 << 20))
             .expect("datastore file");
-        let mut daemons = Vec::new();
-        for h in 1..=hosts {
-            let run = dir.path().join(format!("h{h}"));
-            std::fs::create_dir_all(&run).expect("run dir");
-            let log = std::fs::File::create(dir.path().join(format!("h{h}.log"))).expect("log");
-            let d = Command::new(sanlock_bin())
-                .args(["daemon", "-D", "-w", "0", "-h", "0", "-l", "0", "-U", "root", "-G", "root", "-e"])
-                .arg(format!("host{h}"))
-                .env("SANLOCK_RUN_DIR", &run)
-                .env("SANLOCK_PRIVILEGED", "0")
-                .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()
-                .expect("cannot start the sanlock daemon (is the sanlock package installed? `cargo xtask setup`)");
-            daemons.push(d);
-            let sock = run.join("sanlock.sock");
-            let t = Instant::now();
-            while !sock.exists() {
-                assert!(
-                    t.elapsed() < Duration::from_secs(20),
-                    "sanlock daemon of host {h} did not start"
-                );
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        }
+        let daemons = (1..=hosts)
+            .map(|h| {
+                let log = dir.path().join(format!("h{h}.log"));
+                TestDaemon::start(
+                    &dir.path().join(format!("h{h}")),
+                    &format!("host{h}"),
+                    Some(&log),
+                )
+                .expect("sanlock daemon")
+            })
+            .collect();
         let c = Cluster { dir, daemons };
         c.run(1, &["init"]);
         let joins: Vec<Child> = (1..=hosts)
@@ -132,17 +112,7 @@ impl Cluster {
     }
 
     fn daemon_pid(&self, host: u64) -> u32 {
-        self.daemons[(host - 1) as usize].id()
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        for d in &mut self.daemons {
-            signal(d.id(), libc::SIGCONT);
-            let _ = d.kill();
-            let _ = d.wait();
-        }
+        self.daemons[(host - 1) as usize].pid()
     }
 }
 

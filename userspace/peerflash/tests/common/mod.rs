@@ -2,45 +2,17 @@
 #![allow(dead_code)]
 
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output};
 
-pub struct Daemon(Child);
+pub use peerflash_lease::testing::TestDaemon as Daemon;
 
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
+/// A sanlock daemon whose host name is the last component of its run directory.
 pub fn daemon(run: &Path) -> Daemon {
-    std::fs::create_dir_all(run).unwrap();
-    let sanlock = if Path::new("/usr/sbin/sanlock").exists() {
-        "/usr/sbin/sanlock"
-    } else {
-        "sanlock"
-    };
-    let d = Command::new(sanlock)
-        .args([
-            "daemon", "-D", "-w", "0", "-h", "0", "-l", "0", "-U", "root", "-G", "root", "-e",
-            "hv1",
-        ])
-        .env("SANLOCK_RUN_DIR", run)
-        .env("SANLOCK_PRIVILEGED", "0")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("cannot start the sanlock daemon (`cargo xtask setup` installs it)");
-    let t = Instant::now();
-    while !run.join("sanlock.sock").exists() {
-        assert!(
-            t.elapsed() < Duration::from_secs(20),
-            "sanlock daemon did not start"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Daemon(d)
+    let name = run
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    Daemon::start(run, &name, None).expect("sanlock daemon")
 }
 
 pub fn peerflash(run: &Path, args: &[&str]) -> Output {
