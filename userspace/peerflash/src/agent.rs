@@ -451,13 +451,33 @@ pub fn request(socket: &Path, req: &Request) -> Result<Reply> {
     let mut line = serde_json::to_string(req)?;
     line.push('\n');
     (&stream).write_all(line.as_bytes())?;
+    // On a terminal, a spinner with the elapsed time shows the agent's latest word while it
+    // waits (another host's replay can take minutes); otherwise each progress line is printed.
+    let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let spinner = if tty {
+        indicatif::ProgressBar::new_spinner()
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    spinner.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} [{elapsed}] {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+    );
+    spinner.enable_steady_tick(Duration::from_millis(200));
     for l in BufReader::new(&stream).lines() {
         let r: Reply = serde_json::from_str(&l?).context("bad reply from the agent")?;
         if r.done {
+            spinner.finish_and_clear();
             return Ok(r);
         }
-        eprintln!("{}", r.message);
+        if tty {
+            spinner.println(&r.message);
+            spinner.set_message(r.message);
+        } else {
+            eprintln!("{}", r.message);
+        }
     }
+    spinner.abandon();
     bail!("the agent closed the connection without an answer")
 }
 
