@@ -169,6 +169,14 @@ pub fn disk(path: &str, offset: u64) -> Disk {
     }
 }
 
+/// `max_hosts` as the C int sanlock takes.
+fn host_count(call: &'static str, max_hosts: u32) -> Result<c_int, SanlockError> {
+    c_int::try_from(max_hosts).map_err(|_| SanlockError {
+        call,
+        code: -libc::EINVAL,
+    })
+}
+
 /// Writes an empty lockspace for `max_hosts` hosts (the daemon does the I/O).
 pub fn write_lockspace(
     ls: &Lockspace,
@@ -176,10 +184,7 @@ pub fn write_lockspace(
     io_timeout: u32,
 ) -> Result<(), SanlockError> {
     let mut ls = *ls;
-    let max = c_int::try_from(max_hosts).map_err(|_| SanlockError {
-        call: "write_lockspace",
-        code: -libc::EINVAL,
-    })?;
+    let max = host_count("write_lockspace", max_hosts)?;
     // SAFETY: `ls` is a valid, initialised `sanlk_lockspace` the call only reads.
     check("write_lockspace", unsafe {
         sanlock_write_lockspace(&mut ls, max, 0, io_timeout)
@@ -190,10 +195,7 @@ pub fn write_lockspace(
 /// Writes a free resource lease.
 pub fn write_resource(res: &Resource, max_hosts: u32) -> Result<(), SanlockError> {
     let mut r = *res;
-    let max = c_int::try_from(max_hosts).map_err(|_| SanlockError {
-        call: "write_resource",
-        code: -libc::EINVAL,
-    })?;
+    let max = host_count("write_resource", max_hosts)?;
     // SAFETY: `r` is a `sanlk_resource` with `num_disks == 1` followed by that disk.
     check("write_resource", unsafe {
         sanlock_write_resource(&mut r, max, 0, 0)

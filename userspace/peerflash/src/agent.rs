@@ -60,29 +60,34 @@ struct Agent {
 
 /// The kernel's view of a running volume: (state, checkpoint serial, last serial).
 fn kernel_serials(name: &str) -> Option<(String, u64, u64)> {
-    let all = crate::wb::read_all(name).ok()??;
-    let n = |k: &str| all.get(k).and_then(|v| v.parse::<u64>().ok());
+    use crate::wb::{read_str, read_u64};
     Some((
-        all.get("state")?.clone(),
-        n("checkpoint_serial")?,
-        n("last_serial")?,
+        read_str(name, "state").ok()?,
+        read_u64(name, "checkpoint_serial").ok()?,
+        read_u64(name, "last_serial").ok()?,
     ))
 }
 
-/// Copies the kernel's checkpoint of `name` into its record (state running or replaying).
+/// Copies the kernel's checkpoint of `name` into its record (state running or replaying);
+/// the record is written only when that changes something.
 fn copy_checkpoint(lease: &Lease, name: &str) -> Result<(), LeaseError> {
     let Some((state, checkpoint, last)) = kernel_serials(name) else {
         return Ok(());
     };
+    let state = if state == "replaying" {
+        LockState::Replaying
+    } else {
+        LockState::Running
+    };
+    let r = lease.record();
+    if (r.checkpoint, r.last_serial, r.state) == (checkpoint, last, state) {
+        return Ok(());
+    }
     lease
         .update_record(|r| {
             r.checkpoint = checkpoint;
             r.last_serial = last;
-            r.state = if state == "replaying" {
-                LockState::Replaying
-            } else {
-                LockState::Running
-            };
+            r.state = state;
         })
         .map(drop)
 }

@@ -42,7 +42,7 @@ pub fn read_all(name: &str) -> Result<Option<BTreeMap<String, String>>> {
     Ok(Some(out))
 }
 
-fn read_u64(name: &str, file: &str) -> Result<u64> {
+pub fn read_u64(name: &str, file: &str) -> Result<u64> {
     let p = dir(name).join(file);
     let text =
         std::fs::read_to_string(&p).with_context(|| format!("cannot read {}", p.display()))?;
@@ -50,7 +50,7 @@ fn read_u64(name: &str, file: &str) -> Result<u64> {
         .map_err(|e| anyhow::anyhow!("{}: {:?}: {}", p.display(), text.trim_end(), e.describe()))
 }
 
-fn read_str(name: &str, file: &str) -> Result<String> {
+pub fn read_str(name: &str, file: &str) -> Result<String> {
     let p = dir(name).join(file);
     Ok(std::fs::read_to_string(&p)
         .with_context(|| format!("cannot read {}", p.display()))?
