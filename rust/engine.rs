@@ -348,6 +348,8 @@ pub(crate) const SYSFS: &[(&CStr, bool)] = &[
     (c"destage_batches", false),
     (c"read_populate", true),
     (c"populated_bytes", false),
+    (c"lease_ms", true),
+    (c"fenced", false),
 ];
 
 /// The file `state` of a volume without a cache.
@@ -379,6 +381,11 @@ pub(crate) struct Cache {
     pub(crate) tunables: Tunables,
     rate: Rate,
     born: kernel::time::Instant<kernel::time::Monotonic>,
+    /// SAN-write fence: the lease deadline the agent pushes (`lease_ms`), in ms since `born`;
+    /// 0 when no lease is enforced (a volume run without the agent). Past it, nothing is
+    /// written to the SAN (destage batches, write-through writes, discards, bypass writes)
+    /// until the lease is renewed: another host may own the volume by then.
+    lease_until_ms: AtomicU64,
     /// The slot is this volume's while the cache lives (a forced attach of another volume
     /// never takes it back).
     _claim: crate::cache::SlotClaim,
@@ -552,6 +559,7 @@ impl Cache {
             },
             rate: Rate::default(),
             born: kernel::time::Instant::now(),
+            lease_until_ms: AtomicU64::new(0),
             _claim: claim,
         }))
     }
@@ -623,6 +631,12 @@ impl Cache {
         Ok(b)
     }
 
+    /// Whether SAN writes are allowed now (no lease enforced, or the lease still valid).
+    fn san_writes_allowed(&self) -> bool {
+        let until = self.lease_until_ms.load(Ordering::Acquire);
+        until == 0 || self.now_ms() < until
+    }
+
     fn now_ms(&self) -> u64 {
         u64::try_from(self.born.elapsed().as_millis()).unwrap_or(0)
     }
@@ -681,6 +695,11 @@ impl Cache {
             21 => l(&c.destage_batches),
             22 => l(&self.tunables.read_populate),
             23 => l(&c.populated_bytes),
+            24 => {
+                let until = self.lease_until_ms.load(Ordering::Acquire);
+                if until == 0 { 0 } else { until.saturating_sub(self.now_ms()) }
+            }
+            25 => u64::from(!self.san_writes_allowed()),
             _ => return Err(EINVAL),
         };
         w.write_fmt(fmt!("{v}\n")).map_err(|_| EINVAL)
@@ -695,6 +714,18 @@ impl Cache {
             18 => (&self.tunables.destage_paused, 0, 1),
             19 => (&self.tunables.destage_delay_ms, 0, 3_600_000),
             22 => (&self.tunables.read_populate, 0, 1),
+            24 => {
+                // Validity from now in ms; 0 stops enforcing (the volume runs without a lease).
+                let ms = crate::pfcore::attr::parse_u64(val).map_err(|_| EINVAL)?;
+                if ms > 3_600_000 {
+                    return Err(ERANGE);
+                }
+                let until = if ms == 0 { 0 } else { self.now_ms().saturating_add(ms).max(1) };
+                self.lease_until_ms.store(until, Ordering::Release);
+                self.changed.notify_all();
+                self.work.notify_all();
+                return Ok(());
+            }
             20 => {
                 // Only 1: a drain ends by itself when nothing is dirty.
                 if crate::pfcore::attr::parse_u64(val).map_err(|_| EINVAL)? != 1 {
@@ -731,6 +762,11 @@ impl Volume {
         let (serial, seg, off, wt) = loop {
             match g.mode {
                 Mode::Failed => return Err(EIO),
+                Mode::Bypass if !c.san_writes_allowed() => {
+                    // Fenced: wait for the lease's renewal (its store notifies `changed`).
+                    c.changed.wait(&mut g);
+                    continue;
+                }
                 Mode::Bypass => {
                     drop(g);
                     return self.san_request(rq);
@@ -741,7 +777,9 @@ impl Volume {
             // A write-through write goes to the SAN now: it waits for older dirty data of its
             // blocks to be destaged first (else a replay could overwrite it) and for any write in
             // flight on its blocks (the SAN and the index must agree on the last one).
-            let blocked = g.overlaps_inflight(lba, len, !wt) || (wt && g.overlaps_dirty(lba, len));
+            let blocked = g.overlaps_inflight(lba, len, !wt)
+                || (wt && g.overlaps_dirty(lba, len))
+                || (wt && !c.san_writes_allowed());
             if !blocked {
                 if let Some((seg, off)) = g.place(footprint)? {
                     let serial = g.begin(lba, len, wt)?;
@@ -1015,13 +1053,18 @@ impl Volume {
         let serial = loop {
             match g.mode {
                 Mode::Failed => return Err(EIO),
+                Mode::Bypass if !c.san_writes_allowed() => {
+                    // Fenced: wait for the lease's renewal (its store notifies `changed`).
+                    c.changed.wait(&mut g);
+                    continue;
+                }
                 Mode::Bypass => {
                     drop(g);
                     return self.san_request(rq);
                 }
                 Mode::Normal => {}
             }
-            if !g.overlaps_inflight(lba, len, false) && !g.overlaps_dirty(lba, len) {
+            if !g.overlaps_inflight(lba, len, false) && !g.overlaps_dirty(lba, len) && c.san_writes_allowed() {
                 g.invalidate(lba, len)?;
                 break g.begin(lba, len, true)?;
             }
@@ -1098,6 +1141,10 @@ fn destage_once(v: &Volume, c: &Cache, bset: &BioSet) -> Result<Next> {
     let checkpoint = {
         let mut g = c.state.lock();
         if g.mode != Mode::Normal || c.tunables.destage_paused.load(Ordering::Relaxed) != 0 {
+            return Ok(Next::Sleep(1000));
+        }
+        if !c.san_writes_allowed() {
+            // Fenced: the lease may be another host's by now. Renewal wakes us.
             return Ok(Next::Sleep(1000));
         }
         if g.dirty_q.is_empty() {

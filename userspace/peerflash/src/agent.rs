@@ -68,9 +68,23 @@ fn kernel_serials(name: &str) -> Option<(String, u64, u64)> {
     ))
 }
 
+/// Tells the module how long the lease stays valid: past that, it writes nothing more to the
+/// volume's SAN (`lease_ms`), even if this agent is dead by then.
+fn push_lease(lease: &Lease, name: &str) {
+    let ms = lease.remaining().as_millis().min(3_600_000);
+    let f = crate::wb::dir(name).join("lease_ms");
+    if f.exists() {
+        if let Err(e) = std::fs::write(&f, format!("{ms}\n")) {
+            eprintln!("peerflash agent: {name}: cannot write {}: {e}", f.display());
+        }
+    }
+}
+
 /// Copies the kernel's checkpoint of `name` into its record (state running or replaying);
-/// the record is written only when that changes something.
+/// the record is written only when that changes something. Pushes the lease's validity into
+/// the module first.
 fn copy_checkpoint(lease: &Lease, name: &str) -> Result<(), LeaseError> {
+    push_lease(lease, name);
     let Some((state, checkpoint, last)) = kernel_serials(name) else {
         return Ok(());
     };

@@ -14,7 +14,7 @@ use crate::configfs::Root;
 use crate::volume::VolumeError;
 
 /// The volume's sysfs directory of cache files.
-fn dir(name: &str) -> PathBuf {
+pub fn dir(name: &str) -> PathBuf {
     let base = std::env::var_os("PEERFLASH_SYSBLOCK")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("/sys/block"));
