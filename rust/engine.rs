@@ -777,9 +777,13 @@ impl Volume {
             // A write-through write goes to the SAN now: it waits for older dirty data of its
             // blocks to be destaged first (else a replay could overwrite it) and for any write in
             // flight on its blocks (the SAN and the index must agree on the last one).
-            let blocked = g.overlaps_inflight(lba, len, !wt)
-                || (wt && g.overlaps_dirty(lba, len))
-                || (wt && !c.san_writes_allowed());
+            if wt && !c.san_writes_allowed() {
+                // Fenced: the lease may be another host's by now; wait for its renewal.
+                bump(&c.counters.write_waits, 1);
+                c.changed.wait(&mut g);
+                continue;
+            }
+            let blocked = g.overlaps_inflight(lba, len, !wt) || (wt && g.overlaps_dirty(lba, len));
             if !blocked {
                 if let Some((seg, off)) = g.place(footprint)? {
                     let serial = g.begin(lba, len, wt)?;
@@ -1064,7 +1068,10 @@ impl Volume {
                 }
                 Mode::Normal => {}
             }
-            if !g.overlaps_inflight(lba, len, false) && !g.overlaps_dirty(lba, len) && c.san_writes_allowed() {
+            if !g.overlaps_inflight(lba, len, false)
+                && !g.overlaps_dirty(lba, len)
+                && c.san_writes_allowed()
+            {
                 g.invalidate(lba, len)?;
                 break g.begin(lba, len, true)?;
             }

@@ -1,53 +1,192 @@
 #!/bin/sh
-# The module's SAN-write fence (sysfs lease_ms / fenced), without sanlock: once the lease pushed
-# by the agent runs out, nothing more reaches the SAN (destage batches, write-through writes)
-# until it is renewed; wb writes to flash go on.
+# The module's SAN-write fence (sysfs lease_ms / fenced) and the agent's persistent leases.
+#  1. sysfs alone: past the pushed lease nothing more reaches the SAN: write-through writes wait,
+#     the destager stops; write-back writes to flash go on; a renewal releases everything.
+#  2. with sanlock and the agent: the agent pushes its lease into the module; frozen (SIGSTOP),
+#     it dies of its own fence timer and the module fences itself at the same deadline (no
+#     destaging after it while writes to flash go on); a restarted agent takes the lease back
+#     (this host's orphan), the fence lifts, `down` puts exactly the volume's data on the SAN.
 . "$PF_REPO/tests/vm/lib.sh"
 set -u
 cd /tmp
 SAN=$PF_SAN_DEV
 CACHE=$PF_CACHE_DEV
-DEV=/dev/pf-f
-S=/sys/block/pf-f/peerflash
-val() { cat "$S/$1"; }
 
 modprobe peerflash || fail "modprobe peerflash"
 peerflash format-cache "$CACHE" --force > /dev/null || fail "format-cache"
-peerflash create f --backing "$SAN" --cache "$CACHE" --policy wb || fail "create"
+
+S=/sys/block/pf-f/peerflash
+val() { cat "$S/$1"; }
+# san_region MIB_OFFSET MIB_COUNT: that part of the SAN, read directly.
+san_region() { dd if="$SAN" bs=1M skip="$1" count="$2" iflag=direct status=none; }
+
+step "defaults and bad values"
+peerflash create f --backing "$SAN" --cache "$CACHE" --policy wt || fail "create"
 same "$(val lease_ms)" 0 "no lease enforced by default"
 same "$(val fenced)" 0 "not fenced without a lease"
 expect_write_refused "$S/lease_ms" 3600001
-
-step "a lease running out stops destaging"
-echo 1 > "$S/destage_paused"
+expect_write_refused "$S/lease_ms" soon
+expect_write_refused "$S/lease_ms" -5
 dd if=/dev/urandom of=/tmp/a bs=1M count=4 status=none
-dd if=/tmp/a of=$DEV bs=1M count=4 oflag=direct status=none || fail "wb write"
-echo 1500 > "$S/lease_ms"
-sleep 2
+
+step "write-through writes wait for the lease"
+echo 1000 > "$S/lease_ms"
+sleep 1.5
 same "$(val fenced)" 1 "fenced once the lease ran out"
 same "$(val lease_ms)" 0 "no time left"
+dd if=/tmp/a of=/dev/pf-f bs=4k count=1 oflag=direct status=none &
+ddpid=$!
+sleep 3
+kill -0 $ddpid 2>/dev/null || fail "a write-through write completed while fenced"
+san_region 0 1 | cmp -s -n 4096 - /tmp/a && fail "the SAN got a write-through write while fenced"
+echo 60000 > "$S/lease_ms"
+same "$(val fenced)" 0 "not fenced after the renewal"
+wait $ddpid || fail "the held write failed after the renewal"
+san_region 0 1 | cmp -n 4096 - /tmp/a || fail "the SAN lacks the write-through write"
+
+step "a lease running out stops destaging; write-back writes go on"
+peerflash set-policy f wb > /dev/null || fail "set-policy wb"
+echo 1 > "$S/destage_paused"
+dd if=/tmp/a of=/dev/pf-f bs=1M seek=4 count=4 oflag=direct status=none || fail "wb write"
+echo 1000 > "$S/lease_ms"
+sleep 1.5
+same "$(val fenced)" 1 "fenced once the lease ran out"
 before=$(val destaged_bytes)
 echo 0 > "$S/destage_paused"
 echo 1 > "$S/destage_now"
 sleep 3
-same "$(val destaged_bytes)" "$before" "nothing destaged while fenced"
-[ "$(val dirty_bytes)" -gt 0 ] || fail "dirty data vanished while fenced"
-cmp -n 4194304 /tmp/a "$SAN" > /dev/null 2>&1 && fail "the SAN got the data while fenced"
-# wb writes still go to flash.
-dd if=/tmp/a of=$DEV bs=1M count=1 seek=8 oflag=direct status=none || fail "wb write while fenced"
-
-step "write-through writes wait for the lease"
-peerflash set-policy f wt > /dev/null 2>&1 &
-dd if=/tmp/a of=$DEV bs=4k count=1 seek=4096 oflag=direct status=none &
-ddpid=$!
-sleep 3
-kill -0 $ddpid 2>/dev/null || fail "a write reached the SAN path while fenced"
-
-step "renewal: everything goes on"
+same "$(val destaged_bytes)" "$before" "bytes destaged while fenced (none more)"
+[ "$(val dirty_bytes)" -ge 4194304 ] || fail "dirty data left the cache while fenced"
+san_region 4 4 | cmp -s - /tmp/a && fail "the SAN got the data while fenced"
+timeout 60 dd if=/tmp/a of=/dev/pf-f bs=1M seek=12 count=1 oflag=direct status=none ||
+    fail "a write-back write while fenced"
 echo 60000 > "$S/lease_ms"
-same "$(val fenced)" 0 "not fenced after renewal"
-wait $ddpid || fail "the held write failed after renewal"
-peerflash flush f --timeout 300 || fail "flush after renewal"
-cmp -n 4194304 /tmp/a "$SAN" || fail "SAN differs after renewal and flush"
+peerflash flush f --timeout 300 > /dev/null || fail "flush after the renewal"
+san_region 4 4 | cmp - /tmp/a || fail "the SAN differs after the renewal and flush"
 echo 0 > "$S/lease_ms"
-peerflash remove f || fail "remove"
+same "$(val fenced)" 0 "not enforced again"
+peerflash remove f > /dev/null || fail "remove"
+
+step "the agent's lease in the module; the agent frozen past its deadline"
+LOCK_SECTORS=131072 # 64 MiB at the end of the SAN disk: the lock datastore
+sz=$(blockdev --getsz "$SAN")
+dmsetup create pf-san --table "0 $((sz - LOCK_SECTORS)) linear $SAN 0" || fail "dm pf-san"
+dmsetup create pf-locks --table "0 $LOCK_SECTORS linear $SAN $((sz - LOCK_SECTORS))" || fail "dm pf-locks"
+udevadm settle
+CFG=/tmp/cluster.toml
+cat > "$CFG" <<EOF
+cluster = "fence"
+
+[datastore]
+device = "/dev/mapper/pf-locks"
+size_mib = 64
+io_timeout = 2
+
+[[host]]
+name = "h1"
+address = "192.0.2.11:7790"
+id = 1
+
+[[volume]]
+name = "vm1"
+backing = "/dev/mapper/pf-san"
+policy = "wb"
+lock_slot = 0
+cache = { h1 = "$CACHE" }
+EOF
+peerflash config check "$CFG" > /dev/null || fail "config check"
+export SANLOCK_RUN_DIR=/tmp/sanlock PEERFLASH_AGENT_SOCKET=/tmp/pf-agent.sock
+mkdir -p "$SANLOCK_RUN_DIR"
+SANLOCK_PRIVILEGED=0 setsid sanlock daemon -D -w 0 -h 0 -l 0 -U root -G root -e h1 \
+    > /tmp/sanlock.log 2>&1 < /dev/null &
+i=0
+while [ ! -S "$SANLOCK_RUN_DIR/sanlock.sock" ]; do
+    i=$((i + 1)); [ $i -lt 100 ] || fail "sanlock daemon did not start"; sleep 0.2
+done
+peerflash lock init --config "$CFG" > /dev/null || fail "lock init"
+peerflash format-cache "$CACHE" --force > /dev/null || fail "format-cache"
+start_agent() {
+    rm -f "$PEERFLASH_AGENT_SOCKET"
+    peerflash agent --config "$CFG" --host h1 > "/tmp/agent$1.log" 2>&1 < /dev/null &
+    AGENT=$!
+    i=0
+    while [ ! -S "$PEERFLASH_AGENT_SOCKET" ]; do
+        i=$((i + 1)); [ $i -lt 120 ] || { cat "/tmp/agent$1.log"; fail "agent not ready"; }
+        sleep 1
+    done
+}
+# alive PID: the process exists and is not a zombie.
+alive() { [ -e "/proc/$1" ] && ! grep -q '^State:.*Z' "/proc/$1/status" 2>/dev/null; }
+start_agent 1
+peerflash up vm1 --wait-secs 0 || fail "up vm1"
+S=/sys/block/pf-vm1/peerflash
+sleep 2
+ms=$(val lease_ms)
+echo "lease pushed by the agent: $ms ms left"
+# sanlock io_timeout 2: host_dead 76 s, the fence margin 6 s: 70 s after the last renewal.
+[ "$ms" -gt 60000 ] && [ "$ms" -le 70000 ] || fail "lease_ms $ms outside (60000, 70000]"
+same "$(val fenced)" 0 "not fenced under a live agent"
+
+# A writer keeps writing to flash all along (64 KiB each 0.2 s over the first 16 MiB).
+(
+    n=0
+    while [ ! -e /tmp/stop-writer ]; do
+        dd if=/dev/urandom of=/dev/pf-vm1 bs=64k seek=$((n % 256)) count=1 oflag=direct \
+            status=none || { echo "writer: write $n failed" > /tmp/writer.err; exit 1; }
+        n=$((n + 1))
+        sleep 0.2
+    done
+) &
+WRITER=$!
+sleep 3
+t0=$(cut -d' ' -f1 /proc/uptime)
+kill -STOP $AGENT
+echo "agent frozen at uptime $t0"
+t_fence=""
+t_dead=""
+i=0
+while [ -z "$t_fence" ] || [ -z "$t_dead" ]; do
+    i=$((i + 1)); [ $i -lt 400 ] || fail "no fence 100 s after the agent froze (fenced=$(val fenced))"
+    now=$(cut -d' ' -f1 /proc/uptime)
+    [ -z "$t_fence" ] && [ "$(val fenced)" = 1 ] && t_fence=$now
+    [ -z "$t_dead" ] && ! alive $AGENT && t_dead=$now
+    sleep 0.25
+done
+wait $AGENT 2>/dev/null
+# calc EXPR: awk arithmetic (1/0 for comparisons).
+calc() { awk "BEGIN { print $1 }"; }
+fence_after=$(calc "$t_fence - $t0")
+dead_after=$(calc "$t_dead - $t0")
+echo "module fenced ${fence_after} s after the freeze; agent dead (own timer) after ${dead_after} s"
+# Its deadline is at most 70 s after its last renewal (before the freeze), at least 70 s after
+# one 4 s (two renewal periods) older; 0.25 s sampling.
+[ "$(calc "$fence_after >= 60 && $fence_after <= 71")" = 1 ] ||
+    fail "fenced ${fence_after} s after the freeze, expected 60..71 s"
+[ "$(calc "$fence_after - $dead_after <= 2 && $fence_after - $dead_after >= -2")" = 1 ] ||
+    fail "the module's fence and the agent's death are apart: $fence_after vs $dead_after s"
+sleep 1
+d0=$(val destaged_bytes)
+w0=$(stat_of vm1 write_bytes)
+sleep 5
+same "$(val destaged_bytes)" "$d0" "bytes destaged after the fence (none more)"
+[ "$(stat_of vm1 write_bytes)" -gt "$w0" ] || fail "writes to flash stopped while fenced"
+[ -e /tmp/writer.err ] && fail "$(cat /tmp/writer.err)"
+touch /tmp/stop-writer
+wait $WRITER || fail "the writer failed"
+dd if=/dev/pf-vm1 of=/tmp/vol bs=1M count=16 iflag=direct status=none || fail "read vm1"
+
+step "the restarted agent takes its lease back"
+start_agent 2
+cat /tmp/agent2.log
+grep -q "still runs here: taking its lease back" /tmp/agent2.log || fail "the agent did not adopt vm1"
+sleep 2
+same "$(val fenced)" 0 "not fenced under the new agent"
+[ "$(val lease_ms)" -gt 60000 ] || fail "lease_ms $(val lease_ms) after the adoption"
+peerflash down vm1 || fail "down vm1"
+[ ! -e /dev/pf-vm1 ] || fail "vm1 still exists after down"
+dd if=/dev/mapper/pf-san bs=1M count=16 iflag=direct status=none | cmp - /tmp/vol ||
+    fail "the SAN differs from what the volume held"
+peerflash lock status --config "$CFG" vm1 | tee /tmp/status
+grep -q "state: clean" /tmp/status || fail "vm1's record is not clean after down"
+kill $AGENT
+wait $AGENT 2>/dev/null

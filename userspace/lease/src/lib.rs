@@ -369,12 +369,41 @@ impl Lease {
         slot: u32,
         volume: &str,
     ) -> Result<Lease, LeaseError> {
+        Self::acquire_as(ds, host_id, slot, volume, false)
+    }
+
+    /// As [`Lease::acquire`], for a lease that guards I/O issued outside this process (the
+    /// kernel's): the lease survives this process. If it dies or drops the lease without
+    /// [`Lease::release`], the lease stays held by this host (a sanlock orphan) for as long as
+    /// the host renews its delta lease; a later process of this host takes the orphan over by
+    /// acquiring it again.
+    pub fn acquire_persistent(
+        ds: &Datastore,
+        host_id: u64,
+        slot: u32,
+        volume: &str,
+    ) -> Result<Lease, LeaseError> {
+        Self::acquire_as(ds, host_id, slot, volume, true)
+    }
+
+    fn acquire_as(
+        ds: &Datastore,
+        host_id: u64,
+        slot: u32,
+        volume: &str,
+        persistent: bool,
+    ) -> Result<Lease, LeaseError> {
         Datastore::check_slot(slot, volume)?;
         let fence = Arc::new(Fence::new().map_err(LeaseError::Fence)?);
         let file = ds.open(true)?;
         let sock = sanlock::register()?;
         let mut res = ds.resource(slot, volume);
-        if let Err(e) = sanlock::acquire(sock.as_raw_fd(), &mut res) {
+        let mut flags = 0;
+        if persistent {
+            res.flags |= sanlock::RES_PERSISTENT;
+            flags |= sanlock::ACQUIRE_ORPHAN;
+        }
+        if let Err(e) = sanlock::acquire(sock.as_raw_fd(), &mut res, flags) {
             let busy = [
                 sanlock::ACQUIRE_IDLIVE,
                 sanlock::ACQUIRE_OWNED,
@@ -392,7 +421,8 @@ impl Lease {
                 e.into()
             });
         }
-        // From here on, dropping `sock` releases the lease (the daemon sees the process go).
+        // From here on, dropping `sock` releases the lease (the daemon sees the process go), or
+        // orphans it if persistent.
         let deadline = first_deadline_ns(ds, host_id)?;
         fence.arm(deadline).map_err(LeaseError::Fence)?;
         let record = ds.read_record(slot, volume)?.unwrap_or_else(|| {
@@ -507,7 +537,8 @@ impl Lease {
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        // Without `release`: stop writing; closing the socket makes the daemon release the lease.
+        // Without `release`: stop writing; closing the socket makes the daemon release the lease
+        // (a persistent one becomes this host's orphan).
         self.stop_refresher();
         self.fence.revoke();
     }

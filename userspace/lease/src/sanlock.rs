@@ -19,6 +19,11 @@ pub const ACQUIRE_OWNED: i32 = -244;
 pub const ACQUIRE_OTHER: i32 = -245;
 /// `SANLK_ACQUIRE_OWNED_RETRY`.
 pub const ACQUIRE_OWNED_RETRY: i32 = -247;
+/// `SANLK_RES_PERSISTENT`: the lease outlives its process (it becomes an orphan the host
+/// keeps holding while its daemon renews the host's delta lease).
+pub const RES_PERSISTENT: u32 = 0x8;
+/// `SANLK_ACQUIRE_ORPHAN`: take over this host's orphan of the lease if there is one.
+pub const ACQUIRE_ORPHAN: u32 = 0x2;
 /// `SANLK_ACQUIRE_LOCKSPACE`: this host has not joined the lease's lockspace.
 pub const ACQUIRE_LOCKSPACE: i32 = -241;
 
@@ -256,13 +261,13 @@ pub fn register() -> Result<OwnedFd, SanlockError> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-/// Acquires `res` for the process registered on `sock`.
-pub fn acquire(sock: c_int, res: &mut Resource) -> Result<(), SanlockError> {
+/// Acquires `res` for the process registered on `sock` (`flags`: `SANLK_ACQUIRE_*`).
+pub fn acquire(sock: c_int, res: &mut Resource, flags: u32) -> Result<(), SanlockError> {
     let mut p: *mut Resource = res;
     // SAFETY: `p` points to one valid resource with one disk; pid -1 means the registered
     // process of `sock`; no options.
     check("acquire", unsafe {
-        sanlock_acquire(sock, -1, 0, 1, &mut p, std::ptr::null_mut())
+        sanlock_acquire(sock, -1, flags, 1, &mut p, std::ptr::null_mut())
     })
     .map(drop)
 }

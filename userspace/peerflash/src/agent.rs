@@ -71,7 +71,8 @@ fn kernel_serials(name: &str) -> Option<(String, u64, u64)> {
 /// Tells the module how long the lease stays valid: past that, it writes nothing more to the
 /// volume's SAN (`lease_ms`), even if this agent is dead by then.
 fn push_lease(lease: &Lease, name: &str) {
-    let ms = lease.remaining().as_millis().min(3_600_000);
+    // At least 1: 0 would mean "not enforced".
+    let ms = lease.remaining().as_millis().clamp(1, 3_600_000);
     let f = crate::wb::dir(name).join("lease_ms");
     if f.exists() {
         if let Err(e) = std::fs::write(&f, format!("{ms}\n")) {
@@ -147,7 +148,9 @@ impl Agent {
     fn acquire(&self, v: &Volume, until: Instant, say: &mut dyn FnMut(String)) -> Result<Lease> {
         let mut told = false;
         loop {
-            match Lease::acquire(&self.ds, self.me.id, v.lock_slot, &v.name) {
+            // Persistent: if this agent dies, the lease stays this host's (its kernel volume may
+            // still run; the module fences itself when the pushed validity runs out).
+            match Lease::acquire_persistent(&self.ds, self.me.id, v.lock_slot, &v.name) {
                 Ok(l) => return Ok(l),
                 Err(LeaseError::Held { .. }) if Instant::now() < until => {
                     if !told {
@@ -272,29 +275,54 @@ impl Agent {
                     }
                 }
                 d => {
-                    if d == StartDecision::ReplayHere {
-                        self.replay_here(v, &lease, true, say)?;
-                    } else {
-                        self.create(v)?;
-                    }
-                    let policy = LockPolicy::parse(&v.policy).unwrap_or(LockPolicy::Wb);
-                    lease.update_record(|r| {
-                        r.generation += 1;
-                        r.owner_id = self.me.id;
-                        r.set_owner_name(self.me.name.as_bytes());
-                        r.policy = policy;
-                        r.state = LockState::Running;
-                    })?;
-                    copy_checkpoint(&lease, name)?;
-                    let device = format!("/dev/{}{}", peerflash_core::names::DISK_PREFIX, name);
-                    self.held
-                        .lock()
-                        .map_err(|_| anyhow!("agent state poisoned"))?
-                        .insert(name.to_string(), lease);
-                    return Ok(device);
+                    let started = self.start(v, &lease, d == StartDecision::ReplayHere, say);
+                    self.settle(name, lease, started)?;
+                    return Ok(format!("/dev/{}{}", peerflash_core::names::DISK_PREFIX, name));
                 }
             }
         }
+    }
+
+    /// Starts `v` here under `lease` (replaying this host's flash first if `replay`) and
+    /// records it running.
+    fn start(&self, v: &Volume, lease: &Lease, replay: bool, say: &mut dyn FnMut(String)) -> Result<()> {
+        if replay {
+            self.replay_here(v, lease, true, say)?;
+        } else {
+            self.create(v)?;
+        }
+        self.mark_running(v, lease, true)
+    }
+
+    /// Records `v` running here (a new generation if `new_run`) and pushes the lease into the
+    /// module.
+    fn mark_running(&self, v: &Volume, lease: &Lease, new_run: bool) -> Result<()> {
+        let policy = LockPolicy::parse(&v.policy).unwrap_or(LockPolicy::Wb);
+        lease.update_record(|r| {
+            if new_run {
+                r.generation += 1;
+            }
+            r.owner_id = self.me.id;
+            r.set_owner_name(self.me.name.as_bytes());
+            r.policy = policy;
+            r.state = LockState::Running;
+        })?;
+        copy_checkpoint(lease, &v.name)?;
+        Ok(())
+    }
+
+    /// After work under `lease`: if the volume runs in the kernel (whatever `r` says), the
+    /// agent keeps holding and renewing its lease; otherwise the lease is released. Then `r`.
+    fn settle<T>(&self, name: &str, lease: Lease, r: Result<T>) -> Result<T> {
+        if self.root.dir(name).is_dir() {
+            self.held
+                .lock()
+                .map_err(|_| anyhow!("agent state poisoned"))?
+                .insert(name.to_string(), lease);
+        } else if let Err(e) = lease.release() {
+            eprintln!("peerflash agent: {name}: cannot release the lease: {e}");
+        }
+        r
     }
 
     /// `down`: destages the volume, records it clean, removes it and releases its lease.
@@ -321,10 +349,41 @@ impl Agent {
         Ok(())
     }
 
-    /// After a restart: every volume this host owned and did not leave clean is replayed here.
+    /// After this agent's restart while the host lived: `v` still runs in the kernel. Takes its
+    /// lease back (this host's orphan) and resumes renewing it; if the lease is no longer this
+    /// host's, the module is fenced at once (no more SAN writes) and the volume is left alone.
+    fn adopt(&self, v: &Volume, say: &mut dyn FnMut(String)) -> Result<()> {
+        say(format!("{}: still runs here: taking its lease back", v.name));
+        let lease = match Lease::acquire_persistent(&self.ds, self.me.id, v.lock_slot, &v.name) {
+            Ok(l) => l,
+            Err(e) => {
+                let f = crate::wb::dir(&v.name).join("lease_ms");
+                let fenced = std::fs::write(&f, "1\n");
+                bail!(
+                    "{}: runs here but its lease is not this host's ({e}); SAN writes fenced: {}",
+                    v.name,
+                    match fenced {
+                        Ok(()) => "yes".to_string(),
+                        Err(e) => format!("NO, cannot write {}: {e}", f.display()),
+                    }
+                );
+            }
+        };
+        let r = self.mark_running(v, &lease, false);
+        self.settle(&v.name, lease, r)
+    }
+
+    /// After a restart: volumes still running in the kernel are adopted; every other volume
+    /// this host owned and did not leave clean is replayed here.
     fn recover(&self, say: &mut dyn FnMut(String)) -> Result<()> {
         for v in &self.cfg.volumes {
             if !v.cache.contains_key(&self.me.name) {
+                continue;
+            }
+            if self.root.dir(&v.name).is_dir() {
+                if let Err(e) = self.adopt(v, say) {
+                    say(format!("{e:#}"));
+                }
                 continue;
             }
             let Some(rec) = self.ds.read_record(v.lock_slot, &v.name)? else {
@@ -340,10 +399,12 @@ impl Agent {
             ));
             let lease = self.acquire(v, Instant::now() + Duration::from_secs(3600), say)?;
             // Another host may have run it meanwhile only if the record turned clean.
-            if start_decision(&lease.record(), self.me.id) == StartDecision::ReplayHere {
-                self.replay_here(v, &lease, false, say)?;
-            }
-            lease.release()?;
+            let r = if start_decision(&lease.record(), self.me.id) == StartDecision::ReplayHere {
+                self.replay_here(v, &lease, false, say)
+            } else {
+                Ok(())
+            };
+            self.settle(&v.name, lease, r)?;
         }
         Ok(())
     }

@@ -7,6 +7,10 @@
 //!   stay itself and see exactly its own increments. Any other sight is a violation (exit 5).
 //! - `writer`: acquires the lease (retrying), then appends `host seq monotonic_ns` lines to a log
 //!   every few milliseconds, only while the lease is valid, forever.
+//! - `hold`: acquires the lease once (`--persistent`: as the agent does, surviving the process),
+//!   prints `held` and sleeps until killed.
+//! - `try`: acquires the lease once (`--persistent`: taking over this host's orphan) and
+//!   releases it: exit 0 if it got it, 3 if a host holds it.
 //!
 //! The sanlock daemon of the host is the one of `SANLOCK_RUN_DIR`.
 
@@ -72,6 +76,35 @@ enum Cmd {
         #[arg(long, default_value_t = 20)]
         interval_ms: u64,
     },
+    Hold {
+        #[arg(long)]
+        host_id: u64,
+        #[arg(long)]
+        persistent: bool,
+    },
+    Try {
+        #[arg(long)]
+        host_id: u64,
+        #[arg(long)]
+        persistent: bool,
+    },
+}
+
+/// Exit code of `try` when a host holds the lease.
+const HELD: u8 = 3;
+
+fn acquire_once(
+    ds: &Datastore,
+    host_id: u64,
+    slot: u32,
+    volume: &str,
+    persistent: bool,
+) -> Result<Lease, LeaseError> {
+    if persistent {
+        Lease::acquire_persistent(ds, host_id, slot, volume)
+    } else {
+        Lease::acquire(ds, host_id, slot, volume)
+    }
 }
 
 /// Exit code of a violation of mutual exclusion.
@@ -249,5 +282,32 @@ fn run() -> Result<u8> {
                 std::thread::sleep(Duration::from_millis(interval_ms));
             }
         }
+        Cmd::Hold {
+            host_id,
+            persistent,
+        } => {
+            let lease = acquire_once(&ds, host_id, cli.slot, &cli.volume, persistent)?;
+            println!("held");
+            std::io::stdout().flush()?;
+            loop {
+                std::thread::sleep(Duration::from_secs(3600));
+                let _ = &lease;
+            }
+        }
+        Cmd::Try {
+            host_id,
+            persistent,
+        } => match acquire_once(&ds, host_id, cli.slot, &cli.volume, persistent) {
+            Ok(lease) => {
+                lease.release()?;
+                println!("acquired and released");
+                Ok(0)
+            }
+            Err(LeaseError::Held { .. }) => {
+                println!("held by a host");
+                Ok(HELD)
+            }
+            Err(e) => Err(e.into()),
+        },
     }
 }

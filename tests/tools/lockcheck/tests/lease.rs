@@ -307,3 +307,78 @@ fn expiry_and_self_fencing() {
     let _ = w2.kill();
     let _ = w2.wait();
 }
+
+/// Exit code of `pf-lockcheck try` when the lease is held.
+fn try_acquire(c: &Cluster, host: u64, persistent: bool) -> i32 {
+    let mut args = vec!["try", "--host-id"];
+    let h = host.to_string();
+    args.push(&h);
+    if persistent {
+        args.push("--persistent");
+    }
+    let out = c.cmd(host, &args).output().expect("pf-lockcheck try");
+    let code = out.status.code().unwrap_or(-1);
+    assert!(
+        code == 0 || code == 3,
+        "try failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    code
+}
+
+/// Starts `hold` on `host`, waits for it to hold the lease, then kills it with SIGKILL.
+fn hold_and_die(c: &Cluster, host: u64, persistent: bool) {
+    let out = c.path("hold.out");
+    let h = host.to_string();
+    let mut args = vec!["hold", "--host-id", &h];
+    if persistent {
+        args.push("--persistent");
+    }
+    let mut p = c.spawn(host, &args, Some(&out));
+    let t = Instant::now();
+    while !std::fs::read_to_string(&out)
+        .unwrap_or_default()
+        .contains("held")
+    {
+        assert!(p.try_wait().expect("wait").is_none(), "hold exited early");
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "hold did not acquire the free lease"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    signal(p.id(), libc::SIGKILL);
+    let _ = p.wait();
+}
+
+/// The agent's leases are persistent: a holder process that dies leaves the lease held by its
+/// host (whose kernel may still run the volume), and only a later process of the same host takes
+/// it over. The control: a non-persistent holder's death frees the lease for any host.
+#[test]
+fn persistent_lease_outlives_its_process() {
+    let c = Cluster::start(2);
+    hold_and_die(&c, 1, true);
+    assert_eq!(
+        try_acquire(&c, 2, false),
+        3,
+        "host 2 got a lease whose holder's host is alive"
+    );
+    assert_eq!(try_acquire(&c, 2, true), 3, "host 2 got host 1's orphan");
+    assert_eq!(
+        try_acquire(&c, 1, true),
+        0,
+        "host 1 could not take its own orphan back"
+    );
+    assert_eq!(
+        try_acquire(&c, 2, false),
+        0,
+        "the lease stayed held after its release"
+    );
+    // Control: without persistence, the death of the holder releases the lease.
+    hold_and_die(&c, 1, false);
+    assert_eq!(
+        try_acquire(&c, 2, false),
+        0,
+        "a non-persistent lease outlived its process"
+    );
+}
