@@ -123,8 +123,9 @@ S=/sys/block/pf-vm1/peerflash
 sleep 2
 ms=$(val lease_ms)
 echo "lease pushed by the agent: $ms ms left"
-# sanlock io_timeout 2: host_dead 76 s, the fence margin 6 s: 70 s after the last renewal.
-[ "$ms" -gt 60000 ] && [ "$ms" -le 70000 ] || fail "lease_ms $ms outside (60000, 70000]"
+# sanlock io_timeout 2: host_dead 76 s, the fence margin 6 s: 70 s after the host's last renewal
+# as its daemon reports it (under emulation that report can be several seconds old).
+[ "$ms" -gt 40000 ] && [ "$ms" -le 70000 ] || fail "lease_ms $ms outside (40000, 70000]"
 same "$(val fenced)" 0 "not fenced under a live agent"
 
 # A writer keeps writing to flash all along (64 KiB each 0.2 s over the first 16 MiB).
@@ -139,9 +140,10 @@ same "$(val fenced)" 0 "not fenced under a live agent"
 ) &
 WRITER=$!
 sleep 3
+ms=$(val lease_ms)
 t0=$(cut -d' ' -f1 /proc/uptime)
 kill -STOP $AGENT
-echo "agent frozen at uptime $t0"
+echo "agent frozen at uptime $t0 with $ms ms of lease left"
 t_fence=""
 t_dead=""
 i=0
@@ -158,10 +160,13 @@ calc() { awk "BEGIN { print $1 }"; }
 fence_after=$(calc "$t_fence - $t0")
 dead_after=$(calc "$t_dead - $t0")
 echo "module fenced ${fence_after} s after the freeze; agent dead (own timer) after ${dead_after} s"
-# Its deadline is at most 70 s after its last renewal (before the freeze), at least 70 s after
-# one 4 s (two renewal periods) older; 0.25 s sampling.
-[ "$(calc "$fence_after >= 60 && $fence_after <= 71")" = 1 ] ||
-    fail "fenced ${fence_after} s after the freeze, expected 60..71 s"
+# The deadline is at most 70 s after the last renewal the agent saw (before the freeze); it is
+# the one the module showed at the freeze unless the agent saw a renewal in the last instant
+# before it (one renewal period, 4 s, later). Sampling every 0.25 s, one push per second.
+lo=$(calc "$ms / 1000 - 1.5")
+hi=$(calc "$ms / 1000 + 5")
+[ "$(calc "$fence_after >= $lo && $fence_after <= $hi && $fence_after <= 71")" = 1 ] ||
+    fail "fenced ${fence_after} s after the freeze, expected $lo..$hi s (and at most 71 s)"
 [ "$(calc "$fence_after - $dead_after <= 2 && $fence_after - $dead_after >= -2")" = 1 ] ||
     fail "the module's fence and the agent's death are apart: $fence_after vs $dead_after s"
 sleep 1

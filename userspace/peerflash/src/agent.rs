@@ -1,7 +1,10 @@
 //! `peerflash agent`: one per host. It joins the cluster's lockspace, holds the leases of the
-//! volumes running here, copies each one's checkpoint into its lock record every second, and
-//! recovers after a crash: volumes this host owned and did not leave clean are replayed from
-//! its flash (offline replay), flushed to the SAN, recorded clean and released.
+//! volumes running here (persistent: if the agent dies they stay this host's), pushes each
+//! lease's validity into the module (`lease_ms`: the module stops writing to the SAN when it runs
+//! out) and copies each volume's checkpoint into its lock record every second, and recovers after
+//! a crash: volumes still running in the kernel are adopted (their orphaned leases taken back);
+//! volumes this host owned and did not leave clean are replayed from its flash (offline replay),
+//! flushed to the SAN, recorded clean and released.
 //!
 //! `peerflash up NAME` and `peerflash down NAME` ask the agent over its unix socket (one JSON
 //! request line; progress lines, then a final line). A volume starts only under its lease and
