@@ -156,7 +156,7 @@ while [ -z "$t_fence" ] || [ -z "$t_dead" ]; do
 done
 wait $AGENT 2>/dev/null
 # calc EXPR: awk arithmetic (1/0 for comparisons).
-calc() { awk "BEGIN { print $1 }"; }
+calc() { awk "BEGIN { print ($1) }"; }
 fence_after=$(calc "$t_fence - $t0")
 dead_after=$(calc "$t_dead - $t0")
 echo "module fenced ${fence_after} s after the freeze; agent dead (own timer) after ${dead_after} s"
