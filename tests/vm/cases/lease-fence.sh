@@ -194,4 +194,5 @@ dd if=/dev/mapper/pf-san bs=1M count=16 iflag=direct status=none | cmp - /tmp/vo
 peerflash lock status --config "$CFG" vm1 | tee /tmp/status
 grep -q "state: clean" /tmp/status || fail "vm1's record is not clean after down"
 kill $AGENT
-wait $AGENT 2>/dev/null
+wait $AGENT 2>/dev/null # 143: it was killed
+echo "lease-fence: every check passed"
