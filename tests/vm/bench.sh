@@ -5,6 +5,9 @@
 #   nvme       the raw NVMe cache device
 #   pf-wt      peerflash wt volume (NVMe cache over the delayed SAN)
 #   pf-wb      peerflash wb volume
+#   pf-wb-lazy peerflash wb volume with destage_delay_ms 30000 and the largest batches: no
+#              destaging during the run, as dm-writecache (writeback from 50% full) and bcache
+#              (writeback_delay 30 s) do
 #   writecache dm-writecache (ssd mode) over the delayed SAN
 #   bcache     bcache in writeback mode over the delayed SAN
 # Each run leaves fio's JSON in $PF_RUN_DIR/bench/CONFIG-qdN.json; xtask/src/bench.rs turns them
@@ -52,16 +55,23 @@ run san "$DELAYED"
 step "raw NVMe"
 run nvme "$NVME"
 
-for policy in wt wb; do
-    step "peerflash $policy"
+for config in wt wb wb-lazy; do
+    policy=${config%-lazy}
+    step "peerflash $config"
     wipe "$NVME"
     peerflash format-cache "$NVME" --force > /dev/null || fail "format-cache"
     peerflash create bench --backing "$DELAYED" --cache "$NVME" --policy $policy ||
         fail "create $policy volume"
-    run pf-$policy /dev/pf-bench
     S=/sys/block/pf-bench/peerflash
-    echo "pf-$policy: state $(cat $S/state), dirty $(cat $S/dirty_bytes) bytes, destaged $(cat $S/destaged_bytes) bytes, write waits $(cat $S/write_waits)"
-    peerflash remove bench || fail "remove $policy volume"
+    if [ "$config" = wb-lazy ]; then
+        # Batches may grow to 512 MiB: only the 30 s delay starts one.
+        echo 30000 > $S/destage_delay_ms
+        echo 65536 > $S/batch_records
+        echo 1048576 > $S/batch_sectors
+    fi
+    run pf-$config /dev/pf-bench
+    echo "pf-$config: state $(cat $S/state), dirty $(cat $S/dirty_bytes) bytes, destaged $(cat $S/destaged_bytes) bytes, write waits $(cat $S/write_waits)"
+    peerflash remove bench || fail "remove $config volume"
 done
 
 step "dm-writecache (ssd mode)"

@@ -16,11 +16,12 @@ use crate::setup::Kernel;
 use crate::vm::{Vm, VmConfig};
 
 /// The configurations in the order the guest runs them: (file stem, label).
-const CONFIGS: [(&str, &str); 6] = [
+const CONFIGS: [(&str, &str); 7] = [
     ("san", "raw SAN (dm-delay 3 ms)"),
     ("nvme", "raw NVMe"),
     ("pf-wt", "peerflash wt"),
     ("pf-wb", "peerflash wb"),
+    ("pf-wb-lazy", "peerflash wb, delay 30 s"),
     ("writecache", "dm-writecache"),
     ("bcache", "bcache writeback"),
 ];
@@ -144,6 +145,8 @@ pub fn run(k: &Kernel, b: &Built, secs: u64) -> Result<()> {
             ("pf-wb", "writecache"),
             ("pf-wb", "nvme"),
             ("pf-wb", "bcache"),
+            ("pf-wb-lazy", "writecache"),
+            ("pf-wb-lazy", "nvme"),
             ("pf-wt", "san"),
             ("writecache", "nvme"),
         ] {
