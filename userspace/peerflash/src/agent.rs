@@ -280,7 +280,11 @@ impl Agent {
                 d => {
                     let started = self.start(v, &lease, d == StartDecision::ReplayHere, say);
                     self.settle(name, lease, started)?;
-                    return Ok(format!("/dev/{}{}", peerflash_core::names::DISK_PREFIX, name));
+                    return Ok(format!(
+                        "/dev/{}{}",
+                        peerflash_core::names::DISK_PREFIX,
+                        name
+                    ));
                 }
             }
         }
@@ -288,7 +292,13 @@ impl Agent {
 
     /// Starts `v` here under `lease` (replaying this host's flash first if `replay`) and
     /// records it running.
-    fn start(&self, v: &Volume, lease: &Lease, replay: bool, say: &mut dyn FnMut(String)) -> Result<()> {
+    fn start(
+        &self,
+        v: &Volume,
+        lease: &Lease,
+        replay: bool,
+        say: &mut dyn FnMut(String),
+    ) -> Result<()> {
         if replay {
             self.replay_here(v, lease, true, say)?;
         } else {
@@ -356,7 +366,10 @@ impl Agent {
     /// lease back (this host's orphan) and resumes renewing it; if the lease is no longer this
     /// host's, the module is fenced at once (no more SAN writes) and the volume is left alone.
     fn adopt(&self, v: &Volume, say: &mut dyn FnMut(String)) -> Result<()> {
-        say(format!("{}: still runs here: taking its lease back", v.name));
+        say(format!(
+            "{}: still runs here: taking its lease back",
+            v.name
+        ));
         let lease = match Lease::acquire_persistent(&self.ds, self.me.id, v.lock_slot, &v.name) {
             Ok(l) => l,
             Err(e) => {
