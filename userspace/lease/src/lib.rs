@@ -386,7 +386,8 @@ impl Lease {
         Self::acquire_as(ds, host_id, slot, volume, true)
     }
 
-    fn acquire_as(
+    /// [`Lease::acquire_persistent`] if `persistent`, else [`Lease::acquire`].
+    pub fn acquire_as(
         ds: &Datastore,
         host_id: u64,
         slot: u32,

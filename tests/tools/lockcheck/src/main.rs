@@ -93,20 +93,6 @@ enum Cmd {
 /// Exit code of `try` when a host holds the lease.
 const HELD: u8 = 3;
 
-fn acquire_once(
-    ds: &Datastore,
-    host_id: u64,
-    slot: u32,
-    volume: &str,
-    persistent: bool,
-) -> Result<Lease, LeaseError> {
-    if persistent {
-        Lease::acquire_persistent(ds, host_id, slot, volume)
-    } else {
-        Lease::acquire(ds, host_id, slot, volume)
-    }
-}
-
 /// Exit code of a violation of mutual exclusion.
 const VIOLATION: u8 = 5;
 
@@ -286,7 +272,7 @@ fn run() -> Result<u8> {
             host_id,
             persistent,
         } => {
-            let lease = acquire_once(&ds, host_id, cli.slot, &cli.volume, persistent)?;
+            let lease = Lease::acquire_as(&ds, host_id, cli.slot, &cli.volume, persistent)?;
             println!("held");
             std::io::stdout().flush()?;
             loop {
@@ -297,7 +283,7 @@ fn run() -> Result<u8> {
         Cmd::Try {
             host_id,
             persistent,
-        } => match acquire_once(&ds, host_id, cli.slot, &cli.volume, persistent) {
+        } => match Lease::acquire_as(&ds, host_id, cli.slot, &cli.volume, persistent) {
             Ok(lease) => {
                 lease.release()?;
                 println!("acquired and released");
