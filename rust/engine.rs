@@ -26,6 +26,7 @@ use crate::crc::crc32c;
 use crate::pfcore::destage::{self, BatchLimits, LogHead};
 use crate::pfcore::extent::{self, Delta, Extent, ExtentMap};
 use crate::pfcore::format::{self, Checkpoint, Found, Policy, RecordHeader, Slot, Superblock, RECORD_DIRTY, RECORD_HEADER_BYTES};
+use crate::turns::Turn;
 use crate::volume::Volume;
 
 /// Largest request with a cache, in sectors: a record (header block plus data pages) must fit
@@ -288,6 +289,8 @@ pub(crate) struct Counters {
     pub(crate) san_errors: AtomicU64,
     pub(crate) cache_errors: AtomicU64,
     pub(crate) write_waits: AtomicU64,
+    /// Batches that waited for another volume's destage turn (SAN groups).
+    pub(crate) turn_waits: AtomicU64,
 }
 
 fn bump(c: &AtomicU64, by: u64) {
@@ -311,6 +314,9 @@ pub(crate) struct Tunables {
     pub(crate) destage_delay_ms: AtomicU64,
     /// Non-zero: a read wholly missed is kept on flash as clean data (population).
     pub(crate) read_populate: AtomicU64,
+    /// Non-zero: the volume's SAN group; its destager takes turns with the other volumes of
+    /// the group (`crate::turns`).
+    pub(crate) san_group: AtomicU64,
 }
 
 /// Destage rate over a window of about a second.
@@ -350,6 +356,8 @@ pub(crate) const SYSFS: &[(&CStr, bool)] = &[
     (c"populated_bytes", false),
     (c"lease_ms", true),
     (c"fenced", false),
+    (c"san_group", true),
+    (c"turn_waits", false),
 ];
 
 /// The file `state` of a volume without a cache.
@@ -386,6 +394,8 @@ pub(crate) struct Cache {
     /// written to the SAN (destage batches, write-through writes, discards, bypass writes)
     /// until the lease is renewed: another host may own the volume by then.
     lease_until_ms: AtomicU64,
+    /// This volume's destager in the turns of its SAN group.
+    destager_id: u64,
     /// The slot is this volume's while the cache lives (a forced attach of another volume
     /// never takes it back).
     _claim: crate::cache::SlotClaim,
@@ -556,10 +566,12 @@ impl Cache {
                 destage_paused: AtomicU64::new(0),
                 destage_delay_ms: AtomicU64::new(1000),
                 read_populate: AtomicU64::new(1),
+                san_group: AtomicU64::new(0),
             },
             rate: Rate::default(),
             born: kernel::time::Instant::now(),
             lease_until_ms: AtomicU64::new(0),
+            destager_id: crate::turns::new_id(),
             _claim: claim,
         }))
     }
@@ -700,6 +712,8 @@ impl Cache {
                 if until == 0 { 0 } else { until.saturating_sub(self.now_ms()) }
             }
             25 => u64::from(!self.san_writes_allowed()),
+            26 => l(&self.tunables.san_group),
+            27 => l(&c.turn_waits),
             _ => return Err(EINVAL),
         };
         w.write_fmt(fmt!("{v}\n")).map_err(|_| EINVAL)
@@ -714,6 +728,7 @@ impl Cache {
             18 => (&self.tunables.destage_paused, 0, 1),
             19 => (&self.tunables.destage_delay_ms, 0, 3_600_000),
             22 => (&self.tunables.read_populate, 0, 1),
+            26 => (&self.tunables.san_group, 0, 65535),
             24 => {
                 // Validity from now in ms; 0 stops enforcing (the volume runs without a lease).
                 let ms = crate::pfcore::attr::parse_u64(val).map_err(|_| EINVAL)?;
@@ -1141,8 +1156,47 @@ enum Next {
     Sleep(u64),
 }
 
+/// Whether the destager would write to the SAN now if a batch were due (then, in a SAN group,
+/// it takes a turn first).
+fn may_destage(c: &Cache) -> bool {
+    let g = c.state.lock();
+    g.mode == Mode::Normal
+        && !g.dirty_q.is_empty()
+        && c.tunables.destage_paused.load(Ordering::Relaxed) == 0
+        && c.san_writes_allowed()
+}
+
+/// Waits for this volume's turn in SAN group `group`; `None` when the thread is asked to stop.
+fn take_turn(c: &Cache, group: u64) -> Result<Option<Turn>> {
+    let turn = Turn::ask(c.destager_id, group)?;
+    let mut waited = false;
+    while !turn.try_start() {
+        if thread::should_stop() {
+            return Ok(None);
+        }
+        if !waited {
+            bump(&c.counters.turn_waits, 1);
+            waited = true;
+        }
+        // The turn is polled: the group's volumes do not know each other's wait queues.
+        let mut g = c.state.lock();
+        let _ = c.work.wait_interruptible_timeout(&mut g, kernel::time::msecs_to_jiffies(5));
+    }
+    Ok(Some(turn))
+}
+
 /// Destages one batch when one is due.
 fn destage_once(v: &Volume, c: &Cache, bset: &BioSet) -> Result<Next> {
+    let group = c.tunables.san_group.load(Ordering::Relaxed);
+    // Held until the batch is done (or found not due).
+    let _turn = if group != 0 && may_destage(c) {
+        match take_turn(c, group)? {
+            Some(t) => Some(t),
+            None => return Ok(Next::Again),
+        }
+    } else {
+        None
+    };
     let mut recs: KVec<Rec> = KVec::new();
     let mut pieces = Pieces::new();
     let checkpoint = {

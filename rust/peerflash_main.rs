@@ -13,6 +13,7 @@ mod control;
 mod crc;
 mod engine;
 mod pfcore;
+mod turns;
 mod volume;
 
 use kernel::prelude::*;
@@ -45,6 +46,8 @@ impl kernel::InPlaceModule for PeerflashModule {
             }
             // SAFETY: the module initialiser runs once, before configfs (and any attach) exists.
             unsafe { cache::init() };
+            // SAFETY: as above.
+            unsafe { turns::init() };
             pr_info!("peerflash {} loaded (on-flash format {})\n", VERSION, pfcore::format::VERSION);
             Ok(try_pin_init!(Self { configfs <- control::subsystem() }))
         })

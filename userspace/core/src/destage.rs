@@ -125,3 +125,36 @@ impl LogHead {
         self.offset = 0;
     }
 }
+
+/// A destager's place in the destage turns of its SAN group (volumes whose backing devices
+/// share one SAN, as the operator groups them): the destagers of a group take turns in the
+/// order they asked, one batch per turn, so each volume with dirty data gets its share of the
+/// SAN's batches whatever its batch cost or concurrency. Entries are kept in asking order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TurnEntry {
+    /// The SAN group (non-zero).
+    pub group: u64,
+    /// The asking destager (unique while it waits or runs).
+    pub id: u64,
+    /// Its batch is running.
+    pub running: bool,
+}
+
+/// Whether destager `id` may run its batch now: at most `per_group` batches of a group run at
+/// once, and a waiting destager goes only when every destager of its group that asked before it
+/// is running (first come, first served). `false` if `id` has no entry.
+pub fn may_start(queue: &[TurnEntry], id: u64, per_group: usize) -> bool {
+    let Some(me) = queue.iter().find(|e| e.id == id) else {
+        return false;
+    };
+    if me.running {
+        return true;
+    }
+    let group = queue.iter().filter(|e| e.group == me.group);
+    let running = group.clone().filter(|e| e.running).count();
+    let ahead = group
+        .take_while(|e| e.id != id)
+        .filter(|e| !e.running)
+        .count();
+    running.saturating_add(ahead) < per_group.max(1)
+}
