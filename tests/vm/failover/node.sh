@@ -56,6 +56,7 @@ name = "vm1"
 backing = "/dev/mapper/pf-san"
 policy = "wb"
 lock_slot = 0
+san_group = 3
 cache = { node0 = "$PF_CACHE_DEV", node1 = "$PF_CACHE_DEV" }
 EOF
     peerflash config check "$CFG" || fail "config check"
@@ -88,6 +89,7 @@ init)
 write)
     peerflash format-cache "$PF_CACHE_DEV" --force > /dev/null || fail "format-cache"
     peerflash up vm1 --wait-secs 0 || fail "up vm1"
+    same "$(cat /sys/block/pf-vm1/peerflash/san_group)" 3 "SAN group set by the agent"
     echo 1 > /sys/block/pf-vm1/peerflash/destage_paused
     mkdir -p "$PF_RUN_DIR/state"
     job --verify_state_save=1 --do_verify=0 --aux-path="$PF_RUN_DIR/state" > write.log 2>&1 ||

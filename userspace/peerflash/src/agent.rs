@@ -144,7 +144,13 @@ impl Agent {
             mib: None,
             force: false,
         };
-        Ok(crate::volume::create(&self.root, &v.name, &v.backing, Some(&cache))?.device)
+        let device = crate::volume::create(&self.root, &v.name, &v.backing, Some(&cache))?.device;
+        if v.san_group != 0 {
+            let f = crate::wb::dir(&v.name).join("san_group");
+            std::fs::write(&f, format!("{}\n", v.san_group))
+                .with_context(|| format!("cannot set {}", f.display()))?;
+        }
+        Ok(device)
     }
 
     /// Acquires `v`'s lease, waiting while a live host holds it.

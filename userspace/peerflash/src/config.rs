@@ -71,6 +71,7 @@ struct RawVolume {
     peers: Option<Spanned<Vec<Spanned<String>>>>,
     cache: Option<Spanned<BTreeMap<Spanned<String>, Spanned<String>>>>,
     lock_slot: Option<Spanned<u32>>,
+    san_group: Option<Spanned<u32>>,
 }
 
 /// A checked configuration.
@@ -111,6 +112,9 @@ pub struct Volume {
     /// Slot of the volume's lease and lock record on the datastore: `lock_slot`, or the
     /// volume's position from 0.
     pub lock_slot: u32,
+    /// The volume's SAN group (volumes whose backing devices share one SAN take destage turns;
+    /// 0: none). The agent sets it on the running volume (sysfs `san_group`).
+    pub san_group: u32,
 }
 
 /// One refusal: where and what.
@@ -471,6 +475,14 @@ pub fn parse(file: &str, src: &str) -> Result<Config, Invalid> {
                 );
             }
         }
+        let san_group = v.san_group.as_ref().map_or(0, |x| *x.get_ref());
+        if let Some(g) = v.san_group.as_ref().filter(|g| *g.get_ref() > 65535) {
+            c.at(
+                g.span(),
+                format!("volume[{i}].san_group"),
+                format!("{san_group} is not a SAN group (1 to 65535; 0 or absent: none)"),
+            );
+        }
         volumes.push(Volume {
             name: name.clone(),
             backing: v.backing.get_ref().clone(),
@@ -479,6 +491,7 @@ pub fn parse(file: &str, src: &str) -> Result<Config, Invalid> {
             peers,
             cache,
             lock_slot,
+            san_group,
         });
     }
 
@@ -640,6 +653,17 @@ cache = { hv1 = "/dev/nvme0n1" }
             27,
             "volume[1].lock_slot",
             "lock slot 0 is already volume[0]'s",
+        );
+    }
+
+    #[test]
+    fn san_group_out_of_range() {
+        refused(
+            "policy = \"wb\"\n",
+            "policy = \"wb\"\nsan_group = 70000\n",
+            27,
+            "volume[1].san_group",
+            "70000 is not a SAN group (1 to 65535; 0 or absent: none)",
         );
     }
 
