@@ -34,7 +34,10 @@ echo 1000 > "$S/lease_ms"
 sleep 1.5
 same "$(val fenced)" 1 "fenced once the lease ran out"
 same "$(val lease_ms)" 0 "no time left"
-dd if=/tmp/a of=/dev/pf-f bs=4k count=1 oflag=direct status=none &
+# Background jobs never hold the case's output open (the VM ends when it closes), and are
+# stopped when the case ends, whichever way.
+trap 'touch /tmp/stop-writer; kill ${WRITER:-} ${AGENT:-} ${ddpid:-} 2>/dev/null' EXIT
+dd if=/tmp/a of=/dev/pf-f bs=4k count=1 oflag=direct status=none > /dev/null 2>&1 < /dev/null &
 ddpid=$!
 sleep 3
 kill -0 $ddpid 2>/dev/null || fail "a write-through write completed while fenced"
@@ -137,7 +140,7 @@ same "$(val fenced)" 0 "not fenced under a live agent"
         n=$((n + 1))
         sleep 0.2
     done
-) &
+) > /dev/null 2>&1 < /dev/null &
 WRITER=$!
 sleep 3
 ms=$(val lease_ms)
