@@ -1,7 +1,8 @@
 #!/bin/sh
-# Destage turns of a SAN group: two wb volumes on two LUNs of one SAN (dm-linear halves of the
-# SAN disk) share one cache device; volume a destages with 64 SAN writes in flight, volume b with
-# one, so b's batches cost much more. Alone (san_group 0), a runs ahead of b (the control: it
+# Destage turns of a SAN group: two wb volumes on two LUNs of one SAN (halves of the SAN disk
+# behind dm-delay, 2 ms per write, so that the SAN's time dominates the emulator's noise) share
+# one cache device; volume a destages with 64 SAN writes in flight, volume b with one, so b's
+# batches cost much more. Alone (san_group 0), a runs ahead of b (the control: it
 # must, or this test could not tell). In one group, the batches alternate: when one volume is
 # clean the other is at most one batch behind. Either way the SAN ends with exactly the data.
 . "$PF_REPO/tests/vm/lib.sh"
@@ -13,10 +14,11 @@ BATCHES=8    # batches per volume and round
 RECORDS=512  # 4 KiB records per batch
 
 modprobe peerflash || fail "modprobe peerflash"
+modprobe dm-delay || fail "modprobe dm-delay"
 sz=$(blockdev --getsz "$SAN")
 half=$((sz / 2))
-dmsetup create pf-lun-a --table "0 $half linear $SAN 0" || fail "dm pf-lun-a"
-dmsetup create pf-lun-b --table "0 $half linear $SAN $half" || fail "dm pf-lun-b"
+dmsetup create pf-lun-a --table "0 $half delay $SAN 0 0 $SAN 0 2" || fail "dm pf-lun-a"
+dmsetup create pf-lun-b --table "0 $half delay $SAN $half 0 $SAN $half 2" || fail "dm pf-lun-b"
 udevadm settle
 peerflash format-cache "$CACHE" --force > /dev/null || fail "format-cache"
 for v in a b; do
