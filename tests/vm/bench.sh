@@ -80,7 +80,11 @@ dmsetup create pf-bench-wc --table "0 $sectors writecache s $DELAYED $NVME 4096 
     fail "dm-writecache"
 udevadm settle
 run writecache /dev/mapper/pf-bench-wc
-dmsetup remove pf-bench-wc || fail "remove dm-writecache"
+# udev may still be probing the device fio just closed (EBUSY): settle and retry.
+i=0
+until udevadm settle && dmsetup remove pf-bench-wc 2>/dev/null; do
+    i=$((i + 1)); [ $i -lt 20 ] || fail "remove dm-writecache"; sleep 1
+done
 
 step "bcache (writeback)"
 wipe "$NVME"
