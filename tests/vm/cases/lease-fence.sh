@@ -189,7 +189,8 @@ cat /tmp/agent2.log
 grep -q "still runs here: taking its lease back" /tmp/agent2.log || fail "the agent did not adopt vm1"
 sleep 2
 same "$(val fenced)" 0 "not fenced under the new agent"
-[ "$(val lease_ms)" -gt 60000 ] || fail "lease_ms $(val lease_ms) after the adoption"
+# As at the start: up to 70 s after the last renewal the daemon reported.
+[ "$(val lease_ms)" -gt 40000 ] || fail "lease_ms $(val lease_ms) after the adoption"
 peerflash down vm1 || fail "down vm1"
 [ ! -e /dev/pf-vm1 ] || fail "vm1 still exists after down"
 dd if=/dev/mapper/pf-san bs=1M count=16 iflag=direct status=none | cmp - /tmp/vol ||
