@@ -170,8 +170,11 @@ lo=$(calc "$ms / 1000 - 1.5")
 hi=$(calc "$ms / 1000 + 5")
 [ "$(calc "$fence_after >= $lo && $fence_after <= $hi && $fence_after <= 71")" = 1 ] ||
     fail "fenced ${fence_after} s after the freeze, expected $lo..$hi s (and at most 71 s)"
-[ "$(calc "$fence_after - $dead_after <= 2 && $fence_after - $dead_after >= -2")" = 1 ] ||
-    fail "the module's fence and the agent's death are apart: $fence_after vs $dead_after s"
+# The module is never fenced later than the agent dies (give or take a push's latency and the
+# sampling); it may be earlier by what the agent saw after its last push: a renewal report
+# (one renewal period, 4 s) within its last push interval (1 s).
+[ "$(calc "$fence_after <= $dead_after + 1 && $dead_after - $fence_after <= 6")" = 1 ] ||
+    fail "the module fenced at $fence_after s, the agent died at $dead_after s"
 sleep 1
 d0=$(val destaged_bytes)
 w0=$(stat_of vm1 write_bytes)
