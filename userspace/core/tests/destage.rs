@@ -150,11 +150,11 @@ fn simulate_turns(cost: &[u32], groups: &[u64], per_group: usize, steps: usize) 
             );
         }
         // One step of work; finished batches leave and ask again at the back.
-        for i in 0..cost.len() {
+        for (i, l) in left.iter_mut().enumerate() {
             let e = queue.iter().position(|e| e.id == i as u64).unwrap();
             if queue[e].running {
-                left[i] -= 1;
-                if left[i] == 0 {
+                *l -= 1;
+                if *l == 0 {
                     let mut me = queue.remove(e);
                     me.running = false;
                     queue.push(me);
