@@ -1156,14 +1156,19 @@ enum Next {
     Sleep(u64),
 }
 
+/// Whether the destager may write to the SAN at all now: the cache is healthy, destaging is not
+/// paused and the lease (if enforced) is valid.
+fn destager_may_write(c: &Cache, g: &State) -> bool {
+    g.mode == Mode::Normal
+        && c.tunables.destage_paused.load(Ordering::Relaxed) == 0
+        && c.san_writes_allowed()
+}
+
 /// Whether the destager would write to the SAN now if a batch were due (then, in a SAN group,
 /// it takes a turn first).
 fn may_destage(c: &Cache) -> bool {
     let g = c.state.lock();
-    g.mode == Mode::Normal
-        && !g.dirty_q.is_empty()
-        && c.tunables.destage_paused.load(Ordering::Relaxed) == 0
-        && c.san_writes_allowed()
+    !g.dirty_q.is_empty() && destager_may_write(c, &g)
 }
 
 /// Waits for this volume's turn in SAN group `group`; `None` when the thread is asked to stop.
@@ -1201,11 +1206,9 @@ fn destage_once(v: &Volume, c: &Cache, bset: &BioSet) -> Result<Next> {
     let mut pieces = Pieces::new();
     let checkpoint = {
         let mut g = c.state.lock();
-        if g.mode != Mode::Normal || c.tunables.destage_paused.load(Ordering::Relaxed) != 0 {
-            return Ok(Next::Sleep(1000));
-        }
-        if !c.san_writes_allowed() {
-            // Fenced: the lease may be another host's by now. Renewal wakes us.
+        if !destager_may_write(c, &g) {
+            // Failed or bypassed cache, paused, or fenced (the lease may be another host's by
+            // now); a renewal or a resume wakes us.
             return Ok(Next::Sleep(1000));
         }
         if g.dirty_q.is_empty() {

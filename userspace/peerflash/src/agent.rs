@@ -76,10 +76,9 @@ fn kernel_serials(name: &str) -> Option<(String, u64, u64)> {
 fn push_lease(lease: &Lease, name: &str) {
     // At least 1: 0 would mean "not enforced".
     let ms = lease.remaining().as_millis().clamp(1, 3_600_000);
-    let f = crate::wb::dir(name).join("lease_ms");
-    if f.exists() {
-        if let Err(e) = std::fs::write(&f, format!("{ms}\n")) {
-            eprintln!("peerflash agent: {name}: cannot write {}: {e}", f.display());
+    if crate::wb::dir(name).join("lease_ms").exists() {
+        if let Err(e) = crate::wb::write(name, "lease_ms", ms) {
+            eprintln!("peerflash agent: {name}: {e:#}");
         }
     }
 }
@@ -146,9 +145,7 @@ impl Agent {
         };
         let device = crate::volume::create(&self.root, &v.name, &v.backing, Some(&cache))?.device;
         if v.san_group != 0 {
-            let f = crate::wb::dir(&v.name).join("san_group");
-            std::fs::write(&f, format!("{}\n", v.san_group))
-                .with_context(|| format!("cannot set {}", f.display()))?;
+            crate::wb::write(&v.name, "san_group", v.san_group)?;
         }
         Ok(device)
     }
@@ -379,15 +376,14 @@ impl Agent {
         let lease = match Lease::acquire_persistent(&self.ds, self.me.id, v.lock_slot, &v.name) {
             Ok(l) => l,
             Err(e) => {
-                let f = crate::wb::dir(&v.name).join("lease_ms");
-                let fenced = std::fs::write(&f, "1\n");
+                // Fenced at once: 1 ms of validity left.
+                let fenced = match crate::wb::write(&v.name, "lease_ms", 1) {
+                    Ok(()) => "yes".to_string(),
+                    Err(w) => format!("NO ({w:#})"),
+                };
                 bail!(
-                    "{}: runs here but its lease is not this host's ({e}); SAN writes fenced: {}",
-                    v.name,
-                    match fenced {
-                        Ok(()) => "yes".to_string(),
-                        Err(e) => format!("NO, cannot write {}: {e}", f.display()),
-                    }
+                    "{}: runs here but its lease is not this host's ({e}); SAN writes fenced: {fenced}",
+                    v.name
                 );
             }
         };

@@ -58,6 +58,13 @@ pub fn read_str(name: &str, file: &str) -> Result<String> {
         .to_string())
 }
 
+/// Writes `value` (and a newline) to one of the volume's sysfs files.
+pub fn write(name: &str, file: &str, value: impl std::fmt::Display) -> Result<()> {
+    let p = dir(name).join(file);
+    std::fs::write(&p, format!("{value}\n"))
+        .with_context(|| format!("cannot write {}", p.display()))
+}
+
 /// The volume must be running with a cache.
 fn require_cached(root: &Root, name: &str) -> Result<()> {
     if !root.dir(name).is_dir() {
@@ -97,8 +104,7 @@ pub fn flush(root: &Root, name: &str, progress: bool, timeout: Option<Duration>)
     let target = read_u64(name, "last_serial")?;
     let first = read_u64(name, "dirty_bytes")?;
     // Destage at once instead of after the destager's delay.
-    let now = dir(name).join("destage_now");
-    std::fs::write(&now, "1\n").with_context(|| format!("cannot write {}", now.display()))?;
+    write(name, "destage_now", 1)?;
     let bar = if progress {
         ProgressBar::new(first)
     } else {

@@ -272,12 +272,12 @@ fn run() -> Result<u8> {
             host_id,
             persistent,
         } => {
-            let lease = Lease::acquire_as(&ds, host_id, cli.slot, &cli.volume, persistent)?;
+            let _lease = Lease::acquire_as(&ds, host_id, cli.slot, &cli.volume, persistent)?;
             println!("held");
             std::io::stdout().flush()?;
+            // Holds the lease until killed.
             loop {
-                std::thread::sleep(Duration::from_secs(3600));
-                let _ = &lease;
+                std::thread::park();
             }
         }
         Cmd::Try {
