@@ -5,8 +5,10 @@
 //! `pfcore::destage`, `pfcore::format`); this file holds the state and the I/O.
 //! Documentation/design.md "Cache data path" explains the design.
 //!
-//! Requests with a cache run in process context on the volume's workqueue
-//! ([`crate::blk::request::Request::defer`]); each waits for its own I/O, so requests proceed
+//! A write-back write that can start at once is submitted to flash from `queue_rq` and
+//! acknowledged from the flash write's completion ([`Volume::write_now`]). Every other request
+//! runs in process context on the volume's workqueue
+//! ([`crate::blk::request::Request::defer`]) and waits for its own I/O, so requests proceed
 //! concurrently up to the queue depth.
 
 use core::sync::atomic::{AtomicU64, Ordering};
@@ -18,8 +20,9 @@ use kernel::sync::{new_condvar, new_mutex, CondVar, Mutex};
 use crate::blk::bdev::BlockDev;
 use crate::blk::bioset::BioSet;
 use crate::blk::io::{self, Bio, Dir, IoSet, PageBuf};
-use crate::blk::request::Request;
-use crate::blk::thread;
+use crate::blk::disk::Handler;
+use crate::blk::request::{Op, Request};
+use crate::blk::thread::{self, WorkQueue};
 use crate::blk::GFP_IO_PATH;
 use crate::cache::Attached;
 use crate::crc::crc32c;
@@ -126,6 +129,9 @@ struct Inflight {
     len: u64,
     /// Goes to the SAN directly (write-through, discard, write-zeroes).
     san: bool,
+    /// A write-back write of the fast path ([`Volume::write_now`]): acknowledged when its flash
+    /// write completes, indexed afterwards by [`Cache::lock`].
+    early: bool,
 }
 
 /// Everything the data path and the destager share, under [`Cache::state`].
@@ -179,8 +185,12 @@ impl State {
     }
 
     fn begin(&mut self, lba: u64, len: u64, san: bool) -> Result<u64> {
+        self.begin_as(lba, len, san, false)
+    }
+
+    fn begin_as(&mut self, lba: u64, len: u64, san: bool, early: bool) -> Result<u64> {
         let serial = self.next_serial;
-        self.inflight.push(Inflight { serial, lba, len, san }, GFP_IO_PATH)?;
+        self.inflight.push(Inflight { serial, lba, len, san, early }, GFP_IO_PATH)?;
         self.next_serial += 1;
         Ok(serial)
     }
@@ -266,13 +276,121 @@ impl State {
 
     /// The cache device failed: bypass it if it holds no dirty data, else fail the volume.
     fn cache_failed(&mut self) {
-        if self.dirty_sectors == 0 && self.dirty_q.is_empty() {
+        // A fast-path write in flight may have been acknowledged already (its flash write
+        // completed, its indexing not done yet): it counts as dirty data.
+        let early = self.inflight.iter().any(|i| i.early);
+        if self.dirty_sectors == 0 && self.dirty_q.is_empty() && !early {
             self.mode = Mode::Bypass;
             self.index.tree = RBTree::new();
             self.cached_sectors = 0;
         } else {
             self.mode = Mode::Failed;
         }
+    }
+}
+
+/// Fast-path writes in flight or acknowledged and not indexed yet ([`Volume::write_now`]).
+const EARLY_SLOTS: usize = crate::blk::disk::QUEUE_DEPTH as usize;
+const EARLY_WORDS: usize = EARLY_SLOTS.div_ceil(64);
+
+/// What the indexing of a fast-path write needs.
+#[derive(Debug, Clone, Copy)]
+struct EarlyWrite {
+    seg: usize,
+    flash: u64,
+    rec: Rec,
+}
+
+/// One fast-path write's slot: written by its submitter before the write is submitted, read by
+/// whoever indexes it after its completion set its `done` bit.
+#[derive(Default)]
+struct EarlySlot {
+    seg: AtomicU64,
+    flash: AtomicU64,
+    serial: AtomicU64,
+    lba: AtomicU64,
+    len: AtomicU64,
+}
+
+/// The slots of fast-path writes, handed out and collected without a lock: a write's
+/// completion runs in interrupt context, where [`Cache::state`] (a mutex) cannot be taken, and
+/// only sets the slot's `done` bit; the next holder of the lock indexes it ([`Cache::lock`]).
+/// A slot is free (its bit set in `free`), then owned by one write (submitted), then done
+/// (its bit set in `done`), then free again once indexed.
+struct Early {
+    slots: KVec<EarlySlot>,
+    free: [AtomicU64; EARLY_WORDS],
+    done: [AtomicU64; EARLY_WORDS],
+}
+
+impl Early {
+    fn new() -> Result<Self> {
+        let mut slots = KVec::with_capacity(EARLY_SLOTS, GFP_KERNEL)?;
+        for _ in 0..EARLY_SLOTS {
+            slots.push(EarlySlot::default(), GFP_KERNEL)?;
+        }
+        let free = core::array::from_fn(|w| {
+            let n = EARLY_SLOTS.saturating_sub(w * 64).min(64);
+            AtomicU64::new(if n == 64 { u64::MAX } else { (1u64 << n) - 1 })
+        });
+        Ok(Self { slots, free, done: core::array::from_fn(|_| AtomicU64::new(0)) })
+    }
+
+    /// A free slot, if any.
+    fn take(&self) -> Option<usize> {
+        for (w, word) in self.free.iter().enumerate() {
+            let mut cur = word.load(Ordering::Acquire);
+            while cur != 0 {
+                let bit = cur.trailing_zeros() as usize;
+                match word.compare_exchange_weak(cur, cur & !(1u64 << bit), Ordering::AcqRel, Ordering::Acquire) {
+                    Ok(_) => return Some(w * 64 + bit),
+                    Err(now) => cur = now,
+                }
+            }
+        }
+        None
+    }
+
+    /// Gives slot `t` back.
+    fn put(&self, t: usize) {
+        if let Some(word) = self.free.get(t / 64) {
+            word.fetch_or(1u64 << (t % 64), Ordering::AcqRel);
+        }
+    }
+
+    fn set(&self, t: usize, w: &EarlyWrite) {
+        if let Some(s) = self.slots.get(t) {
+            s.seg.store(w.seg as u64, Ordering::Release);
+            s.flash.store(w.flash, Ordering::Release);
+            s.serial.store(w.rec.serial, Ordering::Release);
+            s.lba.store(w.rec.lba, Ordering::Release);
+            s.len.store(w.rec.len, Ordering::Release);
+        }
+    }
+
+    fn get(&self, t: usize) -> Option<EarlyWrite> {
+        let s = self.slots.get(t)?;
+        Some(EarlyWrite {
+            seg: s.seg.load(Ordering::Acquire) as usize,
+            flash: s.flash.load(Ordering::Acquire),
+            rec: Rec {
+                serial: s.serial.load(Ordering::Acquire),
+                lba: s.lba.load(Ordering::Acquire),
+                len: s.len.load(Ordering::Acquire),
+            },
+        })
+    }
+
+    /// Slot `t`'s write completed on flash (any context).
+    fn mark_done(&self, t: usize) {
+        if let Some(word) = self.done.get(t / 64) {
+            word.fetch_or(1u64 << (t % 64), Ordering::AcqRel);
+        }
+    }
+
+    /// Takes the done bits of word `w`.
+    fn take_done(&self, w: usize) -> u64 {
+        self.done.get(w).map_or(0, |word| word.swap(0, Ordering::AcqRel))
     }
 }
 
@@ -374,8 +492,11 @@ pub(crate) struct Cache {
     slot_index: u32,
     uuid: [u8; 16],
     first_segment: u64,
+    /// Taken through [`Cache::lock`], which first indexes the fast-path writes that finished.
     #[pin]
     state: Mutex<State>,
+    /// Fast-path writes (lock-free; see [`Early`]).
+    early: Early,
     /// Notified when space is freed, an operation ends or a batch is checkpointed.
     #[pin]
     changed: CondVar,
@@ -555,6 +676,7 @@ impl Cache {
             uuid: slot.uuid,
             first_segment: slot.first_segment,
             state <- new_mutex!(st),
+            early: Early::new()?,
             changed <- new_condvar!(),
             work <- new_condvar!(),
             slot <- new_mutex!(slot),
@@ -576,9 +698,71 @@ impl Cache {
         }))
     }
 
+    /// Takes [`Cache::state`], after indexing the fast-path writes that finished: whoever
+    /// holds the lock sees every acknowledged write in the index.
+    fn lock(&self) -> kernel::sync::MutexGuard<'_, State> {
+        let mut g = self.state.lock();
+        self.reap(&mut g);
+        g
+    }
+
+    /// Waits on `changed` (releasing the lock), then indexes what finished meanwhile.
+    fn wait_changed(&self, g: &mut kernel::sync::MutexGuard<'_, State>) {
+        self.changed.wait(g);
+        self.reap(g);
+    }
+
+    /// Indexes every fast-path write whose flash write completed (its done bit is set before it
+    /// is acknowledged).
+    fn reap(&self, g: &mut State) {
+        // Indexing allocates; the lock may be taken outside the data path (sysfs).
+        let _noio = thread::NoIo::enter();
+        let mut reaped = false;
+        for w in 0..EARLY_WORDS {
+            let mut bits = self.early.take_done(w);
+            while bits != 0 {
+                let t = w * 64 + bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                let Some(e) = self.early.get(t) else {
+                    continue;
+                };
+                self.early.put(t);
+                reaped = true;
+                if let Err(err) = g.add_record(e.seg, e.rec, e.flash, true) {
+                    // No memory to index an acknowledged write: it is on flash (a restart
+                    // replays it) but cannot be served, and older data must never be: fail
+                    // the volume's I/O. It stays in flight, so no checkpoint passes it.
+                    pr_err!("no memory to index an acknowledged write ({:?}): the volume fails its I/O\n", err);
+                    g.mode = Mode::Failed;
+                    continue;
+                }
+                g.end(e.rec.serial);
+                g.hold(e.seg, -1);
+                if g.dirty_since_ms.is_none() {
+                    g.dirty_since_ms = Some(self.now_ms());
+                }
+            }
+        }
+        if reaped {
+            // The destager is woken when a full batch is ready; younger, smaller ones wait
+            // for its timer (`destage_delay_ms`).
+            if g.dirty_sectors >= self.tunables.batch_sectors.load(Ordering::Relaxed) {
+                self.work.notify_all();
+            }
+            self.changed.notify_all();
+        }
+    }
+
+    /// Fast-path write `token` completed on flash (from its completion: any context).
+    pub(crate) fn write_acked(&self, token: usize) {
+        self.early.mark_done(token);
+        // Waiters for a write in flight on their blocks look again (and index it).
+        self.changed.notify_all();
+    }
+
     /// The state shown in sysfs.
     pub(crate) fn snapshot(&self) -> Snapshot {
-        let g = self.state.lock();
+        let g = self.lock();
         Snapshot {
             mode: g.mode,
             policy: g.policy,
@@ -616,7 +800,7 @@ impl Cache {
             self.dev.write_sync(self.sb.slot_sector(self.slot_index), &block)?;
             *slot = s;
         }
-        self.state.lock().policy = p;
+        self.lock().policy = p;
         self.changed.notify_all();
         self.work.notify_all();
         Ok(())
@@ -624,6 +808,14 @@ impl Cache {
 
     /// The header block of the record of `rq`'s data (its checksum covers the data).
     fn header_block(&self, rq: &Request<Volume>, flags: u8, serial: u64) -> Result<PageBuf> {
+        let head = self.header_bytes(rq, flags, serial)?;
+        let b = PageBuf::new(self.sb.block_size as usize)?;
+        b.write(0, &head)?;
+        Ok(b)
+    }
+
+    /// The encoded record header of `rq`'s data (its checksum covers the data).
+    fn header_bytes(&self, rq: &Request<Volume>, flags: u8, serial: u64) -> Result<[u8; RECORD_HEADER_BYTES]> {
         let mut h = RecordHeader {
             flags,
             origin: 0,
@@ -638,9 +830,7 @@ impl Cache {
         h.crc = sum;
         let mut head = [0u8; RECORD_HEADER_BYTES];
         h.encode(&mut head);
-        let b = PageBuf::new(self.sb.block_size as usize)?;
-        b.write(0, &head)?;
-        Ok(b)
+        Ok(head)
     }
 
     /// Whether SAN writes are allowed now (no lease enforced, or the lease still valid).
@@ -703,7 +893,7 @@ impl Cache {
             17 => u64::from(s.destage_failures),
             18 => l(&self.tunables.destage_paused),
             19 => l(&self.tunables.destage_delay_ms),
-            20 => u64::from(self.state.lock().drain),
+            20 => u64::from(self.lock().drain),
             21 => l(&c.destage_batches),
             22 => l(&self.tunables.read_populate),
             23 => l(&c.populated_bytes),
@@ -746,7 +936,7 @@ impl Cache {
                 if crate::pfcore::attr::parse_u64(val).map_err(|_| EINVAL)? != 1 {
                     return Err(EINVAL);
                 }
-                self.state.lock().drain = true;
+                self.lock().drain = true;
                 self.work.notify_all();
                 return Ok(());
             }
@@ -764,6 +954,80 @@ impl Cache {
 
 /// Request handling with a cache (called from [`Volume::process`]).
 impl Volume {
+    /// The fast path of a write-back write, called from `queue_rq`. When the write can start
+    /// at once (the volume is write-back and healthy, nothing that goes to the SAN is in flight
+    /// on its blocks, the log has room, a fast-path slot is free), it is submitted to flash here
+    /// and acknowledged from the flash write's completion; the next holder of the state lock
+    /// indexes it ([`Cache::lock`]). Otherwise the request is given back for the worker
+    /// ([`Volume::cache_write`]), which may wait.
+    pub(crate) fn write_now(&self, c: &Cache, wq: &WorkQueue, rq: Request<Self>) -> Option<Request<Self>> {
+        if rq.op() != Op::Write || rq.in_flush_seq() {
+            return Some(rq);
+        }
+        let (lba, len) = (rq.sector(), rq.sectors());
+        let Ok(len32) = u32::try_from(len) else {
+            return Some(rq);
+        };
+        let footprint = RecordHeader::footprint(len32, c.sb.block_size);
+        if len32 == 0 || len32 > MAX_REQUEST_SECTORS || footprint > u64::from(c.sb.segment_sectors) {
+            return Some(rq);
+        }
+        let Some(token) = c.early.take() else {
+            return Some(rq);
+        };
+        let _noio = thread::NoIo::enter();
+        let mut g = c.lock();
+        let ready = g.mode == Mode::Normal && g.policy == Policy::WriteBack && !g.overlaps_inflight(lba, len, true);
+        let placed = if ready { g.place(footprint).ok().flatten() } else { None };
+        let started = placed.and_then(|(seg, off)| g.begin_as(lba, len, false, true).ok().map(|s| (s, seg, off)));
+        let Some((serial, seg, off)) = started else {
+            drop(g);
+            c.early.put(token);
+            return Some(rq);
+        };
+        g.hold(seg, 1);
+        drop(g);
+
+        let at = c.seg_sector(seg) + off;
+        let rec = Rec { serial, lba, len };
+        c.early.set(token, &EarlyWrite { seg, flash: at + c.sb.block_sectors(), rec });
+        let block = c.sb.block_size as usize;
+        let r = match c.header_bytes(&rq, RECORD_DIRTY, serial).and_then(|h| rq.set_head(&h, block)) {
+            Ok(()) => rq.write_async(&c.dev, at, block, &self.bioset, wq, token),
+            Err(e) => Err((rq, e)),
+        };
+        let (rq, _) = r.err()?;
+        // Not submitted (no memory for its bio): undo, and let the worker try again.
+        let mut g = c.lock();
+        g.end(serial);
+        g.hold(seg, -1);
+        drop(g);
+        c.early.put(token);
+        c.changed.notify_all();
+        Some(rq)
+    }
+
+    /// Fast-path write `token` failed on flash (process context): it was not acknowledged;
+    /// the cache device is treated as failed and the request handled as the worker would.
+    pub(crate) fn write_failed(&self, c: &Cache, rq: Request<Self>, token: usize, err: Error) {
+        let e = c.early.get(token);
+        c.early.put(token);
+        let mut g = c.lock();
+        if let Some(e) = e {
+            g.end(e.rec.serial);
+            g.hold(e.seg, -1);
+        }
+        bump(&c.counters.cache_errors, 1);
+        g.cache_failed();
+        let mode = g.mode;
+        drop(g);
+        c.changed.notify_all();
+        let now = if mode == Mode::Bypass { "bypassing the cache" } else { "failing its I/O" };
+        pr_err!("cache device write failed ({:?}); the volume is now {}\n", err, now);
+        // Bypass: the write goes to the SAN; failed: it fails.
+        self.process(rq);
+    }
+
     /// A write: logged on flash (wb: dirty; wt: a clean copy, with the SAN write in parallel).
     pub(crate) fn cache_write(&self, c: &Cache, rq: &Request<Self>) -> Result {
         let (lba, len) = (rq.sector(), rq.sectors());
@@ -773,13 +1037,13 @@ impl Volume {
             // The queue limits keep requests below this; never wait for room that cannot exist.
             return Err(EINVAL);
         }
-        let mut g = c.state.lock();
+        let mut g = c.lock();
         let (serial, seg, off, wt) = loop {
             match g.mode {
                 Mode::Failed => return Err(EIO),
                 Mode::Bypass if !c.san_writes_allowed() => {
                     // Fenced: wait for the lease's renewal (its store notifies `changed`).
-                    c.changed.wait(&mut g);
+                    c.wait_changed(&mut g);
                     continue;
                 }
                 Mode::Bypass => {
@@ -795,7 +1059,7 @@ impl Volume {
             if wt && !c.san_writes_allowed() {
                 // Fenced: the lease may be another host's by now; wait for its renewal.
                 bump(&c.counters.write_waits, 1);
-                c.changed.wait(&mut g);
+                c.wait_changed(&mut g);
                 continue;
             }
             let blocked = g.overlaps_inflight(lba, len, !wt) || (wt && g.overlaps_dirty(lba, len));
@@ -810,7 +1074,7 @@ impl Volume {
             // Room (or the SAN copy of older dirty data) is what is missing: destage now.
             g.drain = true;
             c.work.notify_all();
-            c.changed.wait(&mut g);
+            c.wait_changed(&mut g);
         };
         drop(g);
 
@@ -848,7 +1112,7 @@ impl Volume {
             (f, s)
         })();
 
-        let mut g = c.state.lock();
+        let mut g = c.lock();
         g.end(serial);
         g.hold(seg, -1);
         let rec = Rec { serial, lba, len };
@@ -907,7 +1171,7 @@ impl Volume {
     pub(crate) fn cache_read(&self, c: &Cache, rq: &Request<Self>) -> Result {
         let (lba, len) = (rq.sector(), rq.sectors());
         let mut pieces = Pieces::new();
-        let mut g = c.state.lock();
+        let mut g = c.lock();
         match g.mode {
             Mode::Failed => return Err(EIO),
             Mode::Bypass => {
@@ -978,7 +1242,7 @@ impl Volume {
             }
         };
 
-        let mut g = c.state.lock();
+        let mut g = c.lock();
         for &(_, _, f) in pieces.iter() {
             if let Some(f) = f {
                 g.hold(c.seg_of(f), -1);
@@ -1002,7 +1266,7 @@ impl Volume {
                 Ok(()) => self.populate(c, rq, serial, at),
                 Err(_) => Ok(()),
             };
-            let mut g = c.state.lock();
+            let mut g = c.lock();
             g.end(serial);
             g.hold(seg, -1);
             match write {
@@ -1046,7 +1310,7 @@ impl Volume {
     /// A flush: what the completed writes live on is made stable.
     pub(crate) fn cache_flush(&self, c: &Cache) -> Result {
         let (mode, policy, dirty) = {
-            let g = c.state.lock();
+            let g = c.lock();
             (g.mode, g.policy, g.dirty_sectors)
         };
         match mode {
@@ -1068,13 +1332,13 @@ impl Volume {
     /// goes to the SAN; the cache forgets the range.
     pub(crate) fn cache_san_op(&self, c: &Cache, rq: &Request<Self>) -> Result {
         let (lba, len) = (rq.sector(), rq.sectors());
-        let mut g = c.state.lock();
+        let mut g = c.lock();
         let serial = loop {
             match g.mode {
                 Mode::Failed => return Err(EIO),
                 Mode::Bypass if !c.san_writes_allowed() => {
                     // Fenced: wait for the lease's renewal (its store notifies `changed`).
-                    c.changed.wait(&mut g);
+                    c.wait_changed(&mut g);
                     continue;
                 }
                 Mode::Bypass => {
@@ -1091,11 +1355,11 @@ impl Volume {
                 break g.begin(lba, len, true)?;
             }
             c.work.notify_all();
-            c.changed.wait(&mut g);
+            c.wait_changed(&mut g);
         };
         drop(g);
         let r = self.san_request(rq);
-        c.state.lock().end(serial);
+        c.lock().end(serial);
         c.changed.notify_all();
         r
     }
@@ -1124,7 +1388,7 @@ pub(crate) fn destager(v: &Volume) {
         match destage_once(v, c, &bset) {
             Ok(Next::Again) => {}
             Ok(Next::Sleep(ms)) => {
-                let mut g = c.state.lock();
+                let mut g = c.lock();
                 if !thread::should_stop() {
                     let ms = u32::try_from(ms.clamp(1, 1000)).unwrap_or(1000);
                     let _ = c.work.wait_interruptible_timeout(&mut g, kernel::time::msecs_to_jiffies(ms));
@@ -1133,13 +1397,13 @@ pub(crate) fn destager(v: &Volume) {
             Err(e) => {
                 bump(&c.counters.san_errors, 1);
                 let attempt = {
-                    let mut g = c.state.lock();
+                    let mut g = c.lock();
                     g.destage_failures = g.destage_failures.saturating_add(1);
                     g.destage_failures
                 };
                 pr_warn!("destage batch failed ({:?}); retry {} with backoff\n", e, attempt);
                 let ms = destage::retry_delay_ms(attempt - 1);
-                let mut g = c.state.lock();
+                let mut g = c.lock();
                 if !thread::should_stop() {
                     let _ = c.work.wait_interruptible_timeout(&mut g, kernel::time::msecs_to_jiffies(ms as u32));
                 }
@@ -1167,7 +1431,7 @@ fn destager_may_write(c: &Cache, g: &State) -> bool {
 /// Whether the destager would write to the SAN now if a batch were due (then, in a SAN group,
 /// it takes a turn first).
 fn may_destage(c: &Cache) -> bool {
-    let g = c.state.lock();
+    let g = c.lock();
     !g.dirty_q.is_empty() && destager_may_write(c, &g)
 }
 
@@ -1184,7 +1448,7 @@ fn take_turn(c: &Cache, group: u64) -> Result<Option<Turn>> {
             waited = true;
         }
         // The turn is polled: the group's volumes do not know each other's wait queues.
-        let mut g = c.state.lock();
+        let mut g = c.lock();
         let _ = c.work.wait_interruptible_timeout(&mut g, kernel::time::msecs_to_jiffies(5));
     }
     Ok(Some(turn))
@@ -1205,7 +1469,7 @@ fn destage_once(v: &Volume, c: &Cache, bset: &BioSet) -> Result<Next> {
     let mut recs: KVec<Rec> = KVec::new();
     let mut pieces = Pieces::new();
     let checkpoint = {
-        let mut g = c.state.lock();
+        let mut g = c.lock();
         if !destager_may_write(c, &g) {
             // Failed or bypassed cache, paused, or fenced (the lease may be another host's by
             // now); a renewal or a resume wakes us.
@@ -1276,7 +1540,7 @@ fn destage_once(v: &Volume, c: &Cache, bset: &BioSet) -> Result<Next> {
         }
         if let Err(e) = io::run(reads) {
             bump(&c.counters.cache_errors, 1);
-            c.state.lock().cache_failed();
+            c.lock().cache_failed();
             pr_err!("destager: cache device read failed ({:?})\n", e);
             return Err(e);
         }
@@ -1298,7 +1562,7 @@ fn destage_once(v: &Volume, c: &Cache, bset: &BioSet) -> Result<Next> {
         }
         io::run(now)?;
         io::flush(&v.backing)?;
-        let seq = c.state.lock().checkpoint_seq + 1;
+        let seq = c.lock().checkpoint_seq + 1;
         let cp = Checkpoint { uuid: c.uuid, serial: checkpoint, seq };
         let mut block = KVec::from_elem(0u8, c.sb.block_size as usize, GFP_IO_PATH)?;
         cp.encode(&mut block, crc32c);
@@ -1306,7 +1570,7 @@ fn destage_once(v: &Volume, c: &Cache, bset: &BioSet) -> Result<Next> {
         Ok(bytes)
     })();
 
-    let mut g = c.state.lock();
+    let mut g = c.lock();
     for &(_, _, f) in pieces.iter() {
         if let Some(f) = f {
             g.hold(c.seg_of(f), -1);

@@ -3,8 +3,9 @@
 //! A running volume: its backing device and what it does with each request.
 //!
 //! Without a cache a volume passes every request through to its backing device unchanged
-//! (reads, writes with their FUA flag, flushes, discards, write-zeroes). With a cache, requests
-//! are handed to the volume's workqueue and handled by the cache data path (`crate::engine`).
+//! (reads, writes with their FUA flag, flushes, discards, write-zeroes). With a cache, a
+//! write-back write that can start at once goes to flash from `queue_rq`; other requests are
+//! handed to the volume's workqueue; both are handled by the cache data path (`crate::engine`).
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
@@ -118,8 +119,25 @@ impl Handler for Volume {
             }
         }
         match &self.cached {
-            Some(c) => rq.defer(&c.wq),
+            Some(c) => {
+                if let Some(rq) = self.write_now(&c.cache, &c.wq, rq) {
+                    rq.defer(&c.wq);
+                }
+            }
             None => rq.remap(&self.backing, &self.bioset),
+        }
+    }
+
+    fn write_acked(&self, token: usize) {
+        if let Some(c) = self.cache() {
+            c.write_acked(token);
+        }
+    }
+
+    fn write_failed(&self, rq: Request<Self>, token: usize, err: Error) {
+        match self.cache() {
+            Some(c) => self.write_failed(c, rq, token, err),
+            None => rq.end(Err(err)),
         }
     }
 

@@ -41,6 +41,16 @@ pub(crate) trait Handler: Send + Sync + Sized + 'static {
     fn process(&self, rq: request::Request<Self>) {
         rq.end(Err(EOPNOTSUPP));
     }
+    /// A write submitted with [`request::Request::write_async`] under `token` completed on its
+    /// device: called from the bio's completion (any context, must not sleep) just before the
+    /// request ends successfully.
+    fn write_acked(&self, _token: usize) {}
+    /// A write submitted with [`request::Request::write_async`] under `token` failed with
+    /// `err`: called in process context (on the workqueue given to `write_async`) with the
+    /// request, which the handler must end.
+    fn write_failed(&self, rq: request::Request<Self>, _token: usize, err: Error) {
+        rq.end(Err(err));
+    }
     /// Called once for every request as it ends.
     fn completed(&self, op: request::Op, ok: bool);
     /// Files in `/sys/block/<disk>/peerflash/`: name and whether it can be written.
@@ -182,6 +192,8 @@ unsafe extern "C" fn free_disk_callback(disk: *mut bindings::gendisk) {
 impl<T: Handler> Disk<T> {
     const MQ_OPS: bindings::blk_mq_ops = bindings::blk_mq_ops {
         queue_rq: Some(request::queue_rq_callback::<T>),
+        init_request: Some(request::init_request_callback),
+        exit_request: Some(request::exit_request_callback),
         ..pin_init::zeroed()
     };
 

@@ -36,7 +36,7 @@ pub(crate) enum Dir {
 }
 
 impl Dir {
-    fn opf(self) -> bindings::blk_opf_t {
+    pub(super) fn opf(self) -> bindings::blk_opf_t {
         // SAFETY: the helpers only return constants.
         unsafe {
             match self {

@@ -6,9 +6,11 @@
 use core::marker::PhantomData;
 use core::mem::ManuallyDrop;
 use core::ptr::NonNull;
-use core::sync::atomic::{AtomicU32, AtomicU8, Ordering};
+use core::cell::UnsafeCell;
+use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU8, AtomicUsize, Ordering};
 
 use kernel::bindings;
+use kernel::page::{Page, PAGE_SIZE};
 use kernel::prelude::*;
 use kernel::sync::Arc;
 use kernel::types::{ForeignOwnable, Opaque};
@@ -17,6 +19,7 @@ use super::bdev::BlockDev;
 use super::bioset::BioSet;
 use super::disk::Handler;
 use super::ffi;
+use super::io::Dir;
 
 /// The operation of a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,8 +58,64 @@ pub(crate) struct Pdu {
     pending: AtomicU32,
     /// First non-zero `blk_status_t` of a child bio.
     status: AtomicU8,
-    /// Ends the request from process context (see [`put_ref`]).
+    /// Ends the request from process context (see [`put_ref`]), or hands a failed
+    /// [`Request::write_async`] to [`Handler::write_failed`].
     work: Opaque<bindings::work_struct>,
+    /// The handler's token of a [`Request::write_async`] in flight.
+    token: AtomicUsize,
+    /// Where a failed [`Request::write_async`] goes (the handler's workqueue).
+    fail_wq: AtomicPtr<bindings::workqueue_struct>,
+    /// A page the request's owner fills with a header block ([`Request::set_head`]): allocated
+    /// on first use and kept with the tag for its later requests (`init_request` sets it to
+    /// `None`, `exit_request` frees it). Only the request's owner touches it, and it is not
+    /// reset when a request starts.
+    head: UnsafeCell<Option<Page>>,
+}
+
+/// `blk_mq_ops::init_request`: the fields of a `Pdu` that outlive a request.
+///
+/// # Safety
+///
+/// Called by blk-mq once for each request of a tag set whose `cmd_size` is that of a `Pdu`,
+/// before the request is used.
+pub(crate) unsafe extern "C" fn init_request_callback(
+    _set: *mut bindings::blk_mq_tag_set,
+    rq: *mut bindings::request,
+    _hctx_idx: core::ffi::c_uint,
+    _numa_node: core::ffi::c_int,
+) -> core::ffi::c_int {
+    // SAFETY: the driver data of `rq` is `Pdu`-sized and not used yet.
+    unsafe {
+        core::ptr::write(
+            bindings::blk_mq_rq_to_pdu(rq) as *mut Pdu,
+            Pdu {
+                pending: AtomicU32::new(0),
+                status: AtomicU8::new(0),
+                work: Opaque::uninit(),
+                token: AtomicUsize::new(0),
+                fail_wq: AtomicPtr::new(core::ptr::null_mut()),
+                head: UnsafeCell::new(None),
+            },
+        )
+    };
+    0
+}
+
+/// `blk_mq_ops::exit_request`: frees the request's header page.
+///
+/// # Safety
+///
+/// Called by blk-mq once for each request set up by [`init_request_callback`], when no request
+/// uses it any more.
+pub(crate) unsafe extern "C" fn exit_request_callback(
+    _set: *mut bindings::blk_mq_tag_set,
+    rq: *mut bindings::request,
+    _hctx_idx: core::ffi::c_uint,
+) {
+    // SAFETY: `init_request_callback` initialised the `Pdu`; the request is idle, so nothing
+    // else touches its page.
+    let head = unsafe { &mut *pdu(rq).head.get() };
+    drop(head.take());
 }
 
 /// A started request that must be ended exactly once.
@@ -75,8 +134,8 @@ unsafe impl<T: Handler> Send for Request<T> {}
 
 fn pdu<'a>(rq: *mut bindings::request) -> &'a Pdu {
     // SAFETY: the tag set was created with `cmd_size == size_of::<Pdu>()`, so the driver data of
-    // every request is a `Pdu`, initialised in `queue_rq_callback` before any use and living as
-    // long as the request.
+    // every request is a `Pdu`, initialised by `init_request_callback` (its per-request fields
+    // again in `queue_rq_callback`) and living as long as the request.
     unsafe { &*(bindings::blk_mq_rq_to_pdu(rq) as *const Pdu) }
 }
 
@@ -185,14 +244,11 @@ pub(crate) unsafe extern "C" fn queue_rq_callback<T: Handler>(
     // SAFETY: `hctx` is valid; its queue's `queuedata` is the `Arc<T>` set up by `Disk::new`,
     // which lives until after `del_gendisk` has drained all requests.
     let handler = unsafe { Arc::<T>::borrow((*(*hctx).queue).queuedata) };
-    // SAFETY: `rq` is ours until ended; its driver data is a `Pdu`-sized area.
-    unsafe {
-        core::ptr::write(
-            bindings::blk_mq_rq_to_pdu(rq) as *mut Pdu,
-            Pdu { pending: AtomicU32::new(0), status: AtomicU8::new(0), work: Opaque::uninit() },
-        );
-        bindings::blk_mq_start_request(rq);
-    }
+    let p = pdu(rq);
+    p.pending.store(0, Ordering::Relaxed);
+    p.status.store(0, Ordering::Relaxed);
+    // SAFETY: `rq` is ours until ended.
+    unsafe { bindings::blk_mq_start_request(rq) };
     let Some(rq) = NonNull::new(rq) else {
         return 0;
     };
@@ -224,9 +280,155 @@ unsafe extern "C" fn process_work<T: Handler>(work: *mut bindings::work_struct) 
     handler.process(Request { rq, _t: PhantomData });
 }
 
+/// `bi_end_io` of the bio of a [`Request::write_async`].
+///
+/// # Safety
+///
+/// Called once by the block layer for the bio submitted by [`Request::write_async`].
+unsafe extern "C" fn async_write_end_io<T: Handler>(bio: *mut bindings::bio) {
+    // SAFETY: the bio is valid until `bio_put`; `bi_private` is its request, which is not
+    // ended before this call.
+    let (rq, status) = unsafe { ((*bio).bi_private as *mut bindings::request, (*bio).bi_status) };
+    // SAFETY: the bio was handed over by `write_async` and is released exactly once, here.
+    unsafe { bindings::bio_put(bio) };
+    let p = pdu(rq);
+    let token = p.token.load(Ordering::Acquire);
+    if status == 0 {
+        // SAFETY: the queue's `queuedata` is the `Arc<T>` that outlives its requests.
+        let handler = unsafe { Arc::<T>::borrow((*(*rq).q).queuedata) };
+        handler.write_acked(token);
+        // SAFETY: the request was handed to the bio by `write_async`; it is ended exactly once,
+        // here (it is not part of a flush sequence: `write_async` refuses those).
+        unsafe { finish::<T>(rq, 0) };
+        return;
+    }
+    p.status.store(status, Ordering::Release);
+    // SAFETY: the `work` of this `Pdu` is idle (an asynchronous write is neither deferred nor
+    // remapped); `fail_wq` is the handler's workqueue, alive while the request is; the request
+    // stays allocated until `failed_work` hands it on.
+    unsafe {
+        ffi::pf_init_work(p.work.get(), failed_work::<T>);
+        ffi::pf_queue_work_on(p.fail_wq.load(Ordering::Acquire), p.work.get());
+    }
+}
+
+/// Work function that hands a failed [`Request::write_async`] to [`Handler::write_failed`].
+///
+/// # Safety
+///
+/// Called by the workqueue for the `work` of a request's `Pdu`, queued by
+/// [`async_write_end_io`].
+unsafe extern "C" fn failed_work<T: Handler>(work: *mut bindings::work_struct) {
+    let pdu = work
+        .cast::<u8>()
+        .wrapping_sub(core::mem::offset_of!(Pdu, work))
+        .cast::<core::ffi::c_void>();
+    // SAFETY: `work` is the `work` field of a request's `Pdu`, which sits right after its
+    // request; the failed write's completion gave up the request to this work item.
+    let rq = unsafe { ffi::pf_rq_from_pdu(pdu) };
+    // SAFETY: as above, the queue's `queuedata` is the `Arc<T>` that outlives its requests.
+    let handler = unsafe { Arc::<T>::borrow((*(*rq).q).queuedata) };
+    let p = self::pdu(rq);
+    let (token, status) = (p.token.load(Ordering::Acquire), p.status.load(Ordering::Acquire));
+    let Some(rq) = NonNull::new(rq) else {
+        return;
+    };
+    // SAFETY: `blk_status_to_errno` accepts any status value.
+    let err = Error::from_errno(unsafe { bindings::blk_status_to_errno(status) });
+    let _noio = super::thread::NoIo::enter();
+    // INVARIANT: the request is started, not ended, and owned by nobody else.
+    handler.write_failed(Request { rq, _t: PhantomData }, token, err);
+}
+
 impl<T: Handler> Request<T> {
     pub(super) fn raw(&self) -> *mut bindings::request {
         self.rq.as_ptr()
+    }
+
+    /// Whether the request is part of a flush sequence (a write with PREFLUSH, or the flush
+    /// itself): such requests end from process context (see [`put_ref`]).
+    pub(crate) fn in_flush_seq(&self) -> bool {
+        // SAFETY: by the type invariant `rq` is valid.
+        unsafe { ffi::pf_rq_in_flush_seq(self.raw()) }
+    }
+
+    /// Fills the request's header block: `head`, then zeroes up to `block` bytes (at most a
+    /// page), in a page the request keeps (allocated on first use, reused by later requests of
+    /// the same tag). [`Request::write_async`] writes it before the data.
+    pub(crate) fn set_head(&self, head: &[u8], block: usize) -> Result {
+        if block > PAGE_SIZE || head.len() > block {
+            return Err(EINVAL);
+        }
+        // SAFETY: only the owner of the started request touches its header page, and no bio
+        // uses it (a `write_async` bio owns the request until it completes).
+        let slot = unsafe { &mut *pdu(self.raw()).head.get() };
+        if slot.is_none() {
+            *slot = Some(Page::alloc_page(super::GFP_IO_PATH)?);
+        }
+        let page = slot.as_ref().ok_or(ENOMEM)?;
+        // SAFETY: `head` is valid for reads of its length and is not part of the page; nothing
+        // else reads or writes the page now (see above).
+        unsafe {
+            page.write_raw(head.as_ptr(), 0, head.len())?;
+            page.fill_zero_raw(head.len(), block - head.len())
+        }
+    }
+
+    /// Writes the header block set by [`Request::set_head`] (`block` bytes) followed by the
+    /// request's data to `dev` from `sector`, with FUA if the request has it, and returns at
+    /// once. When the write completes the request ends: on success right after
+    /// [`Handler::write_acked`]`(token)` (in the completion's context), on failure through
+    /// [`Handler::write_failed`] on `fail_wq`. A request of a flush sequence, one without a
+    /// header block, or one whose bio cannot be built is given back with the error.
+    pub(crate) fn write_async(
+        self,
+        dev: &BlockDev,
+        sector: u64,
+        block: usize,
+        bs: &BioSet,
+        fail_wq: &super::thread::WorkQueue,
+        token: usize,
+    ) -> core::result::Result<(), (Self, Error)> {
+        if self.op() != Op::Write || self.in_flush_seq() || block > PAGE_SIZE {
+            return Err((self, EINVAL));
+        }
+        let rq = self.raw();
+        let p = pdu(rq);
+        // SAFETY: the request is ours and no bio uses its header page yet.
+        let Some(page) = (unsafe { &*p.head.get() }).as_ref().map(|pg| pg.as_ptr()) else {
+            return Err((self, EINVAL));
+        };
+        let opf = if self.is_fua() { Dir::WriteFua } else { Dir::Write };
+        let vecs = self.nr_bvecs().saturating_add(1);
+        // SAFETY: the device is open and the bio set initialised; GFP_NOIO may sleep, which
+        // BLK_MQ_F_BLOCKING allows here.
+        let bio = unsafe { bindings::bio_alloc_bioset(dev.raw(), vecs, opf.opf(), ffi::pf_gfp_noio(), bs.raw()) };
+        if bio.is_null() {
+            return Err((self, ENOMEM));
+        }
+        // SAFETY: the bio is new and ours; the header page and the request's pages stay valid
+        // until the request ends, which happens only after this bio completes.
+        let built = unsafe {
+            (*bio).bi_iter.bi_sector = sector;
+            bindings::bio_add_page(bio, page, block as u32, 0) == block as i32
+                && ffi::pf_bio_add_rq_pages(bio, rq)
+        };
+        if !built {
+            // SAFETY: the bio is ours and was never submitted.
+            unsafe { bindings::bio_put(bio) };
+            return Err((self, EINVAL));
+        }
+        p.token.store(token, Ordering::Release);
+        p.fail_wq.store(fail_wq.raw(), Ordering::Release);
+        let rq = self.into_raw();
+        // SAFETY: the bio is complete; ownership of it and of the request passes to
+        // `async_write_end_io`, which ends the request exactly once.
+        unsafe {
+            (*bio).bi_end_io = Some(async_write_end_io::<T>);
+            (*bio).bi_private = rq.cast();
+            bindings::submit_bio(bio);
+        }
+        Ok(())
     }
 
     /// Hands the request to [`Handler::process`] on `wq` (process context, may sleep and wait
