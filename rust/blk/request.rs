@@ -118,6 +118,10 @@ pub(crate) unsafe extern "C" fn exit_request_callback(
     drop(head.take());
 }
 
+/// The most bytes [`Request::set_head`] writes into a request's header page (the rest of the
+/// page stays zero).
+pub(crate) const HEAD_BYTES: usize = 512;
+
 /// A started request that must be ended exactly once.
 ///
 /// # Invariants
@@ -352,26 +356,24 @@ impl<T: Handler> Request<T> {
         unsafe { ffi::pf_rq_in_flush_seq(self.raw()) }
     }
 
-    /// Fills the request's header block: `head`, then zeroes up to `block` bytes (at most a
-    /// page), in a page the request keeps (allocated on first use, reused by later requests of
-    /// the same tag). [`Request::write_async`] writes it before the data.
-    pub(crate) fn set_head(&self, head: &[u8], block: usize) -> Result {
-        if block > PAGE_SIZE || head.len() > block {
+    /// Fills the request's header block: `head` (at most [`HEAD_BYTES`]), then zeroes up to
+    /// the end of the page, in a page the request keeps (allocated zeroed on first use, reused
+    /// by later requests of the same tag). [`Request::write_async`] writes it before the data.
+    pub(crate) fn set_head(&self, head: &[u8]) -> Result {
+        if head.len() > HEAD_BYTES {
             return Err(EINVAL);
         }
         // SAFETY: only the owner of the started request touches its header page, and no bio
         // uses it (a `write_async` bio owns the request until it completes).
         let slot = unsafe { &mut *pdu(self.raw()).head.get() };
         if slot.is_none() {
-            *slot = Some(Page::alloc_page(super::GFP_IO_PATH)?);
+            // Zeroed once: only the first `HEAD_BYTES` bytes are ever written again.
+            *slot = Some(Page::alloc_page(super::GFP_IO_PATH | kernel::alloc::flags::__GFP_ZERO)?);
         }
         let page = slot.as_ref().ok_or(ENOMEM)?;
         // SAFETY: `head` is valid for reads of its length and is not part of the page; nothing
         // else reads or writes the page now (see above).
-        unsafe {
-            page.write_raw(head.as_ptr(), 0, head.len())?;
-            page.fill_zero_raw(head.len(), block - head.len())
-        }
+        unsafe { page.write_raw(head.as_ptr(), 0, head.len()) }
     }
 
     /// Writes the header block set by [`Request::set_head`] (`block` bytes) followed by the
