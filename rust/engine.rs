@@ -1019,7 +1019,7 @@ impl Volume {
 
     /// Fast-path write `token` failed on flash (process context): it was not acknowledged;
     /// the cache device is treated as failed and the request handled as the worker would.
-    pub(crate) fn write_failed(&self, c: &Cache, rq: Request<Self>, token: usize, err: Error) {
+    pub(crate) fn fast_write_failed(&self, c: &Cache, rq: Request<Self>, token: usize, err: Error) {
         let e = c.early.get(token);
         c.early.put(token);
         let mut g = c.lock();

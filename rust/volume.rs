@@ -136,7 +136,7 @@ impl Handler for Volume {
 
     fn write_failed(&self, rq: Request<Self>, token: usize, err: Error) {
         match self.cache() {
-            Some(c) => self.write_failed(c, rq, token, err),
+            Some(c) => self.fast_write_failed(c, rq, token, err),
             None => rq.end(Err(err)),
         }
     }
