@@ -959,7 +959,8 @@ impl Cache {
     }
 }
 
-/// Request handling with a cache (called from [`Volume::process`]).
+/// Request handling with a cache (called from `queue_rq` for the fast path, from
+/// [`Volume::process`] for the rest).
 impl Volume {
     /// The fast path of a write-back write, called from `queue_rq`. When the write can start
     /// at once (the volume is write-back and healthy, nothing that goes to the SAN is in flight
@@ -985,6 +986,8 @@ impl Volume {
         let _noio = thread::NoIo::enter();
         let mut g = c.lock();
         let ready = g.mode == Mode::Normal && g.policy == Policy::WriteBack && !g.overlaps_inflight(lba, len, true);
+        // No room, or an error making room (no memory): the worker waits for room, or reports
+        // the error when it meets it again.
         let placed = if ready { g.place(footprint).ok().flatten() } else { None };
         let started = placed.and_then(|(seg, off)| g.begin_as(lba, len, false, true).ok().map(|s| (s, seg, off)));
         let Some((serial, seg, off)) = started else {
