@@ -166,19 +166,29 @@ fn to_status(r: Result) -> bindings::blk_status_t {
     }
 }
 
+/// The request whose `Pdu` holds `work`.
+///
+/// # Safety
+///
+/// `work` must be the `work` field of the `Pdu` of a request that is not freed.
+unsafe fn rq_of_work(work: *mut bindings::work_struct) -> *mut bindings::request {
+    let pdu = work
+        .cast::<u8>()
+        .wrapping_sub(core::mem::offset_of!(Pdu, work))
+        .cast::<core::ffi::c_void>();
+    // SAFETY: per the caller, `pdu` is a request's `Pdu`, which sits right after its request.
+    unsafe { ffi::pf_rq_from_pdu(pdu) }
+}
+
 /// Work function that ends a request deferred by [`put_ref`].
 ///
 /// # Safety
 ///
 /// Called by the workqueue for the `work` of a request's `Pdu`, queued by [`put_ref`].
 unsafe extern "C" fn end_work<T: Handler>(work: *mut bindings::work_struct) {
-    let pdu = work
-        .cast::<u8>()
-        .wrapping_sub(core::mem::offset_of!(Pdu, work))
-        .cast::<core::ffi::c_void>();
-    // SAFETY: `work` is the `work` field of a request's `Pdu`, so `pdu` is that `Pdu`, which sits
-    // right after its request; the request is not ended yet (that happens here).
-    let rq = unsafe { ffi::pf_rq_from_pdu(pdu) };
+    // SAFETY: `work` is the `work` field of a request's `Pdu`; the request is not ended yet
+    // (that happens here).
+    let rq = unsafe { rq_of_work(work) };
     let status = self::pdu(rq).status.load(Ordering::Acquire);
     // SAFETY: the last reference was dropped in `put_ref`, which handed the request over here.
     unsafe { finish::<T>(rq, status) };
@@ -267,13 +277,9 @@ pub(crate) unsafe extern "C" fn queue_rq_callback<T: Handler>(
 ///
 /// Called by the workqueue for the `work` of a request's `Pdu`, queued by [`Request::defer`].
 unsafe extern "C" fn process_work<T: Handler>(work: *mut bindings::work_struct) {
-    let pdu = work
-        .cast::<u8>()
-        .wrapping_sub(core::mem::offset_of!(Pdu, work))
-        .cast::<core::ffi::c_void>();
-    // SAFETY: `work` is the `work` field of a request's `Pdu`, which sits right after its
-    // request; `defer` gave up the request's ownership to this work item.
-    let rq = unsafe { ffi::pf_rq_from_pdu(pdu) };
+    // SAFETY: `work` is the `work` field of a request's `Pdu`; `defer` gave up the request's
+    // ownership to this work item.
+    let rq = unsafe { rq_of_work(work) };
     // SAFETY: as above, the queue's `queuedata` is the `Arc<T>` that outlives its requests.
     let handler = unsafe { Arc::<T>::borrow((*(*rq).q).queuedata) };
     let Some(rq) = NonNull::new(rq) else {
@@ -323,13 +329,9 @@ unsafe extern "C" fn async_write_end_io<T: Handler>(bio: *mut bindings::bio) {
 /// Called by the workqueue for the `work` of a request's `Pdu`, queued by
 /// [`async_write_end_io`].
 unsafe extern "C" fn failed_work<T: Handler>(work: *mut bindings::work_struct) {
-    let pdu = work
-        .cast::<u8>()
-        .wrapping_sub(core::mem::offset_of!(Pdu, work))
-        .cast::<core::ffi::c_void>();
-    // SAFETY: `work` is the `work` field of a request's `Pdu`, which sits right after its
-    // request; the failed write's completion gave up the request to this work item.
-    let rq = unsafe { ffi::pf_rq_from_pdu(pdu) };
+    // SAFETY: `work` is the `work` field of a request's `Pdu`; the failed write's completion
+    // gave up the request to this work item.
+    let rq = unsafe { rq_of_work(work) };
     // SAFETY: as above, the queue's `queuedata` is the `Arc<T>` that outlives its requests.
     let handler = unsafe { Arc::<T>::borrow((*(*rq).q).queuedata) };
     let p = self::pdu(rq);
