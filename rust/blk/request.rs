@@ -358,9 +358,9 @@ impl<T: Handler> Request<T> {
         unsafe { ffi::pf_rq_in_flush_seq(self.raw()) }
     }
 
-    /// Fills the request's header block: `head` (at most [`HEAD_BYTES`]), then zeroes up to
-    /// the end of the page, in a page the request keeps (allocated zeroed on first use, reused
-    /// by later requests of the same tag). [`Request::write_async`] writes it before the data.
+    /// Fills the request's header block with `head` (at most [`HEAD_BYTES`]; the rest of the
+    /// page stays zero), in a page the request keeps (allocated zeroed on first use, reused by
+    /// later requests of the same tag). [`Request::write_async`] writes it before the data.
     pub(crate) fn set_head(&self, head: &[u8]) -> Result {
         if head.len() > HEAD_BYTES {
             return Err(EINVAL);
