@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use crate::build::Built;
 use crate::env;
-use crate::setup::Kernel;
+use crate::setup::{Flavor, Kernel};
 use crate::vm::{Vm, VmConfig};
 
 /// The configurations in the order the guest runs them: (file stem, label).
@@ -54,6 +54,8 @@ struct Ratio {
 #[derive(Serialize)]
 struct Report {
     seconds_per_run: u64,
+    /// "bench" (no lock debugging) or "test" (lockdep, `--debug-kernel`).
+    kernel: &'static str,
     workload: &'static str,
     results: Vec<Row>,
     ratios: Vec<Ratio>,
@@ -117,7 +119,7 @@ pub fn run(k: &Kernel, b: &Built, secs: u64) -> Result<()> {
             console.display()
         ),
     }
-    if let Some(why) = crate::test::kernel_verdict(&cfg.run_dir) {
+    if let Some(why) = crate::test::kernel_verdict_for(&cfg.run_dir, k.flavor) {
         bail!("benchmark run: {why}");
     }
 
@@ -160,7 +162,13 @@ pub fn run(k: &Kernel, b: &Built, secs: u64) -> Result<()> {
         }
     }
 
-    println!("\n4k random write, libaio, direct, {secs} s per run (one VM, TCG)\n");
+    let kernel = match k.flavor {
+        Flavor::Bench => "bench",
+        Flavor::Test => "test",
+    };
+    println!(
+        "\n4k random write, libaio, direct, {secs} s per run (one VM, TCG, {kernel} kernel)\n"
+    );
     println!(
         "{:<26} {:>4} {:>10} {:>12} {:>12}",
         "configuration", "QD", "IOPS", "mean (us)", "p99 (us)"
@@ -177,6 +185,7 @@ pub fn run(k: &Kernel, b: &Built, secs: u64) -> Result<()> {
     }
     let report = Report {
         seconds_per_run: secs,
+        kernel,
         workload: "fio 4k randwrite, libaio, direct=1, 1 GiB span",
         results,
         ratios,

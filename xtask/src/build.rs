@@ -19,7 +19,8 @@ pub struct Built {
 /// Builds the module and the helper; cheap when nothing changed.
 pub fn build(k: &Kernel) -> Result<Built> {
     let repo = env::repo_root();
-    let kmod = repo.join("target/kmod");
+    let sfx = k.flavor.suffix();
+    let kmod = repo.join(format!("target/kmod{sfx}"));
     std::fs::create_dir_all(&kmod)?;
     phase("module build", || {
         env::run_logged(
@@ -29,7 +30,7 @@ pub fn build(k: &Kernel) -> Result<Built> {
                 "modules".into(),
             ]),
             "module build",
-            &repo.join("target/kmod-build.log"),
+            &repo.join(format!("target/kmod{sfx}-build.log")),
             None,
         )
         .map(|_| ())
@@ -54,7 +55,7 @@ pub fn build(k: &Kernel) -> Result<Built> {
         .context("cargo build of the helper failed")
         .map(|_| ())
     })?;
-    let modroot = repo.join("target/vm/modroot");
+    let modroot = repo.join(format!("target/vm/modroot{sfx}"));
     let moddir = modroot.join("lib/modules").join(&k.release);
     std::fs::create_dir_all(&modroot)?;
     duct::cmd!(

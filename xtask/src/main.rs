@@ -82,6 +82,10 @@ enum Command {
         /// Seconds per fio run.
         #[arg(long, default_value_t = 8)]
         secs: u64,
+        /// Run on the test kernel (lockdep and the other debug checks) instead of the bench
+        /// kernel (the same configuration without them).
+        #[arg(long)]
+        debug_kernel: bool,
     },
     /// Fuzz the on-flash parsers (libFuzzer through cargo-fuzz).
     Fuzz {
@@ -133,8 +137,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
             crash::run(&k, &b, rounds, &dir)?;
             eprintln!("crash test: {rounds} kill points, every recovery verified");
         }
-        Command::Bench { secs } => {
-            let k = setup::setup()?;
+        Command::Bench { secs, debug_kernel } => {
+            let k = setup::setup_flavor(if debug_kernel {
+                setup::Flavor::Test
+            } else {
+                setup::Flavor::Bench
+            })?;
             let b = build::build(&k)?;
             bench::run(&k, &b, secs)?;
         }

@@ -54,8 +54,29 @@ const LIBCLANG: &str = "/usr/lib/llvm-19/lib";
 /// Bump when the way the kernel is configured or built changes, to invalidate cached builds.
 const RECIPE: &str = "peerflash-kernel-recipe-1";
 
-/// A configured and built test kernel, plus the tools to use it.
+/// Which kernel: the test kernel runs lockdep and the other debug checks the suite relies on; the
+/// bench kernel is the same configuration without them (a production kernel has none, and
+/// lockdep's cost per lock operation would weigh on whichever stack takes the most locks).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Flavor {
+    Test,
+    Bench,
+}
+
+impl Flavor {
+    /// Directory suffix for what is built against this kernel (`target/kmod{suffix}`, ...).
+    pub fn suffix(self) -> &'static str {
+        match self {
+            Flavor::Test => "",
+            Flavor::Bench => "-bench",
+        }
+    }
+}
+
+/// A configured and built kernel, plus the tools to use it.
 pub struct Kernel {
+    /// Test kernel (lockdep) or bench kernel.
+    pub flavor: Flavor,
     /// Kernel source tree.
     pub src: PathBuf,
     /// `O=` build directory.
@@ -97,8 +118,13 @@ pub fn packages() -> Result<()> {
     phase("deps: Debian packages", install_packages)
 }
 
-/// Runs every setup step; each is skipped when already done.
+/// Runs every setup step for the test kernel; each is skipped when already done.
 pub fn setup() -> Result<Kernel> {
+    setup_flavor(Flavor::Test)
+}
+
+/// Runs every setup step for the given kernel; each is skipped when already done.
+pub fn setup_flavor(flavor: Flavor) -> Result<Kernel> {
     let cache = env::cache_root();
     env::check_free_space(&cache, 8 << 30, "the kernel source and build")?;
     phase("deps: Debian packages", install_packages)?;
@@ -116,8 +142,9 @@ pub fn setup() -> Result<Kernel> {
         ("LIBCLANG_PATH".to_string(), LIBCLANG.to_string()),
         ("RUST_LIB_SRC".to_string(), rustlib.display().to_string()),
     ];
-    let key = build_key(&linux, &bindgen)?;
+    let key = build_key(&linux, &bindgen, flavor)?;
     let mut k = Kernel {
+        flavor,
         src: linux,
         build: cache.join("kernel").join(&key),
         release: String::new(),
@@ -388,12 +415,18 @@ fn fetch_sources(cache: &Path) -> Result<(PathBuf, PathBuf)> {
     Ok((linux_dir, lib))
 }
 
-fn fragment_path() -> PathBuf {
-    env::repo_root().join("xtask/kernel/peerflash.fragment")
+/// The config fragments merged over tinyconfig and `kvm_guest.config`, in order.
+fn fragment_paths(flavor: Flavor) -> Vec<PathBuf> {
+    let dir = env::repo_root().join("xtask/kernel");
+    let mut v = vec![dir.join("peerflash.fragment")];
+    if flavor == Flavor::Bench {
+        v.push(dir.join("bench.fragment"));
+    }
+    v
 }
 
 /// The cache key of a kernel build: everything that changes its output.
-fn build_key(linux: &Path, bindgen: &Path) -> Result<String> {
+fn build_key(linux: &Path, bindgen: &Path, flavor: Flavor) -> Result<String> {
     let mut h = Sha256::new();
     h.update(RECIPE);
     h.update(
@@ -402,7 +435,13 @@ fn build_key(linux: &Path, bindgen: &Path) -> Result<String> {
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default(),
     );
-    h.update(std::fs::read(fragment_path()).context("cannot read the kernel config fragment")?);
+    for f in fragment_paths(flavor) {
+        h.update(
+            std::fs::read(&f).with_context(|| {
+                format!("cannot read the kernel config fragment {}", f.display())
+            })?,
+        );
+    }
     h.update(duct::cmd!("rustc", "--version").read()?);
     h.update(duct::cmd!(bindgen, "--version").read()?);
     let digest = h.finalize();
@@ -440,24 +479,30 @@ fn build_kernel(k: &mut Kernel, cache: &Path) -> Result<()> {
             .context("make tinyconfig failed")?;
         let merge = k.src.join("scripts/kconfig/merge_config.sh");
         let config = k.build.join(".config");
-        duct::cmd!(
-            merge,
-            "-O",
-            &k.build,
-            "-m",
-            &config,
-            k.src.join("kernel/configs/kvm_guest.config"),
-            fragment_path()
-        )
-        .dir(&k.src)
-        .stdout_null()
-        .run()
-        .context("merge_config.sh failed")?;
+        let mut args = vec![
+            "-O".into(),
+            k.build.clone().into_os_string(),
+            "-m".into(),
+            config.clone().into_os_string(),
+            k.src
+                .join("kernel/configs/kvm_guest.config")
+                .into_os_string(),
+        ];
+        args.extend(
+            fragment_paths(k.flavor)
+                .into_iter()
+                .map(PathBuf::into_os_string),
+        );
+        duct::cmd(merge, args)
+            .dir(&k.src)
+            .stdout_null()
+            .run()
+            .context("merge_config.sh failed")?;
         k.make(&[s("olddefconfig")])
             .stdout_null()
             .run()
             .context("make olddefconfig failed")?;
-        check_config(&config)?;
+        check_config(&config, k.flavor)?;
         let jobs = std::thread::available_parallelism()
             .map(|n| n.get() + 1)
             .unwrap_or(3);
@@ -492,12 +537,19 @@ fn build_kernel(k: &mut Kernel, cache: &Path) -> Result<()> {
 }
 
 /// Options the tests rely on: refuse a kernel whose config silently dropped one.
-fn check_config(config: &Path) -> Result<()> {
+fn check_config(config: &Path, flavor: Flavor) -> Result<()> {
     let text = std::fs::read_to_string(config)?;
+    let debug = match flavor {
+        Flavor::Test => ["CONFIG_PROVE_LOCKING=y", "CONFIG_DEBUG_ATOMIC_SLEEP=y"],
+        Flavor::Bench => [
+            "# CONFIG_PROVE_LOCKING is not set",
+            "# CONFIG_DEBUG_ATOMIC_SLEEP is not set",
+        ],
+    };
     let need = [
         "CONFIG_RUST=y",
-        "CONFIG_PROVE_LOCKING=y",
-        "CONFIG_DEBUG_ATOMIC_SLEEP=y",
+        debug[0],
+        debug[1],
         "CONFIG_BLK_DEV_NVME=y",
         "CONFIG_VIRTIO_BLK=y",
         "CONFIG_VIRTIO_NET=y",
@@ -521,7 +573,7 @@ fn check_config(config: &Path) -> Result<()> {
         .collect();
     if !missing.is_empty() {
         bail!(
-            "the kernel configuration lacks {} (see xtask/kernel/peerflash.fragment)",
+            "the kernel configuration lacks {} (see xtask/kernel/*.fragment)",
             missing.join(", ")
         );
     }

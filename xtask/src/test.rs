@@ -14,7 +14,7 @@ use anyhow::{Context, Result};
 use crate::build::{self, Built};
 use crate::cluster;
 use crate::env::{self, phase};
-use crate::setup::{self, Kernel};
+use crate::setup::{self, Flavor, Kernel};
 use crate::vm::{Vm, VmConfig};
 
 struct Outcome {
@@ -72,6 +72,12 @@ fn host_tests() -> Result<(u64, u64)> {
 
 /// Checks a VM's kernel log and lockdep state; returns what is wrong.
 pub fn kernel_verdict(run_dir: &Path) -> Option<String> {
+    kernel_verdict_for(run_dir, Flavor::Test)
+}
+
+/// As `kernel_verdict`, for a kernel of the given flavor: lockdep must be on exactly in the test
+/// kernel.
+pub fn kernel_verdict_for(run_dir: &Path, flavor: Flavor) -> Option<String> {
     let log = std::fs::read_to_string(run_dir.join("dmesg.txt")).unwrap_or_default();
     if log.is_empty() {
         return Some("no kernel log (the VM did not finish its command)".into());
@@ -80,9 +86,13 @@ pub fn kernel_verdict(run_dir: &Path) -> Option<String> {
     if !bad.is_empty() {
         return Some(format!("kernel log shows:\n{}", bad.join("\n")));
     }
+    let want = match flavor {
+        Flavor::Test => "on",
+        Flavor::Bench => "off",
+    };
     match std::fs::read_to_string(run_dir.join("lockdep")).map(|s| s.trim().to_string()) {
-        Ok(s) if s == "on" => None,
-        _ => Some("lockdep was not on in the test kernel".into()),
+        Ok(s) if s == want => None,
+        _ => Some(format!("lockdep was not {want} in the {flavor:?} kernel")),
     }
 }
 
