@@ -553,6 +553,11 @@ impl Snapshot {
     }
 }
 
+/// How the destager reads a batch from the log (`destage::plan_reads`): at most 1 MiB a read
+/// (one bio of `BIO_MAX_VECS` pages), skipping at most 32 KiB of headers and superseded data
+/// between two pieces.
+const LOG_READ_LIMITS: destage::ReadLimits = destage::ReadLimits { max_sectors: 2048, max_gap: 64 };
+
 /// The pieces of a request or batch: `(first sector, sectors, flash sector if held on flash)`.
 type Pieces = KVec<(u64, u64, Option<u64>)>;
 
@@ -1541,13 +1546,24 @@ fn destage_once(v: &Volume, c: &Cache, bset: &BioSet) -> Result<Next> {
     bump(&c.counters.batch_overlaps, overlaps);
 
     let io_result = (|| -> Result<u64> {
-        let mut bufs = KVec::with_capacity(pieces.len(), GFP_IO_PATH)?;
-        for &(_, n, _) in pieces.iter() {
-            bufs.push(PageBuf::new(n as usize * 512)?, GFP_IO_PATH)?;
+        // Read the batch's data from the log in few large reads: pieces in flash order, one
+        // buffer per read; then each piece goes to the SAN from its place in its read's buffer.
+        pieces.sort_unstable_by_key(|p| p.2);
+        let mut plan: KVec<destage::LogRead> = KVec::new();
+        let mut err = Ok(());
+        destage::plan_reads(pieces.iter().map(|p| (p.2.unwrap_or(0), p.1)), LOG_READ_LIMITS, |r| {
+            if err.is_ok() {
+                err = plan.push(r, GFP_IO_PATH).map_err(Error::from);
+            }
+        });
+        err?;
+        let mut bufs = KVec::with_capacity(plan.len(), GFP_IO_PATH)?;
+        for r in plan.iter() {
+            bufs.push(PageBuf::new(r.sectors as usize * 512)?, GFP_IO_PATH)?;
         }
         let mut reads = KVec::new();
-        for (p, b) in pieces.iter().zip(bufs.iter()) {
-            let mut bio = Bio::new(&c.dev, p.2.unwrap_or(0), 256, Dir::Read, bset)?;
+        for (r, b) in plan.iter().zip(bufs.iter()) {
+            let mut bio = Bio::new(&c.dev, r.start, 256, Dir::Read, bset)?;
             bio.add_buf(b, 0, b.len())?;
             reads.push(bio, GFP_IO_PATH)?;
         }
@@ -1559,11 +1575,17 @@ fn destage_once(v: &Volume, c: &Cache, bset: &BioSet) -> Result<Next> {
         }
         let mut writes = KVec::new();
         let mut bytes = 0u64;
-        for (p, b) in pieces.iter().zip(bufs.iter()) {
-            let mut bio = Bio::new(&v.backing, p.0, 256, Dir::Write, bset)?;
-            bio.add_buf(b, 0, b.len())?;
-            writes.push(bio, GFP_IO_PATH)?;
-            bytes += b.len() as u64;
+        for (r, b) in plan.iter().zip(bufs.iter()) {
+            let mine = pieces.get(r.first..r.first + r.count).ok_or(EINVAL)?;
+            for &(lba, n, f) in mine {
+                // Within the read by `plan_reads`' rule; checked all the same.
+                let off = f.and_then(|f| f.checked_sub(r.start)).ok_or(EINVAL)? as usize * 512;
+                let len = n as usize * 512;
+                let mut bio = Bio::new(&v.backing, lba, 256, Dir::Write, bset)?;
+                bio.add_buf(b, off, len)?;
+                writes.push(bio, GFP_IO_PATH)?;
+                bytes += len as u64;
+            }
         }
         let group = c.tunables.destage_concurrency.load(Ordering::Relaxed).max(1) as usize;
         let mut now = KVec::new();

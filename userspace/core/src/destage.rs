@@ -53,6 +53,63 @@ pub fn plan_batch(
     batch
 }
 
+/// Caps on one read of the log while destaging a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadLimits {
+    /// Most sectors one read covers (a single larger piece still gets a read of its own).
+    pub max_sectors: u64,
+    /// Most sectors of the log between two pieces that one read still covers (record headers and
+    /// superseded data, read and thrown away).
+    pub max_gap: u64,
+}
+
+/// One read of the log: `count` pieces from the `first`, all within `sectors` sectors from
+/// flash sector `start`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogRead {
+    pub start: u64,
+    pub sectors: u64,
+    pub first: usize,
+    pub count: usize,
+}
+
+/// Plans the reads of a batch's pieces from the log: `pieces` are `(flash sector, sectors)` in
+/// ascending flash order; consecutive pieces share one read while the gap between them is at
+/// most `max_gap` and the read stays within `max_sectors`. A batch's records were written one
+/// after the other, so a batch of small writes takes a few large reads instead of one per
+/// piece. Each read goes to `emit`, in order; every piece is in exactly one read and within it.
+pub fn plan_reads(
+    pieces: impl IntoIterator<Item = (u64, u64)>,
+    limits: ReadLimits,
+    mut emit: impl FnMut(LogRead),
+) {
+    let mut cur: Option<LogRead> = None;
+    for (i, (start, len)) in pieces.into_iter().enumerate() {
+        let end = start.saturating_add(len);
+        if let Some(r) = cur.as_mut() {
+            let r_end = r.start.saturating_add(r.sectors);
+            let joins = start >= r.start
+                && start.saturating_sub(r_end) <= limits.max_gap
+                && end.max(r_end) - r.start <= limits.max_sectors;
+            if joins {
+                r.sectors = end.max(r_end) - r.start;
+                r.count += 1;
+                continue;
+            }
+            emit(*r);
+        }
+        cur = Some(LogRead {
+            start,
+            sectors: len,
+            first: i,
+            count: 1,
+        });
+    }
+    if let Some(r) = cur {
+        emit(r);
+    }
+}
+
 /// Counts overlaps among ranges `(start, len)` given in ascending start order: the number of
 /// ranges that begin before an earlier one ends. A correct batch has none.
 pub fn count_overlaps(ranges: impl IntoIterator<Item = (u64, u64)>) -> u64 {

@@ -234,3 +234,74 @@ proptest! {
         }
     }
 }
+
+fn reads_of(pieces: &[(u64, u64)], limits: ReadLimits) -> Vec<LogRead> {
+    let mut v = Vec::new();
+    plan_reads(pieces.iter().copied(), limits, |r| v.push(r));
+    v
+}
+
+#[test]
+fn log_reads_join_neighbours_within_the_caps() {
+    let l = ReadLimits {
+        max_sectors: 64,
+        max_gap: 8,
+    };
+    // 4 KiB records: 8 sectors of header, then 8 of data.
+    let recs: Vec<(u64, u64)> = (0..6).map(|i| (8 + 16 * i, 8)).collect();
+    let r = reads_of(&recs, l);
+    // 64 sectors hold the data of the first four records (8..64), the rest takes a second read.
+    assert_eq!(
+        r,
+        vec![
+            LogRead { start: 8, sectors: 56, first: 0, count: 4 },
+            LogRead { start: 72, sectors: 24, first: 4, count: 2 },
+        ]
+    );
+    // A gap wider than max_gap splits; a piece larger than the cap goes alone.
+    let r = reads_of(&[(0, 8), (17, 8), (25, 100), (125, 1)], l);
+    assert_eq!(
+        r,
+        vec![
+            LogRead { start: 0, sectors: 8, first: 0, count: 1 },
+            LogRead { start: 17, sectors: 8, first: 1, count: 1 },
+            LogRead { start: 25, sectors: 100, first: 2, count: 1 },
+            LogRead { start: 125, sectors: 1, first: 3, count: 1 },
+        ]
+    );
+    assert!(reads_of(&[], l).is_empty());
+    // Adjacent pieces (one record split by a newer write's removal) join with no gap.
+    assert_eq!(reads_of(&[(0, 4), (4, 4)], l), vec![LogRead { start: 0, sectors: 8, first: 0, count: 2 }]);
+}
+
+proptest! {
+    /// Every piece is in exactly one read, in order, and inside it; reads are within the caps
+    /// unless they hold a single piece; neighbours within the caps were joined.
+    #[test]
+    fn log_reads_cover_every_piece(gaps in proptest::collection::vec((0u64..40, 1u64..30), 0..30),
+                                   max_sectors in 1u64..120, max_gap in 0u64..20) {
+        let mut at = 0u64;
+        let pieces: Vec<(u64, u64)> = gaps.iter().map(|&(g, n)| { let p = (at + g, n); at += g + n; p }).collect();
+        let limits = ReadLimits { max_sectors, max_gap };
+        let reads = reads_of(&pieces, limits);
+        let mut next = 0usize;
+        for (k, r) in reads.iter().enumerate() {
+            prop_assert_eq!(r.first, next);
+            prop_assert!(r.count >= 1);
+            next += r.count;
+            let mine = &pieces[r.first..r.first + r.count];
+            prop_assert_eq!(r.start, mine[0].0);
+            prop_assert!(mine.iter().all(|&(s, n)| s >= r.start && s + n <= r.start + r.sectors));
+            prop_assert_eq!(r.start + r.sectors, mine[mine.len() - 1].0 + mine[mine.len() - 1].1);
+            if r.count > 1 {
+                prop_assert!(r.sectors <= max_sectors);
+            }
+            if let Some(n) = reads.get(k + 1) {
+                let (s, len) = pieces[n.first];
+                let joinable = s - (r.start + r.sectors) <= max_gap && s + len - r.start <= max_sectors;
+                prop_assert!(!joinable);
+            }
+        }
+        prop_assert_eq!(next, pieces.len());
+    }
+}
