@@ -17,19 +17,47 @@ set -u
 SAN=$PF_SAN_DEV
 NVME=$PF_CACHE_DEV
 SECS=${PF_BENCH_SECS:-8}
+PROFILE=${PF_BENCH_PROFILE:-0}
+[ "$SECS" -ge 4 ] || fail "PF_BENCH_SECS must be at least 4"
+if [ "$PROFILE" = 1 ]; then command -v perf > /dev/null || fail "PF_BENCH_PROFILE=1 needs perf"; fi
 OUT=$PF_RUN_DIR/bench
 DELAYED=/dev/mapper/pf-bench-san
 rm -rf "$OUT"
 mkdir -p "$OUT"
 cd /tmp
 
-# run CONFIG DEV: fio at QD1 and QD16 on DEV.
+# ticks: busy and all jiffies of every CPU so far (/proc/stat: user nice system idle iowait irq
+# softirq steal).
+ticks() { awk '$1 == "cpu" { print $2+$3+$4+$7+$8+$9, $2+$3+$4+$5+$6+$7+$8+$9 }' /proc/stat; }
+# writes DEV: writes completed on DEV so far.
+writes() { awk '{ print $5 }' "/sys/class/block/$(basename "$(readlink -f "$1")")/stat"; }
+# run CONFIG DEV: fio at QD1 and QD16 on DEV. In a window from 2 s into the run to 1 s before its
+# end: the CPU time of the whole guest and the writes DEV completed, for the CPU cost of a write
+# ($OUT/CONFIG-qdN.cpu: busy ticks, all ticks, ticks per second, writes); with PF_BENCH_PROFILE=1
+# a perf profile of that window too ($OUT/CONFIG-qdN.prof: samples per symbol).
 run() {
     for qd in 1 16; do
         fio --name="$1-qd$qd" --filename="$2" --rw=randwrite --bs=4k --ioengine=libaio \
             --direct=1 --iodepth=$qd --size=1G --runtime="$SECS" --time_based --ramp_time=1 \
             --randrepeat=0 --norandommap --lat_percentiles=1 --output-format=json \
-            --output="$OUT/$1-qd$qd.json" > /dev/null 2>&1 || fail "fio on $1 at QD$qd"
+            --output="$OUT/$1-qd$qd.json" > /dev/null 2>&1 &
+        fio_pid=$!
+        sleep 2
+        t0=$(ticks); w0=$(writes "$2")
+        if [ "$PROFILE" = 1 ]; then
+            perf record -a -e cpu-clock -F 1000 -o /tmp/bench-prof.data -- sleep $((SECS - 2)) \
+                > /dev/null 2>&1 || fail "perf record"
+        else
+            sleep $((SECS - 2))
+        fi
+        t1=$(ticks); w1=$(writes "$2")
+        wait $fio_pid || fail "fio on $1 at QD$qd"
+        echo "$t0 $t1 $w0 $w1" | awk -v hz="$(getconf CLK_TCK)" \
+            '{ print $3 - $1, $4 - $2, hz, $6 - $5 }' > "$OUT/$1-qd$qd.cpu"
+        if [ "$PROFILE" = 1 ]; then
+            perf report -i /tmp/bench-prof.data --sort sym --stdio 2> /dev/null |
+                awk '/%/ && !/^#/ { print $1, $NF }' > "$OUT/$1-qd$qd.prof"
+        fi
         iops=$(sed -n 's/.*"iops" : \([0-9]*\).*/\1/p' "$OUT/$1-qd$qd.json" | sed -n 2p)
         echo "$1 QD$qd: ${iops:-?} write IOPS"
     done

@@ -33,6 +33,57 @@ struct Sample {
     iops: f64,
     mean_us: f64,
     p99_us: f64,
+    /// CPU time of the whole guest per write completed, in a window of the run.
+    cpu_us_per_write: f64,
+    /// Share of the guest's CPUs busy in that window (1.0 = every vCPU all the time).
+    cpu_busy: f64,
+    /// CPU time per write in CRC32C code (`--profile` only).
+    crc_us_per_write: Option<f64>,
+}
+
+/// The CPU window of a run (`CONFIG-qdN.cpu`: busy ticks, all ticks, ticks per second, writes):
+/// (CPU microseconds per write, busy share, all CPU seconds, writes).
+fn parse_cpu(path: &Path) -> Result<(f64, f64, f64, f64)> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("no result {}", path.display()))?;
+    let v: Vec<f64> = text
+        .split_whitespace()
+        .map(str::parse)
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("{}: not four numbers", path.display()))?;
+    let [busy, all, hz, writes] = v[..] else {
+        bail!("{}: not four numbers", path.display());
+    };
+    if hz <= 0.0 || all <= 0.0 || writes <= 0.0 {
+        bail!("{}: no CPU time or no writes in the window", path.display());
+    }
+    Ok((busy / hz * 1e6 / writes, busy / all, all / hz, writes))
+}
+
+/// The share (0..1) of a perf profile's samples (`CONFIG-qdN.prof`: "P% symbol" lines) in
+/// CRC32C code, whichever implementation the kernel picked.
+fn parse_crc_share(path: &Path) -> Result<f64> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("no profile {}", path.display()))?;
+    let mut share = 0.0;
+    let mut any = false;
+    for line in text.lines() {
+        let mut it = line.split_whitespace();
+        let (Some(p), Some(sym)) = (it.next(), it.last()) else {
+            continue;
+        };
+        let Ok(p) = p.trim_end_matches('%').parse::<f64>() else {
+            continue;
+        };
+        any = true;
+        if sym.contains("crc32c") {
+            share += p / 100.0;
+        }
+    }
+    if !any {
+        bail!("{}: an empty profile", path.display());
+    }
+    Ok(share)
 }
 
 #[derive(Serialize)]
@@ -84,11 +135,17 @@ fn parse(path: &Path) -> Result<Sample> {
         iops,
         mean_us: mean_ns / 1000.0,
         p99_us: p99_ns / 1000.0,
+        cpu_us_per_write: 0.0,
+        cpu_busy: 0.0,
+        crc_us_per_write: None,
     })
 }
 
 /// Runs the benchmark; `secs` per fio run.
-pub fn run(k: &Kernel, b: &Built, secs: u64) -> Result<()> {
+pub fn run(k: &Kernel, b: &Built, secs: u64, profile: bool) -> Result<()> {
+    if secs < 4 {
+        bail!("--secs must be at least 4 (the CPU window starts 2 s into a run)");
+    }
     let repo = env::repo_root();
     let dir = repo.join("target/bench");
     let _ = std::fs::remove_dir_all(&dir);
@@ -101,6 +158,10 @@ pub fn run(k: &Kernel, b: &Built, secs: u64) -> Result<()> {
     cfg.cache_size = 2 << 30;
     cfg.env
         .push(("PF_BENCH_SECS".to_string(), secs.to_string()));
+    cfg.env.push((
+        "PF_BENCH_PROFILE".to_string(),
+        if profile { "1" } else { "0" }.to_string(),
+    ));
     let script = repo.join("tests/vm/bench.sh").display().to_string();
     eprintln!(
         "==> booting a VM to run {script} ({} fio runs of {secs} s)",
@@ -126,7 +187,15 @@ pub fn run(k: &Kernel, b: &Built, secs: u64) -> Result<()> {
     let mut results = Vec::new();
     for (config, label) in CONFIGS {
         for qd in DEPTHS {
-            let sample = parse(&cfg.run_dir.join(format!("bench/{config}-qd{qd}.json")))?;
+            let base = cfg.run_dir.join(format!("bench/{config}-qd{qd}"));
+            let mut sample = parse(&base.with_extension("json"))?;
+            let (cpu, busy, cpu_secs, writes) = parse_cpu(&base.with_extension("cpu"))?;
+            sample.cpu_us_per_write = cpu;
+            sample.cpu_busy = busy;
+            if profile {
+                let share = parse_crc_share(&base.with_extension("prof"))?;
+                sample.crc_us_per_write = Some(share * cpu_secs * 1e6 / writes);
+            }
             results.push(Row {
                 config,
                 label,
@@ -170,15 +239,35 @@ pub fn run(k: &Kernel, b: &Built, secs: u64) -> Result<()> {
         "\n4k random write, libaio, direct, {secs} s per run (one VM, TCG, {kernel} kernel)\n"
     );
     println!(
-        "{:<26} {:>4} {:>10} {:>12} {:>12}",
-        "configuration", "QD", "IOPS", "mean (us)", "p99 (us)"
+        "{:<26} {:>4} {:>8} {:>10} {:>10} {:>10} {:>6} {:>10}",
+        "configuration", "QD", "IOPS", "mean (us)", "p99 (us)", "CPU us/wr", "busy", "crc us/wr"
     );
     for r in &results {
+        let crc = r
+            .sample
+            .crc_us_per_write
+            .map_or("-".to_string(), |c| format!("{c:.0}"));
         println!(
-            "{:<26} {:>4} {:>10.0} {:>12.0} {:>12.0}",
-            r.label, r.qd, r.sample.iops, r.sample.mean_us, r.sample.p99_us
+            "{:<26} {:>4} {:>8.0} {:>10.0} {:>10.0} {:>10.0} {:>5.0}% {:>10}",
+            r.label,
+            r.qd,
+            r.sample.iops,
+            r.sample.mean_us,
+            r.sample.p99_us,
+            r.sample.cpu_us_per_write,
+            r.sample.cpu_busy * 100.0,
+            crc
         );
     }
+    println!(
+        "\nCPU us/wr: CPU time of the whole guest (all vCPUs) per write completed, busy: share of \
+         the vCPUs busy,\nboth over the run from 2 s to its last second{}",
+        if profile {
+            "; crc us/wr: the part of it in CRC32C code (perf profile; perf slows every run)"
+        } else {
+            " (--profile adds the CRC32C share)"
+        }
+    );
     println!();
     for r in &ratios {
         println!("{:<34} QD{:<3} {:.2}x", r.what, r.qd, r.ratio);

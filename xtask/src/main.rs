@@ -46,6 +46,9 @@ enum Command {
         /// Seconds before the VM is killed.
         #[arg(long, default_value_t = 1800)]
         timeout: u64,
+        /// Boot the bench kernel (no lock debugging) instead of the test kernel.
+        #[arg(long)]
+        bench_kernel: bool,
         /// Command and arguments to run in the guest.
         #[arg(last = true, required = true)]
         command: Vec<String>,
@@ -86,6 +89,9 @@ enum Command {
         /// kernel (the same configuration without them).
         #[arg(long)]
         debug_kernel: bool,
+        /// Profile each run with perf in the guest and report the CPU time in CRC32C code.
+        #[arg(long)]
+        profile: bool,
     },
     /// Fuzz the on-flash parsers (libFuzzer through cargo-fuzz).
     Fuzz {
@@ -112,9 +118,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
             san_image,
             mem,
             timeout,
+            bench_kernel,
             command,
         } => {
-            let k = setup::setup()?;
+            let k = setup::setup_flavor(if bench_kernel {
+                setup::Flavor::Bench
+            } else {
+                setup::Flavor::Test
+            })?;
             let b = build::build(&k)?;
             let code = vm::run_interactive(&k, &b, cache_image, san_image, mem, timeout, &command)?;
             return Ok(ExitCode::from(code));
@@ -137,14 +148,18 @@ fn run(cli: Cli) -> Result<ExitCode> {
             crash::run(&k, &b, rounds, &dir)?;
             eprintln!("crash test: {rounds} kill points, every recovery verified");
         }
-        Command::Bench { secs, debug_kernel } => {
+        Command::Bench {
+            secs,
+            debug_kernel,
+            profile,
+        } => {
             let k = setup::setup_flavor(if debug_kernel {
                 setup::Flavor::Test
             } else {
                 setup::Flavor::Bench
             })?;
             let b = build::build(&k)?;
-            bench::run(&k, &b, secs)?;
+            bench::run(&k, &b, secs, profile)?;
         }
         Command::Demo => {
             let k = setup::setup()?;

@@ -41,6 +41,8 @@ const PACKAGES: &[&str] = &[
     "rsync",
     "procps",
     "psmisc",
+    // `cargo xtask bench --profile` runs perf in the guest (the guest sees the host's files).
+    "linux-perf",
     // Per-volume leases: the sanlock daemon and libsanlock_client (linked by the helper).
     "sanlock",
     "libsanlock-dev",
