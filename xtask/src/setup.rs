@@ -1,4 +1,6 @@
-//! `cargo xtask setup`: installs what the machine lacks and builds the test kernel.
+//! `cargo xtask setup`: installs what the machine lacks and builds the test kernel (the bench
+//! kernel, the same without lock debugging, is built the same way when `cargo xtask bench` or
+//! `cargo xtask vm --bench-kernel` first needs it).
 //!
 //! Everything lands in the cache (`env::cache_root()`), outside the checkout:
 //! - `apt/`: a private apt configuration listing Debian trixie-backports (the system's apt
@@ -6,7 +8,7 @@
 //! - `src/linux-<version>/` and `src/rust-src-<version>/`: the extracted kernel and Rust library
 //!   sources;
 //! - `tools/bin/bindgen`, `venv/bin/vng`;
-//! - `kernel/<key>/`: the kernel build (`O=` directory), keyed by kernel version, config fragment,
+//! - `kernel/<key>/`: a kernel build (`O=` directory), keyed by kernel version, config fragments,
 //!   rustc and bindgen versions; `kernel/<key>/modroot` holds its installed modules.
 
 use std::path::{Path, PathBuf};
