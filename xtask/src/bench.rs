@@ -287,64 +287,165 @@ pub fn run(k: &Kernel, b: &Built, secs: u64, profile: bool) -> Result<()> {
     Ok(())
 }
 
-/// Two bar charts side by side: IOPS per configuration at QD1 and at QD16.
+/// Bar charts: IOPS per configuration at QD1 and at QD16 (top row), and the CPU time per write
+/// of the same runs (bottom row).
 fn chart(report: &Report, path: &Path) -> Result<()> {
-    let root = SVGBackend::new(path, (1200, 520)).into_drawing_area();
+    let root = SVGBackend::new(path, (1200, 980)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| anyhow::anyhow!("{e:?}"))?;
     let root = root
         .titled(
-            "peerflash: 4k random write IOPS (one VM run, higher is better)",
+            "peerflash: 4k random write, one VM run (IOPS: higher is better; CPU per write: lower)",
             ("sans-serif", 22),
         )
         .map_err(|e| anyhow::anyhow!("{e:?}"))?;
-    let panels = root.split_evenly((1, DEPTHS.len()));
-    for (panel, qd) in panels.iter().zip(DEPTHS) {
-        let rows: Vec<&Row> = report.results.iter().filter(|r| r.qd == qd).collect();
-        let top = rows.iter().map(|r| r.sample.iops).fold(1.0, f64::max) * 1.15;
-        let n = rows.len() as u32;
-        let mut c = ChartBuilder::on(panel)
-            .caption(format!("QD{qd}"), ("sans-serif", 18))
-            .margin(12)
-            .x_label_area_size(70)
-            .y_label_area_size(60)
-            .build_cartesian_2d((0..n).into_segmented(), 0.0..top)
-            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
-        let names: Vec<&str> = rows.iter().map(|r| r.config).collect();
-        c.configure_mesh()
-            .disable_x_mesh()
-            .x_labels(rows.len())
-            .x_label_formatter(&|v| match v {
-                SegmentValue::CenterOf(i) => names.get(*i as usize).copied().unwrap_or("").into(),
-                _ => String::new(),
-            })
-            .y_desc("IOPS")
-            .draw()
-            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
-        c.draw_series(rows.iter().enumerate().map(|(i, r)| {
-            let color = if r.config.starts_with("pf-") {
-                RGBColor(0x1f, 0x77, 0xb4)
-            } else {
-                RGBColor(0x99, 0x99, 0x99)
-            };
-            let i = i as u32;
-            Rectangle::new(
-                [
-                    (SegmentValue::Exact(i), 0.0),
-                    (SegmentValue::Exact(i + 1), r.sample.iops),
-                ],
-                color.filled(),
-            )
-        }))
-        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
-        c.draw_series(rows.iter().enumerate().map(|(i, r)| {
-            Text::new(
-                format!("{:.0}", r.sample.iops),
-                (SegmentValue::CenterOf(i as u32), r.sample.iops + top * 0.02),
-                ("sans-serif", 13),
-            )
-        }))
-        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let panels = root.split_evenly((2, DEPTHS.len()));
+    let (iops_row, cpu_row) = panels.split_at(DEPTHS.len());
+    for (panel, qd) in iops_row.iter().zip(DEPTHS) {
+        bars(panel, report, qd, "IOPS", |s| s.iops)?;
+    }
+    for (panel, qd) in cpu_row.iter().zip(DEPTHS) {
+        bars(panel, report, qd, "CPU us per write", |s| {
+            s.cpu_us_per_write
+        })?;
     }
     root.present().map_err(|e| anyhow::anyhow!("{e:?}"))?;
     Ok(())
+}
+
+/// One panel: `metric` of every configuration at depth `qd`, peerflash's bars in blue.
+fn bars(
+    panel: &DrawingArea<SVGBackend<'_>, plotters::coord::Shift>,
+    report: &Report,
+    qd: u32,
+    what: &str,
+    metric: impl Fn(&Sample) -> f64,
+) -> Result<()> {
+    let rows: Vec<&Row> = report.results.iter().filter(|r| r.qd == qd).collect();
+    let top = rows.iter().map(|r| metric(&r.sample)).fold(1.0, f64::max) * 1.15;
+    let n = rows.len() as u32;
+    let mut c = ChartBuilder::on(panel)
+        .caption(format!("{what}, QD{qd}"), ("sans-serif", 18))
+        .margin(12)
+        .x_label_area_size(70)
+        .y_label_area_size(60)
+        .build_cartesian_2d((0..n).into_segmented(), 0.0..top)
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let names: Vec<&str> = rows.iter().map(|r| r.config).collect();
+    c.configure_mesh()
+        .disable_x_mesh()
+        .x_labels(rows.len())
+        .x_label_formatter(&|v| match v {
+            SegmentValue::CenterOf(i) => names.get(*i as usize).copied().unwrap_or("").into(),
+            _ => String::new(),
+        })
+        .y_desc(what)
+        .draw()
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    c.draw_series(rows.iter().enumerate().map(|(i, r)| {
+        let color = if r.config.starts_with("pf-") {
+            RGBColor(0x1f, 0x77, 0xb4)
+        } else {
+            RGBColor(0x99, 0x99, 0x99)
+        };
+        let i = i as u32;
+        Rectangle::new(
+            [
+                (SegmentValue::Exact(i), 0.0),
+                (SegmentValue::Exact(i + 1), metric(&r.sample)),
+            ],
+            color.filled(),
+        )
+    }))
+    .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    c.draw_series(rows.iter().enumerate().map(|(i, r)| {
+        let v = metric(&r.sample);
+        Text::new(
+            format!("{v:.0}"),
+            (SegmentValue::CenterOf(i as u32), v + top * 0.02),
+            ("sans-serif", 13),
+        )
+    }))
+    .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tmp(name: &str, text: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("pf-bench-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    #[test]
+    fn cpu_window_is_parsed_and_checked() {
+        // 300 busy ticks of 1000 at 100 per second, 6000 writes: 3 s / 6000 = 500 us a write.
+        let (us, busy, secs, writes) = parse_cpu(&tmp("a.cpu", "300 1000 100 6000\n")).unwrap();
+        assert!((us - 500.0).abs() < 1e-9);
+        assert!((busy - 0.3).abs() < 1e-9);
+        assert!((secs - 10.0).abs() < 1e-9);
+        assert!((writes - 6000.0).abs() < 1e-9);
+        assert!(parse_cpu(&tmp("b.cpu", "300 1000 100 0\n")).is_err());
+        assert!(parse_cpu(&tmp("c.cpu", "300 1000 100\n")).is_err());
+        assert!(parse_cpu(&tmp("d.cpu", "x 1000 100 5\n")).is_err());
+    }
+
+    #[test]
+    fn crc_share_sums_every_crc32c_symbol() {
+        let prof = "50.00% pv_native_safe_halt\n15.00% crc32c_x86_3way\n1.00% crc32c\n\
+                    2.50% nvme_write_sq_db\n";
+        let share = parse_crc_share(&tmp("a.prof", prof)).unwrap();
+        assert!((share - 0.16).abs() < 1e-9);
+        assert!(parse_crc_share(&tmp("b.prof", "")).is_err());
+    }
+
+    #[test]
+    fn chart_has_both_rows() {
+        let sample = |iops: f64, cpu: f64| Sample {
+            iops,
+            mean_us: 1.0,
+            p99_us: 2.0,
+            cpu_us_per_write: cpu,
+            cpu_busy: 0.5,
+            crc_us_per_write: None,
+        };
+        let mut results = Vec::new();
+        for qd in DEPTHS {
+            results.push(Row {
+                config: "nvme",
+                label: "raw NVMe",
+                qd,
+                sample: sample(1234.0, 71.0),
+            });
+            results.push(Row {
+                config: "pf-wb",
+                label: "peerflash wb",
+                qd,
+                sample: sample(987.0, 193.0),
+            });
+        }
+        let report = Report {
+            seconds_per_run: 8,
+            kernel: "bench",
+            workload: "test",
+            results,
+            ratios: Vec::new(),
+        };
+        let path = tmp("chart.svg", "");
+        chart(&report, &path).unwrap();
+        let svg = std::fs::read_to_string(&path).unwrap();
+        for want in [
+            "IOPS, QD16",
+            "CPU us per write, QD1",
+            "1234",
+            "193",
+            "pf-wb",
+        ] {
+            assert!(svg.contains(want), "the chart lacks {want}");
+        }
+    }
 }
