@@ -121,11 +121,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             bench_kernel,
             command,
         } => {
-            let k = setup::setup_flavor(if bench_kernel {
-                setup::Flavor::Bench
-            } else {
-                setup::Flavor::Test
-            })?;
+            let k = setup::setup_flavor(setup::Flavor::bench_if(bench_kernel))?;
             let b = build::build(&k)?;
             let code = vm::run_interactive(&k, &b, cache_image, san_image, mem, timeout, &command)?;
             return Ok(ExitCode::from(code));
@@ -153,11 +149,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             debug_kernel,
             profile,
         } => {
-            let k = setup::setup_flavor(if debug_kernel {
-                setup::Flavor::Test
-            } else {
-                setup::Flavor::Bench
-            })?;
+            let k = setup::setup_flavor(setup::Flavor::bench_if(!debug_kernel))?;
             let b = build::build(&k)?;
             bench::run(&k, &b, secs, profile)?;
         }

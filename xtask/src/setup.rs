@@ -68,6 +68,15 @@ pub enum Flavor {
 }
 
 impl Flavor {
+    /// The bench kernel if `bench`, else the test kernel.
+    pub fn bench_if(bench: bool) -> Self {
+        if bench {
+            Flavor::Bench
+        } else {
+            Flavor::Test
+        }
+    }
+
     /// Directory suffix for what is built against this kernel (`target/kmod{suffix}`, ...).
     pub fn suffix(self) -> &'static str {
         match self {
