@@ -373,16 +373,33 @@ fn bars(
 mod tests {
     use super::*;
 
-    fn tmp(name: &str, text: &str) -> std::path::PathBuf {
-        let dir = std::env::temp_dir().join(format!("pf-bench-test-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let p = dir.join(name);
-        std::fs::write(&p, text).unwrap();
-        p
+    /// A scratch directory of one test, removed when dropped.
+    struct Scratch(std::path::PathBuf);
+
+    impl Scratch {
+        fn new(test: &str) -> Self {
+            let dir = std::env::temp_dir().join(format!("pf-bench-{test}-{}", std::process::id()));
+            std::fs::create_dir_all(&dir).unwrap();
+            Scratch(dir)
+        }
+
+        fn file(&self, name: &str, text: &str) -> std::path::PathBuf {
+            let p = self.0.join(name);
+            std::fs::write(&p, text).unwrap();
+            p
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
     }
 
     #[test]
     fn cpu_window_is_parsed_and_checked() {
+        let d = Scratch::new("cpu");
+        let tmp = |n: &str, t: &str| d.file(n, t);
         // 300 busy ticks of 1000 at 100 per second, 6000 writes: 3 s / 6000 = 500 us a write.
         let (us, busy, secs, writes) = parse_cpu(&tmp("a.cpu", "300 1000 100 6000\n")).unwrap();
         assert!((us - 500.0).abs() < 1e-9);
@@ -396,6 +413,8 @@ mod tests {
 
     #[test]
     fn crc_share_sums_every_crc32c_symbol() {
+        let d = Scratch::new("crc");
+        let tmp = |n: &str, t: &str| d.file(n, t);
         let prof = "50.00% pv_native_safe_halt\n15.00% crc32c_x86_3way\n1.00% crc32c\n\
                     2.50% nvme_write_sq_db\n";
         let share = parse_crc_share(&tmp("a.prof", prof)).unwrap();
@@ -405,6 +424,7 @@ mod tests {
 
     #[test]
     fn chart_has_both_rows() {
+        let d = Scratch::new("chart");
         let sample = |iops: f64, cpu: f64| Sample {
             iops,
             mean_us: 1.0,
@@ -435,7 +455,7 @@ mod tests {
             results,
             ratios: Vec::new(),
         };
-        let path = tmp("chart.svg", "");
+        let path = d.file("chart.svg", "");
         chart(&report, &path).unwrap();
         let svg = std::fs::read_to_string(&path).unwrap();
         for want in [
