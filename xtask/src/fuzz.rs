@@ -1,7 +1,9 @@
 //! `cargo xtask fuzz`: runs the libFuzzer target of the on-flash parsers
 //! (`userspace/core/fuzz`) for a while. cargo-fuzz is installed into the cache on first use; the
 //! sanitizer flags it passes need a nightly compiler, so the machine's stable one is run with
-//! RUSTC_BOOTSTRAP=1 (no other toolchain can be fetched here).
+//! RUSTC_BOOTSTRAP=1 (no other toolchain can be fetched here). The corpus is kept in the cache
+//! (`<cache>/fuzz/corpus/<target>`), outside the checkout, so every run (CI's clean clones too)
+//! starts from what the earlier ones found.
 
 use std::path::PathBuf;
 
@@ -39,19 +41,28 @@ pub fn run(target: &str, secs: u64) -> Result<()> {
     let bin = install_cargo_fuzz()?;
     let dir = env::repo_root().join("userspace/core/fuzz");
     let log = env::repo_root().join(format!("target/fuzz-{target}.log"));
-    std::fs::create_dir_all(dir.join("corpus").join(target))?;
+    let corpus = env::cache_root().join("fuzz/corpus").join(target);
+    std::fs::create_dir_all(&corpus)?;
+    // A checkout's own corpus (runs before this one kept it there) joins the cache's: inputs are
+    // named by their hash, so copies never clash.
+    if let Ok(local) = std::fs::read_dir(dir.join("corpus").join(target)) {
+        for f in local.flatten() {
+            let to = corpus.join(f.file_name());
+            if !to.exists() {
+                std::fs::copy(f.path(), &to).context("cannot copy the fuzz corpus")?;
+            }
+        }
+    }
+    let mut args: Vec<std::ffi::OsString> = vec!["fuzz".into(), "run".into(), target.into()];
+    args.push(corpus.clone().into());
+    args.extend([
+        "--".into(),
+        format!("-max_total_time={secs}").into(),
+        "-rss_limit_mb=2048".into(),
+    ]);
+    let before = corpus_size(&corpus);
     let r = env::run_logged(
-        duct::cmd!(
-            bin,
-            "fuzz",
-            "run",
-            target,
-            "--",
-            format!("-max_total_time={secs}"),
-            "-rss_limit_mb=2048"
-        )
-        .dir(&dir)
-        .env("RUSTC_BOOTSTRAP", "1"),
+        duct::cmd(bin, args).dir(&dir).env("RUSTC_BOOTSTRAP", "1"),
         &format!("fuzz {target} for {secs} s"),
         &log,
         None,
@@ -69,6 +80,17 @@ pub fn run(target: &str, secs: u64) -> Result<()> {
         .rev()
         .find(|l| l.contains("DONE"))
         .context("the fuzzer did not report DONE")?;
-    eprintln!("    fuzz {target}: {}", done.trim());
+    eprintln!(
+        "    fuzz {target}: {} (corpus {}: {} -> {} inputs)",
+        done.trim(),
+        corpus.display(),
+        before,
+        corpus_size(&corpus)
+    );
     Ok(())
+}
+
+/// Number of inputs in a corpus directory.
+fn corpus_size(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir).map_or(0, |d| d.count())
 }
