@@ -13,7 +13,8 @@ use crate::build::Built;
 use crate::setup::Kernel;
 use crate::vm::{Vm, VmConfig};
 
-/// Kill points are drawn in this range (seconds after fio starts writing).
+/// Kill points are drawn in this range (seconds after fio starts writing; tests/vm/crash/round.sh
+/// caps fio's rate so that its region takes longer than `KILL_MAX_S`).
 const KILL_MIN_S: u64 = 2;
 const KILL_MAX_S: u64 = 12;
 

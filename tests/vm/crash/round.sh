@@ -69,7 +69,10 @@ rm -f "$PF_RUN_DIR/kill-me" "$state_dir"/*
 if [ $((round % 2)) -eq 0 ]; then echo 1 > $S/destage_paused; fi
 echo "round $round: writing region $((round % REGIONS)), kill after ${kill_after}s, destage_paused $(cat $S/destage_paused)"
 # At the trigger fio saves its verify state (what was acknowledged), then asks for the kill.
-job "$round" --verify_state_save=1 --do_verify=0 --trigger-timeout="${kill_after}s" \
+# The write rate is capped so that the region takes longer than the latest kill point (12 s) however
+# fast the write path gets: 1600 IOPS x 4 KiB fills 96 MiB in 15 s. (Uncapped, a round with
+# destaging paused wrote the region in 10 s and ended before an 11 s kill point.)
+job "$round" --verify_state_save=1 --do_verify=0 --rate_iops=1600 --trigger-timeout="${kill_after}s" \
     --trigger="touch $PF_RUN_DIR/kill-me; sleep 600" > write.log 2>&1
 tail -5 write.log
 fail "fio finished before the kill point (round $round)"
