@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use crate::build::Built;
 use crate::env;
-use crate::setup::{Flavor, Kernel};
+use crate::setup::Kernel;
 use crate::vm::{Vm, VmConfig};
 
 /// The configurations in the order the guest runs them: (file stem, label).
@@ -231,10 +231,7 @@ pub fn run(k: &Kernel, b: &Built, secs: u64, profile: bool) -> Result<()> {
         }
     }
 
-    let kernel = match k.flavor {
-        Flavor::Bench => "bench",
-        Flavor::Test => "test",
-    };
+    let kernel = k.flavor.name();
     println!(
         "\n4k random write, libaio, direct, {secs} s per run (one VM, TCG, {kernel} kernel)\n"
     );

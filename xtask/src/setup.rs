@@ -77,6 +77,14 @@ impl Flavor {
         }
     }
 
+    /// "test" or "bench", as reports name the kernel.
+    pub fn name(self) -> &'static str {
+        match self {
+            Flavor::Test => "test",
+            Flavor::Bench => "bench",
+        }
+    }
+
     /// Directory suffix for what is built against this kernel (`target/kmod{suffix}`, ...).
     pub fn suffix(self) -> &'static str {
         match self {

@@ -92,7 +92,10 @@ pub fn kernel_verdict_for(run_dir: &Path, flavor: Flavor) -> Option<String> {
     };
     match std::fs::read_to_string(run_dir.join("lockdep")).map(|s| s.trim().to_string()) {
         Ok(s) if s == want => None,
-        _ => Some(format!("lockdep was not {want} in the {flavor:?} kernel")),
+        _ => Some(format!(
+            "lockdep was not {want} in the {} kernel",
+            flavor.name()
+        )),
     }
 }
 
