@@ -27,7 +27,8 @@ use kernel::prelude::*;
 use crate::blk::bdev::BlockDev;
 use crate::blk::disk::Disk;
 use crate::crc::crc32c;
-use crate::pfcore::format::{largest_free_run, FormatError, Policy, Slot, Superblock, META_BYTES};
+use crate::pfcore::geometry::GeometryError;
+use crate::pfcore::format::{largest_free_run, Checkpoint, FormatError, Policy, Slot, Superblock, META_BYTES};
 use crate::volume::Volume;
 
 kernel::sync::global_lock! {
@@ -150,6 +151,12 @@ pub(crate) fn attach(path: &CStr, backing: &BlockDev, want: &Want<'_>) -> Result
     if sb.block_size != bs {
         return Err(("the cache device's block size changed since it was formatted", EINVAL));
     }
+    // The volume's blocks become at least the cache device's (`geometry::with_cache_block`):
+    // refused here, before any slot is written, when the capacity cannot be a whole number of
+    // them.
+    if !want.backing_sectors.is_multiple_of(sb.block_sectors()) {
+        return Err((GeometryError::CacheUnaligned.describe(), EINVAL));
+    }
 
     let oom = |_| ("out of memory", ENOMEM);
     let devno = dev.dev_t();
@@ -258,6 +265,17 @@ pub(crate) fn attach(path: &CStr, backing: &BlockDev, want: &Want<'_>) -> Result
         generation: 1,
         backing_path: Slot::pack_path(want.backing_path),
     };
+    // Both checkpoint copies first (serial 0): a slot always has a readable checkpoint, so a
+    // slot whose copies are both unreadable later is damaged, never merely new
+    // (`pfcore::rebuild::start`).
+    let cp = Checkpoint { uuid, serial: 0, seq: 0 };
+    for copy in 0..2 {
+        block.fill(0);
+        cp.encode(&mut block, crc32c);
+        dev.write_sync(sb.checkpoint_sector(index, copy), &block)
+            .map_err(|e| ("cannot write the volume's checkpoint", e))?;
+    }
+    block.fill(0);
     slot.encode(&mut block, crc32c);
     dev.write_sync(sb.slot_sector(index), &block).map_err(|e| ("cannot write the volume's slot", e))?;
     Ok(Attached {

@@ -88,6 +88,7 @@ impl configfs::GroupOperations for Config {
                 cache_slot: 10,
                 cache_mib: 11,
                 force: 12,
+                replay: 13,
             ],
         };
         Ok(configfs::Group::new(
@@ -101,6 +102,7 @@ impl configfs::GroupOperations for Config {
                     policy: Policy::WriteBack,
                     cache_mib: 0,
                     force: false,
+                    replay: false,
                     last_error: "",
                     running: None,
                 }),
@@ -127,6 +129,8 @@ struct VolumeInner {
     cache_mib: u64,
     /// Without room for a new slot, take back the slots of volumes not running here.
     force: bool,
+    /// Replay the slot's records from its floor even when no checkpoint copy is readable.
+    replay: bool,
     /// Why the last refused write was refused ("" after a success).
     last_error: &'static str,
     running: Option<Running>,
@@ -225,9 +229,12 @@ impl VolumeInner {
                     a.slot.first_segment,
                     a.slot.segments
                 );
-                let opened = match Cache::open(a) {
+                let opened = match Cache::open(a, self.replay) {
                     Ok(init) => KBox::pin_init(init, GFP_KERNEL),
-                    Err(e) => Err(e),
+                    Err((why, e)) => {
+                        pr_err!("volume {:?}: cache open refused: {} ({:?})\n", &*self.name, why, e);
+                        return Err(self.refuse(why, e));
+                    }
                 };
                 match opened {
                     Ok(c) => Some(c),
@@ -239,6 +246,12 @@ impl VolumeInner {
             }
         };
         if let Some(c) = &cache {
+            // Records stay whole blocks of the cache device: the volume's blocks are at least
+            // its blocks (the capacity was checked by the attach).
+            limits = match geometry::with_cache_block(limits, c.block_size()) {
+                Ok(l) => l,
+                Err(e) => return Err(self.refuse(e.describe(), EINVAL)),
+            };
             limits.max_hw_sectors = limits.max_hw_sectors.min(c.max_request_sectors());
         }
         let wq_name = CString::try_from_fmt(fmt!("pf-{}", self.name.to_str()?))?;
@@ -518,6 +531,31 @@ impl AttributeOperations<12> for VolumeConfig {
         match attr::parse_u64(page) {
             Ok(n @ (0 | 1)) => g.force = n == 1,
             Ok(_) => return Err(g.refuse("force is 0 or 1", ERANGE)),
+            Err(e) => return Err(g.refuse(e.describe(), EINVAL)),
+        }
+        g.last_error = "";
+        Ok(())
+    }
+}
+
+#[vtable]
+impl AttributeOperations<13> for VolumeConfig {
+    type Data = VolumeConfig;
+
+    fn show(this: &VolumeConfig, page: &mut [u8; PAGE_SIZE]) -> Result<usize> {
+        show_fmt(page, fmt!("{}\n", u8::from(this.inner.lock().replay)))
+    }
+
+    /// 1: replay the slot's dirty records from its serial floor even when neither checkpoint
+    /// copy is readable (the operator knows the SAN holds nothing newer for them).
+    fn store(this: &VolumeConfig, page: &[u8]) -> Result {
+        let mut g = this.inner.lock();
+        if g.running.is_some() {
+            return Err(g.refuse("replay only matters before enabling", EBUSY));
+        }
+        match attr::parse_u64(page) {
+            Ok(n @ (0 | 1)) => g.replay = n == 1,
+            Ok(_) => return Err(g.refuse("replay is 0 or 1", ERANGE)),
             Err(e) => return Err(g.refuse(e.describe(), EINVAL)),
         }
         g.last_error = "";

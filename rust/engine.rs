@@ -11,7 +11,7 @@
 //! ([`crate::blk::request::Request::defer`]) and waits for its own I/O, so requests proceed
 //! concurrently up to the queue depth.
 
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use kernel::prelude::*;
 use kernel::rbtree::RBTree;
@@ -24,17 +24,18 @@ use crate::blk::disk::Handler;
 use crate::blk::request::{Op, Request};
 use crate::blk::thread::{self, WorkQueue};
 use crate::blk::GFP_IO_PATH;
-use crate::cache::Attached;
+use crate::cache::{Attached, Refusal};
 use crate::crc::crc32c;
 use crate::pfcore::destage::{self, BatchLimits, LogHead};
 use crate::pfcore::extent::{self, Delta, Extent, ExtentMap};
-use crate::pfcore::format::{self, Checkpoint, Found, Policy, RecordHeader, Slot, Superblock, RECORD_DIRTY, RECORD_HEADER_BYTES};
+use crate::pfcore::format::{self, Checkpoint, Policy, RecordHeader, Slot, Superblock, RECORD_DIRTY, RECORD_HEADER_BYTES};
+use crate::pfcore::rebuild;
 use crate::turns::Turn;
 use crate::volume::Volume;
 
 /// Largest request with a cache, in sectors: a record (header block plus data pages) must fit
-/// in one bio of at most `BIO_MAX_VECS` pages.
-pub(crate) const MAX_REQUEST_SECTORS: u32 = 512;
+/// in one bio of at most `BIO_MAX_VECS` pages; the rebuild refuses longer records.
+pub(crate) const MAX_REQUEST_SECTORS: u32 = rebuild::MAX_RECORD_SECTORS;
 
 /// What the volume does with its cache device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,7 +115,10 @@ struct Rec {
 #[derive(Default)]
 struct Seg {
     /// Records written into it since it was last reused (to drop them from the index on reuse).
-    recs: KVec<Rec>,
+    /// Grows with `kvrealloc` (never a high-order allocation that can fail); room for every
+    /// record being written into the segment is reserved before it is submitted
+    /// ([`State::reserve_record`]), so indexing one never fails for it.
+    recs: KVVec<Rec>,
     /// Highest serial of a dirty record in it (0: none).
     max_dirty: u64,
     /// Writes and reads in flight on it: it is not reused while any is.
@@ -137,7 +141,9 @@ struct Inflight {
 /// Everything the data path and the destager share, under [`Cache::state`].
 struct State {
     index: Index,
-    segs: KVec<Seg>,
+    /// One entry per segment of the region (40 bytes each: a 200 GiB region of 1 MiB segments
+    /// is 8 MiB, so `kvmalloc`ed).
+    segs: KVVec<Seg>,
     head: LogHead,
     next_serial: u64,
     checkpoint: u64,
@@ -243,6 +249,14 @@ impl State {
         self.reuse(next)?;
         self.head.advance();
         Ok(self.head.take(footprint).map(|off| (self.head.segment as usize, off)))
+    }
+
+    /// Room in segment `seg`'s record list for one more record besides those in flight on it
+    /// (each holds the segment), so that indexing it cannot fail for lack of it.
+    fn reserve_record(&mut self, seg: usize) -> Result {
+        let s = self.segs.get_mut(seg).ok_or(EINVAL)?;
+        s.recs.reserve(s.users as usize + 1, GFP_IO_PATH)?;
+        Ok(())
     }
 
     fn hold(&mut self, seg: usize, by: i32) {
@@ -414,6 +428,8 @@ pub(crate) struct Counters {
     pub(crate) turn_waits: AtomicU64,
     /// Writes that took the fast path (acknowledged from their flash completion).
     pub(crate) fast_writes: AtomicU64,
+    /// Destage batches abandoned because the lease ran out while they ran.
+    pub(crate) fenced_batches: AtomicU64,
 }
 
 fn bump(c: &AtomicU64, by: u64) {
@@ -482,6 +498,7 @@ pub(crate) const SYSFS: &[(&CStr, bool)] = &[
     (c"san_group", true),
     (c"turn_waits", false),
     (c"fast_writes", false),
+    (c"fenced_batches", false),
 ];
 
 /// The file `state` of a volume without a cache.
@@ -521,6 +538,11 @@ pub(crate) struct Cache {
     /// written to the SAN (destage batches, write-through writes, discards, bypass writes)
     /// until the lease is renewed: another host may own the volume by then.
     lease_until_ms: AtomicU64,
+    /// A SAN write of the data path completed since the last SAN flush (write-through writes,
+    /// discards, write-zeroes, requests passed to the SAN while bypassing): the next flush
+    /// must flush the SAN too, whatever the policy is by then. Set before the write is
+    /// acknowledged, taken by the flush before it flushes.
+    san_unflushed: AtomicBool,
     /// This volume's destager in the turns of its SAN group.
     destager_id: u64,
     /// The slot is this volume's while the cache lives (a forced attach of another volume
@@ -572,114 +594,36 @@ impl Cache {
     }
 
     /// Opens the cache of an attached slot: reads the checkpoint, scans the region and rebuilds
-    /// the index of the writes after the checkpoint (they are replayed by the destager).
-    pub(crate) fn open(a: Attached) -> Result<impl PinInit<Self, Error>> {
-        let Attached { dev, sb, slot_index, slot, claim, .. } = a;
-        let bs = sb.block_size as usize;
-        let mut block = KVec::from_elem(0u8, bs, GFP_KERNEL)?;
-        let mut cps = [None, None];
-        for (copy, cp) in cps.iter_mut().enumerate() {
-            dev.read_sync(sb.checkpoint_sector(slot_index, copy as u32), &mut block)?;
-            *cp = Checkpoint::decode(&block, &slot.uuid, crc32c);
-        }
-        let cp = Checkpoint::newest(cps[0], cps[1]);
-        let checkpoint = cp.map_or(0, |c| c.serial).max(slot.serial_floor);
-        let n = slot.segments as usize;
-        let mut segs = KVec::with_capacity(n, GFP_KERNEL)?;
-        for _ in 0..n {
-            segs.push(Seg::default(), GFP_KERNEL)?;
-        }
-        let seg_sectors = u64::from(sb.segment_sectors);
-        let mut st = State {
-            index: Index { tree: RBTree::new() },
-            segs,
-            // Full, so that the first write moves to the next segment through the reuse check.
-            head: LogHead { segments: slot.segments, segment_sectors: seg_sectors, segment: slot.segments - 1, offset: seg_sectors },
-            next_serial: checkpoint + 1,
-            checkpoint,
-            checkpoint_seq: cp.map_or(0, |c| c.seq),
-            dirty_q: RBTree::new(),
-            inflight: KVec::new(),
-            cached_sectors: 0,
-            dirty_sectors: 0,
-            policy: slot.policy,
-            mode: Mode::Normal,
-            replay_until: 0,
-            destage_failures: 0,
-            dirty_since_ms: None,
-            drain: false,
-        };
-
-        // The scan: every segment read whole, every record checked.
-        let start = kernel::time::Instant::<kernel::time::Monotonic>::now();
-        let seg_bytes = seg_sectors as usize * 512;
-        let pages = PageBuf::new(seg_bytes)?;
-        let mut buf = KVVec::from_elem(0u8, seg_bytes, GFP_KERNEL)?;
-        let bset = KBox::pin_init(BioSet::new(), GFP_KERNEL)?;
-        let (mut max_serial, mut max_seg, mut valid, mut torn, mut taken) = (0u64, None, 0u64, 0u64, 0u64);
-        let mut failed: Result = Ok(());
-        for s in 0..n {
-            let base = sb.segment_sector(slot.first_segment + s as u64);
-            let mut bios = KVec::new();
-            let chunk = 256 * kernel::page::PAGE_SIZE;
-            let mut off = 0;
-            while off < seg_bytes {
-                let len = chunk.min(seg_bytes - off);
-                let mut b = Bio::new(&dev, base + (off / 512) as u64, 256, Dir::Read, &bset)?;
-                b.add_buf(&pages, off, len)?;
-                bios.push(b, GFP_KERNEL)?;
-                off += len;
-            }
-            io::run(bios)?;
-            pages.read(0, &mut buf)?;
-            format::scan_segment(&buf, sb.block_size, crc32c, |at, found| {
-                let (h, ok) = match found {
-                    Found::Valid(h) => (h, true),
-                    Found::Torn(h) => (h, false),
-                };
-                if h.uuid != slot.uuid {
-                    return;
-                }
-                if h.serial > max_serial {
-                    max_serial = h.serial;
-                    max_seg = Some(s);
-                }
-                if !ok {
-                    torn += 1;
-                    return;
-                }
-                valid += 1;
-                if format::rebuild_takes(&h, &slot.uuid, checkpoint) {
-                    taken += 1;
-                    let rec = Rec { serial: h.serial, lba: h.lba, len: u64::from(h.len) };
-                    let flash = base + at + sb.block_sectors();
-                    if let Err(e) = st.add_record(s, rec, flash, true) {
-                        failed = Err(e);
+    /// the index of the writes after the checkpoint (they are replayed by the destager), with
+    /// the attach rules of `pfcore::rebuild` (`replay`: the operator asks for a replay from the
+    /// slot's floor when no checkpoint copy is readable). A slot this attach made is cleared
+    /// again when the open fails, so that a refused volume keeps no room on the device.
+    pub(crate) fn open(a: Attached, replay: bool) -> Result<impl PinInit<Self, Error>, Refusal> {
+        let Attached { dev, sb, slot_index, mut slot, claim, created, .. } = a;
+        let st = match Self::rebuild(&dev, &sb, slot_index, &slot, replay) {
+            Ok(st) => st,
+            Err(r) => {
+                if created {
+                    if let Ok(zero) = KVec::from_elem(0u8, sb.block_size as usize, GFP_KERNEL) {
+                        if dev.write_sync(sb.slot_sector(slot_index), &zero).is_err() {
+                            pr_warn!("cache slot {}: cannot clear the slot of a failed attach\n", slot_index);
+                        }
                     }
-                    st.replay_until = st.replay_until.max(h.serial);
                 }
-            });
-            failed?;
+                return Err(r);
+            }
+        };
+        // The floor follows the checkpoint: should both checkpoint copies become unreadable
+        // later, a replay starts from here, not from 0.
+        if slot.serial_floor < st.checkpoint {
+            let mut s = slot;
+            s.serial_floor = st.checkpoint;
+            let mut block = KVec::from_elem(0u8, sb.block_size as usize, GFP_KERNEL).map_err(|_| ("out of memory", ENOMEM))?;
+            s.encode(&mut block, crc32c);
+            dev.write_sync(sb.slot_sector(slot_index), &block).map_err(|e| ("cannot write the volume's slot", e))?;
+            slot = s;
         }
-        if let Some(s) = max_seg {
-            st.head.segment = s as u64;
-        }
-        st.next_serial = st.next_serial.max(max_serial + 1);
-        // A replay starts at once (the volume is "replaying" until it is done).
-        st.drain = !st.dirty_q.is_empty();
-        let ms = start.elapsed().as_millis();
-        pr_info!(
-            "cache slot {}: scanned {} MiB in {} ms: {} valid records ({} to replay, {} dirty KiB), {} torn; checkpoint {}, next serial {}\n",
-            slot_index,
-            (n as u64 * seg_sectors) >> 11,
-            ms,
-            valid,
-            taken,
-            st.dirty_sectors / 2,
-            torn,
-            checkpoint,
-            st.next_serial
-        );
+        let early = Early::new().map_err(|e| ("out of memory", e))?;
         Ok(try_pin_init!(Self {
             dev,
             sb,
@@ -687,7 +631,7 @@ impl Cache {
             uuid: slot.uuid,
             first_segment: slot.first_segment,
             state <- new_mutex!(st),
-            early: Early::new()?,
+            early,
             changed <- new_condvar!(),
             work <- new_condvar!(),
             slot <- new_mutex!(slot),
@@ -704,9 +648,123 @@ impl Cache {
             rate: Rate::default(),
             born: kernel::time::Instant::now(),
             lease_until_ms: AtomicU64::new(0),
+            san_unflushed: AtomicBool::new(false),
             destager_id: crate::turns::new_id(),
             _claim: claim,
         }))
+    }
+
+    /// Reads the checkpoint copies and scans the slot's region: the state of the volume's
+    /// cache after a restart (`pfcore::rebuild`'s rules decide what is replayed).
+    fn rebuild(dev: &BlockDev, sb: &Superblock, slot_index: u32, slot: &Slot, replay: bool) -> Result<State, Refusal> {
+        let io = |e| ("cannot read the volume's records on the cache device", e);
+        let oom = |_| ("out of memory for the volume's cache tables", ENOMEM);
+        let bs = sb.block_size as usize;
+        let mut block = KVec::from_elem(0u8, bs, GFP_KERNEL).map_err(oom)?;
+        // An unreadable copy is no copy.
+        let mut cps = [None, None];
+        for (copy, cp) in cps.iter_mut().enumerate() {
+            if dev.read_sync(sb.checkpoint_sector(slot_index, copy as u32), &mut block).is_ok() {
+                *cp = Checkpoint::decode(&block, &slot.uuid, crc32c);
+            }
+        }
+        let checkpoint = rebuild::start(cps, slot.serial_floor, replay).map_err(|e| (e.describe(), EINVAL))?;
+        let checkpoint_seq = Checkpoint::newest(cps[0], cps[1]).map_or(0, |c| c.seq);
+        let n = usize::try_from(slot.segments).map_err(|_| ("the volume's slot is damaged", EINVAL))?;
+        let mut segs = KVVec::with_capacity(n, GFP_KERNEL).map_err(oom)?;
+        for _ in 0..n {
+            segs.push(Seg::default(), GFP_KERNEL).map_err(oom)?;
+        }
+        let seg_sectors = u64::from(sb.segment_sectors);
+        let mut scan = rebuild::Scan::new(checkpoint);
+        let mut st = State {
+            index: Index { tree: RBTree::new() },
+            segs,
+            // Full, so that the first write moves to the next segment through the reuse check
+            // (a slot has at least two segments).
+            head: LogHead {
+                segments: slot.segments,
+                segment_sectors: seg_sectors,
+                segment: slot.segments.saturating_sub(1),
+                offset: seg_sectors,
+            },
+            next_serial: scan.next_serial(),
+            checkpoint,
+            checkpoint_seq,
+            dirty_q: RBTree::new(),
+            inflight: KVec::new(),
+            cached_sectors: 0,
+            dirty_sectors: 0,
+            policy: slot.policy,
+            mode: Mode::Normal,
+            replay_until: 0,
+            destage_failures: 0,
+            dirty_since_ms: None,
+            drain: false,
+        };
+
+        // The scan: every segment read whole, every record checked.
+        let bounds = rebuild::Bounds { backing_sectors: slot.backing_sectors, max_len: MAX_REQUEST_SECTORS };
+        let start = kernel::time::Instant::<kernel::time::Monotonic>::now();
+        let seg_bytes = seg_sectors as usize * 512;
+        let pages = PageBuf::new(seg_bytes).map_err(oom)?;
+        let mut buf = KVVec::from_elem(0u8, seg_bytes, GFP_KERNEL).map_err(oom)?;
+        let bset = KBox::pin_init(BioSet::new(), GFP_KERNEL).map_err(oom)?;
+        let mut failed: Result = Ok(());
+        for s in 0..n {
+            let base = sb.segment_sector(slot.first_segment + s as u64);
+            let mut bios = KVec::new();
+            let chunk = 256 * kernel::page::PAGE_SIZE;
+            let mut off = 0;
+            while off < seg_bytes {
+                let len = chunk.min(seg_bytes - off);
+                let mut b = Bio::new(dev, base + (off / 512) as u64, 256, Dir::Read, &bset).map_err(oom)?;
+                b.add_buf(&pages, off, len).map_err(oom)?;
+                bios.push(b, GFP_KERNEL).map_err(oom)?;
+                off += len;
+            }
+            io::run(bios).map_err(io)?;
+            pages.read(0, &mut buf).map_err(io)?;
+            format::scan_segment(&buf, sb.block_size, crc32c, |at, found| {
+                if let Some(h) = scan.note(s as u64, found, &slot.uuid, &bounds) {
+                    let rec = Rec { serial: h.serial, lba: h.lba, len: u64::from(h.len) };
+                    let flash = base + at + sb.block_sectors();
+                    if let Err(e) = st.add_record(s, rec, flash, true) {
+                        failed = Err(e);
+                    }
+                }
+            });
+            failed.map_err(oom)?;
+        }
+        if let Some(s) = scan.max_seg {
+            st.head.segment = s;
+        }
+        st.next_serial = scan.next_serial();
+        st.replay_until = scan.replay_until;
+        // A replay starts at once (the volume is "replaying" until it is done).
+        st.drain = !st.dirty_q.is_empty();
+        let ms = start.elapsed().as_millis();
+        pr_info!(
+            "cache slot {}: scanned {} MiB in {} ms: {} valid records ({} to replay, {} dirty KiB), {} torn, {} invalid; checkpoint {}, next serial {}\n",
+            slot_index,
+            (n as u64 * seg_sectors) >> 11,
+            ms,
+            scan.valid,
+            scan.replay,
+            st.dirty_sectors / 2,
+            scan.torn,
+            scan.invalid,
+            checkpoint,
+            st.next_serial
+        );
+        if scan.invalid > 0 {
+            pr_warn!(
+                "cache slot {}: {} records carry the volume's uuid but cannot be its writes (past its end, too long, or an impossible serial): ignored\n",
+                slot_index,
+                scan.invalid
+            );
+        }
+        Ok(st)
     }
 
     /// Takes [`Cache::state`], after indexing the fast-path writes that finished: whoever
@@ -791,6 +849,11 @@ impl Cache {
     pub(crate) fn max_request_sectors(&self) -> u32 {
         let room = self.sb.segment_sectors.saturating_sub(self.sb.block_sectors() as u32);
         (room.min(MAX_REQUEST_SECTORS) / 8 * 8).max(8)
+    }
+
+    /// The cache device's block size in bytes (a record is a whole number of them).
+    pub(crate) fn block_size(&self) -> u32 {
+        self.sb.block_size
     }
 
     /// The slot number on the cache device.
@@ -916,6 +979,7 @@ impl Cache {
             26 => l(&self.tunables.san_group),
             27 => l(&c.turn_waits),
             28 => l(&c.fast_writes),
+            29 => l(&c.fenced_batches),
             _ => return Err(EINVAL),
         };
         w.write_fmt(fmt!("{v}\n")).map_err(|_| EINVAL)
@@ -994,6 +1058,7 @@ impl Volume {
         // No room, or an error making room (no memory): the worker waits for room, or reports
         // the error when it meets it again.
         let placed = if ready { g.place(footprint).ok().flatten() } else { None };
+        let placed = placed.filter(|&(seg, _)| g.reserve_record(seg).is_ok());
         let started = placed.and_then(|(seg, off)| g.begin_as(lba, len, false, true).ok().map(|s| (s, seg, off)));
         let Some((serial, seg, off)) = started else {
             drop(g);
@@ -1066,7 +1131,7 @@ impl Volume {
                 }
                 Mode::Bypass => {
                     drop(g);
-                    return self.san_request(rq);
+                    return self.san_request(c, rq);
                 }
                 Mode::Normal => {}
             }
@@ -1083,6 +1148,7 @@ impl Volume {
             let blocked = g.overlaps_inflight(lba, len, !wt) || (wt && g.overlaps_dirty(lba, len));
             if !blocked {
                 if let Some((seg, off)) = g.place(footprint)? {
+                    g.reserve_record(seg)?;
                     let serial = g.begin(lba, len, wt)?;
                     g.hold(seg, 1);
                     break (serial, seg, off, wt);
@@ -1100,23 +1166,18 @@ impl Volume {
         let flash = at + c.sb.block_sectors();
         let flags = if wt { 0 } else { RECORD_DIRTY };
 
-        let result = (|| -> (Result, Result) {
-            let hb = match c.header_block(rq, flags, serial) {
-                Ok(b) => b,
-                Err(e) => return (Err(e), Ok(())),
-            };
+        // `Err`: the record could not be built (no memory, or data the record bio cannot hold):
+        // nothing was written, an error for this request only. `Ok((flash, san))`: how the
+        // writes went.
+        let result = (|| -> Result<(Result, Result)> {
+            let hb = c.header_block(rq, flags, serial)?;
             pin_init::stack_pin_init!(let flash_io = IoSet::new());
             pin_init::stack_pin_init!(let san_io = IoSet::new());
             let dir = if rq.is_fua() { Dir::WriteFua } else { Dir::Write };
-            let built = Bio::new(&c.dev, at, rq.nr_bvecs().saturating_add(1), dir, &self.bioset).and_then(|mut b| {
-                b.add_buf(&hb, 0, hb.len())?;
-                b.add_request_data(rq)?;
-                Ok(b)
-            });
-            match built {
-                Ok(b) => flash_io.as_ref().submit(b),
-                Err(e) => return (Err(e), Ok(())),
-            }
+            let mut b = Bio::new(&c.dev, at, rq.record_vecs(), dir, &self.bioset)?;
+            b.add_buf(&hb, 0, hb.len())?;
+            b.add_request_data(rq)?;
+            flash_io.as_ref().submit(b);
             let mut san = Ok(());
             if wt {
                 let mut bios = KVec::new();
@@ -1127,7 +1188,10 @@ impl Volume {
             }
             let f = flash_io.as_ref().wait();
             let s = san_io.as_ref().wait().and(san);
-            (f, s)
+            if wt && s.is_ok() {
+                c.san_unflushed.store(true, Ordering::Release);
+            }
+            Ok((f, s))
         })();
 
         let mut g = c.lock();
@@ -1137,6 +1201,15 @@ impl Volume {
         // The destager is woken when a full batch is ready; younger, smaller ones wait for its
         // timer (`destage_delay_ms`).
         let wake = !wt && g.dirty_sectors >= c.tunables.batch_sectors.load(Ordering::Relaxed);
+        let result = match result {
+            Ok(r) => r,
+            Err(e) => {
+                drop(g);
+                c.changed.notify_all();
+                pr_warn!("a write of {} sectors at {} could not become a record ({:?}); it fails\n", len, lba, e);
+                return Err(e);
+            }
+        };
         let out = match result {
             (Ok(()), Ok(())) => match g.add_record(seg, rec, flash, !wt) {
                 Ok(()) => {
@@ -1159,7 +1232,7 @@ impl Volume {
                     drop(g);
                     c.changed.notify_all();
                     pr_err!("cache device write failed ({:?}); no dirty data: bypassing the cache\n", e);
-                    return self.san_request(rq);
+                    return self.san_request(c, rq);
                 }
                 pr_err!("cache device write failed ({:?}) with dirty data: the volume fails its I/O\n", e);
                 Err(EIO)
@@ -1194,7 +1267,7 @@ impl Volume {
             Mode::Failed => return Err(EIO),
             Mode::Bypass => {
                 drop(g);
-                return self.san_request(rq);
+                return self.san_request(c, rq);
             }
             Mode::Normal => {}
         }
@@ -1223,7 +1296,7 @@ impl Volume {
         {
             let footprint = u32::try_from(len).map(|l| RecordHeader::footprint(l, c.sb.block_size));
             if let Ok(Ok(Some((seg, off)))) = footprint.map(|f| g.place(f)) {
-                if let Ok(serial) = g.begin(lba, len, true) {
+                if let Ok(serial) = g.reserve_record(seg).and_then(|()| g.begin(lba, len, true)) {
                     g.hold(seg, 1);
                     fill = Some((serial, seg, c.seg_sector(seg) + off));
                 }
@@ -1280,15 +1353,16 @@ impl Volume {
         drop(g);
         if let Some((serial, seg, at)) = fill {
             // Every path ends the in-flight mark (it holds back writes and the checkpoint).
+            // Not built (no memory, an odd request): not kept, and not a cache failure.
             let write = match san_r {
-                Ok(()) => self.populate(c, rq, serial, at),
-                Err(_) => Ok(()),
+                Ok(()) => self.populate(c, rq, serial, at).ok(),
+                Err(_) => None,
             };
             let mut g = c.lock();
             g.end(serial);
             g.hold(seg, -1);
             match write {
-                Ok(()) if san_r.is_ok() => {
+                Some(Ok(())) => {
                     let rec = Rec { serial, lba, len };
                     if g.add_record(seg, rec, at + c.sb.block_sectors(), false).is_ok() {
                         bump(&c.counters.populated_bytes, len * 512);
@@ -1297,8 +1371,8 @@ impl Volume {
                         let _ = g.invalidate(lba, len);
                     }
                 }
-                Ok(()) => {}
-                Err(e) => {
+                None => {}
+                Some(Err(e)) => {
                     bump(&c.counters.cache_errors, 1);
                     g.cache_failed();
                     pr_err!("cache device write (read population) failed ({:?})\n", e);
@@ -1308,42 +1382,47 @@ impl Volume {
         c.changed.notify_all();
         if retry_on_san {
             // Clean data only (bypass): the SAN has it. Dirty data: the volume has failed.
-            return if mode == Mode::Bypass { self.san_request(rq) } else { Err(EIO) };
+            return if mode == Mode::Bypass { self.san_request(c, rq) } else { Err(EIO) };
         }
         bump(if hit { &c.counters.read_hits } else { &c.counters.read_misses }, 1);
         san_r
     }
 
-    /// Writes the data a read brought from the SAN to flash at `at` as a clean record.
-    fn populate(&self, c: &Cache, rq: &Request<Self>, serial: u64, at: u64) -> Result {
+    /// Writes the data a read brought from the SAN to flash at `at` as a clean record: `Err`
+    /// when the record could not be built, else how its write went.
+    fn populate(&self, c: &Cache, rq: &Request<Self>, serial: u64, at: u64) -> Result<Result> {
         let hb = c.header_block(rq, 0, serial)?;
-        let mut b = Bio::new(&c.dev, at, rq.nr_bvecs().saturating_add(1), Dir::Write, &self.bioset)?;
+        let mut b = Bio::new(&c.dev, at, rq.record_vecs(), Dir::Write, &self.bioset)?;
         b.add_buf(&hb, 0, hb.len())?;
         b.add_request_data(rq)?;
         let mut bios = KVec::new();
         bios.push(b, GFP_IO_PATH)?;
-        io::run(bios)
+        Ok(io::run(bios))
     }
 
-    /// A flush: what the completed writes live on is made stable.
+    /// A flush: what the completed writes live on is made stable: the cache device when it
+    /// holds acknowledged writes (wb, or dirty data left from wb), the SAN when writes went
+    /// there since its last flush (always in wt; in wb after discards, write-zeroes, or
+    /// write-through writes made before a switch to wb).
     pub(crate) fn cache_flush(&self, c: &Cache) -> Result {
         let (mode, policy, dirty) = {
             let g = c.lock();
             (g.mode, g.policy, g.dirty_sectors)
         };
-        match mode {
-            Mode::Failed => Err(EIO),
-            Mode::Bypass => io::flush(&self.backing),
-            Mode::Normal => {
-                if policy == Policy::WriteThrough {
-                    io::flush(&self.backing)?;
-                }
-                if policy == Policy::WriteBack || dirty > 0 {
-                    io::flush(&c.dev)?;
-                }
-                Ok(())
+        if mode == Mode::Failed {
+            return Err(EIO);
+        }
+        let san_writes = c.san_unflushed.swap(false, Ordering::AcqRel);
+        if san_writes || mode == Mode::Bypass || policy == Policy::WriteThrough {
+            if let Err(e) = io::flush(&self.backing) {
+                c.san_unflushed.store(true, Ordering::Release);
+                return Err(e);
             }
         }
+        if mode == Mode::Normal && (policy == Policy::WriteBack || dirty > 0) {
+            io::flush(&c.dev)?;
+        }
+        Ok(())
     }
 
     /// A discard or write-zeroes: waits for dirty data and writes in flight on its range, then
@@ -1361,7 +1440,7 @@ impl Volume {
                 }
                 Mode::Bypass => {
                     drop(g);
-                    return self.san_request(rq);
+                    return self.san_request(c, rq);
                 }
                 Mode::Normal => {}
             }
@@ -1376,17 +1455,22 @@ impl Volume {
             c.wait_changed(&mut g);
         };
         drop(g);
-        let r = self.san_request(rq);
+        let r = self.san_request(c, rq);
         c.lock().end(serial);
         c.changed.notify_all();
         r
     }
 
-    /// The request sent to the SAN as it is; waits for it.
-    fn san_request(&self, rq: &Request<Self>) -> Result {
+    /// The request sent to the SAN as it is; waits for it. A write that completes there is
+    /// noted for the next flush ([`Cache::san_unflushed`]).
+    fn san_request(&self, c: &Cache, rq: &Request<Self>) -> Result {
         let mut bios = KVec::new();
         Bio::clone_request(rq, 0, rq.sectors(), &self.backing, rq.sector(), &self.bioset, &mut bios)?;
-        io::run(bios)
+        io::run(bios)?;
+        if rq.op() != Op::Read {
+            c.san_unflushed.store(true, Ordering::Release);
+        }
+        Ok(())
     }
 }
 
@@ -1545,7 +1629,8 @@ fn destage_once(v: &Volume, c: &Cache, bset: &BioSet) -> Result<Next> {
     let overlaps = destage::count_overlaps(pieces.iter().map(|p| (p.0, p.1)));
     bump(&c.counters.batch_overlaps, overlaps);
 
-    let io_result = (|| -> Result<u64> {
+    // `Ok(None)`: abandoned at the fence.
+    let io_result = (|| -> Result<Option<u64>> {
         // Read the batch's data from the log in few large reads: pieces in flash order, one
         // buffer per read; then each piece goes to the SAN from its place in its read's buffer.
         pieces.sort_unstable_by_key(|p| p.2);
@@ -1587,22 +1672,35 @@ fn destage_once(v: &Volume, c: &Cache, bset: &BioSet) -> Result<Next> {
                 bytes += len as u64;
             }
         }
+        // The writes go out in groups of `destage_concurrency`, one group after another; the
+        // lease is checked before each group (a slow SAN, the usual reason a lease runs out,
+        // makes a batch outlast it): once it has run out the batch is abandoned, its records
+        // stay dirty and no checkpoint is written.
         let group = c.tunables.destage_concurrency.load(Ordering::Relaxed).max(1) as usize;
+        let mut groups = KVec::new();
         let mut now = KVec::new();
         for b in writes {
             now.push(b, GFP_IO_PATH)?;
             if now.len() >= group {
-                io::run(core::mem::take(&mut now))?;
+                groups.push(core::mem::take(&mut now), GFP_IO_PATH)?;
             }
         }
-        io::run(now)?;
+        if !now.is_empty() {
+            groups.push(now, GFP_IO_PATH)?;
+        }
+        for g in groups.drain_all() {
+            if !c.san_writes_allowed() {
+                return Ok(None);
+            }
+            io::run(g)?;
+        }
         io::flush(&v.backing)?;
         let seq = c.lock().checkpoint_seq + 1;
         let cp = Checkpoint { uuid: c.uuid, serial: checkpoint, seq };
         let mut block = KVec::from_elem(0u8, c.sb.block_size as usize, GFP_IO_PATH)?;
         cp.encode(&mut block, crc32c);
         c.dev.write_sync(c.sb.checkpoint_sector(c.slot_index, Checkpoint::copy_for(seq)), &block)?;
-        Ok(bytes)
+        Ok(Some(bytes))
     })();
 
     let mut g = c.lock();
@@ -1612,7 +1710,14 @@ fn destage_once(v: &Volume, c: &Cache, bset: &BioSet) -> Result<Next> {
         }
     }
     let bytes = match io_result {
-        Ok(b) => b,
+        Ok(Some(b)) => b,
+        Ok(None) => {
+            drop(g);
+            bump(&c.counters.fenced_batches, 1);
+            pr_warn!("destager: the lease ran out during a batch; the batch is abandoned (its records stay dirty)\n");
+            c.changed.notify_all();
+            return Ok(Next::Sleep(1000));
+        }
         Err(e) => {
             drop(g);
             c.changed.notify_all();

@@ -100,8 +100,8 @@ unsigned int pf_bdev_max_hw_sectors(struct block_device *bdev) { return queue_ma
 const struct block_device_operations *pf_bdev_fops(struct block_device *bdev) { return bdev->bd_disk->fops; }
 
 /*
- * The three request iterations below are rq_for_each_segment (a macro) with one call each:
- * Rust callback on the mapped data, bio_add_page, counting.
+ * The three request iterations below are rq_for_each_segment / rq_for_each_bvec (macros) with
+ * one call each: Rust callback on the mapped data, bio_add_page, counting.
  */
 void pf_rq_for_each_data(struct request *rq, void (*fn)(void *ctx, const u8 *p, u32 len), void *ctx)
 {
@@ -128,14 +128,24 @@ bool pf_bio_add_rq_pages(struct bio *bio, struct request *rq)
 	return true;
 }
 
+/*
+ * The vectors a bio needs for the request's data when it is added with pf_bio_add_rq_pages:
+ * bio_add_page merges a piece into the previous vector when it continues it physically, so this
+ * counts physically contiguous runs (rq_for_each_bvec gives multi-page pieces: a 1 KiB piece that
+ * crosses a page boundary inside a huge page is one piece, not two). At most BIO_MAX_VECS.
+ */
 unsigned short pf_rq_nr_bvecs(struct request *rq)
 {
 	struct req_iterator iter;
 	struct bio_vec bv;
+	phys_addr_t end = 0;
 	unsigned int n = 0;
 
-	rq_for_each_segment(bv, rq, iter)
-		n++;
+	rq_for_each_bvec(bv, rq, iter) {
+		if (!n || bvec_phys(&bv) != end)
+			n++;
+		end = bvec_phys(&bv) + bv.bv_len;
+	}
 	return min_t(unsigned int, n, BIO_MAX_VECS);
 }
 

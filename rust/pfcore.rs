@@ -17,3 +17,5 @@ pub mod format;
 pub mod geometry;
 #[path = "../userspace/core/src/names.rs"]
 pub mod names;
+#[path = "../userspace/core/src/rebuild.rs"]
+pub mod rebuild;

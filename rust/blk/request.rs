@@ -21,6 +21,9 @@ use super::disk::Handler;
 use super::ffi;
 use super::io::Dir;
 
+/// Most vectors of one bio (`BIO_MAX_VECS`, include/linux/bio.h).
+pub(crate) const BIO_MAX_VECS: u16 = 256;
+
 /// The operation of a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Op {
@@ -403,7 +406,7 @@ impl<T: Handler> Request<T> {
             return Err((self, EINVAL));
         };
         let opf = if self.is_fua() { Dir::WriteFua } else { Dir::Write };
-        let vecs = self.nr_bvecs().saturating_add(1);
+        let vecs = self.record_vecs();
         // SAFETY: the device is open and the bio set initialised; GFP_NOIO may sleep, which
         // BLK_MQ_F_BLOCKING allows here.
         let bio = unsafe { bindings::bio_alloc_bioset(dev.raw(), vecs, opf.opf(), ffi::pf_gfp_noio(), bs.raw()) };
@@ -454,10 +457,19 @@ impl<T: Handler> Request<T> {
         unsafe { ffi::pf_rq_pos(self.raw()) }
     }
 
-    /// Number of single-page data pieces (at most `BIO_MAX_VECS`).
+    /// Number of bio vectors the request's data takes (physically contiguous runs: what
+    /// `bio_add_page` makes of its pieces), at most `BIO_MAX_VECS`.
     pub(crate) fn nr_bvecs(&self) -> u16 {
         // SAFETY: by the type invariant `rq` is valid.
         unsafe { ffi::pf_rq_nr_bvecs(self.raw()) }
+    }
+
+    /// Vectors for a record bio: one for the header block, then the data's, never more than
+    /// `BIO_MAX_VECS` in all (a larger count is a bug in `bio_alloc_bioset`'s callers). A request
+    /// whose data needs more cannot become one record: adding its pages fails, and that request
+    /// fails (the queue's `max_segments` keeps real requests far below it).
+    pub(crate) fn record_vecs(&self) -> u16 {
+        self.nr_bvecs().min(BIO_MAX_VECS - 1) + 1
     }
 
     /// Length in sectors.

@@ -93,9 +93,9 @@ enum Command {
         #[arg(long)]
         profile: bool,
     },
-    /// Fuzz the on-flash parsers (libFuzzer through cargo-fuzz).
+    /// Fuzz the on-flash parsers or the attach rules (libFuzzer through cargo-fuzz).
     Fuzz {
-        /// Fuzz target.
+        /// Fuzz target: `format` (the parsers) or `attach` (cache images rebuilt).
         #[arg(long, default_value = "format")]
         target: String,
         /// Seconds to run.

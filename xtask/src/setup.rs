@@ -586,6 +586,7 @@ fn check_config(config: &Path, flavor: Flavor) -> Result<()> {
         "CONFIG_SYSVIPC=y",
         "CONFIG_DETECT_HUNG_TASK=y",
         "CONFIG_NET_SCH_NETEM=y",
+        "CONFIG_HUGETLBFS=y",
     ];
     let missing: Vec<&str> = need
         .iter()

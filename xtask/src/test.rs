@@ -205,12 +205,14 @@ pub fn run(filter: Option<&str>, host_only: bool) -> Result<ExitCode> {
     // The host tests link libsanlock_client and start sanlock daemons.
     setup::packages()?;
     let (mut passed, mut failed) = phase("host tests", host_tests)?;
-    // A short fuzz run of the on-flash parsers: a crash is a failed test.
-    match phase("fuzz", || crate::fuzz::run("format", 30)) {
-        Ok(()) => passed += 1,
-        Err(e) => {
-            eprintln!("    FAIL fuzz: {e:#}");
-            failed += 1;
+    // Short fuzz runs of the on-flash parsers and of the attach rules: a crash is a failed test.
+    for target in ["format", "attach"] {
+        match phase(&format!("fuzz {target}"), || crate::fuzz::run(target, 30)) {
+            Ok(()) => passed += 1,
+            Err(e) => {
+                eprintln!("    FAIL fuzz {target}: {e:#}");
+                failed += 1;
+            }
         }
     }
     if !host_only {

@@ -6,7 +6,9 @@
 # off mid-workload; after power-on the volume is created again (offline replay) and every write
 # acknowledged before a completed flush must be there (or a later write of its block), nothing
 # torn. After `flush` the SAN alone must pass the same check. A control run first shows that the
-# power cut does lose unflushed writes on these devices (so the check can fail).
+# power cut does lose unflushed writes on these devices (so the check can fail). Then the SAN
+# writes a wb flush must also cover: write-through writes made before a switch to wb survive a
+# SAN power cut after a flush, and a flush after write-zeroes reaches the SAN (its flush count).
 . "$PF_REPO/tests/vm/lib.sh"
 set -u
 cd /tmp
@@ -80,3 +82,45 @@ echo 1 > /sys/block/pf-v/peerflash/destage_paused
 round 2 2
 same "$(cat /sys/block/pf-v/peerflash/batch_overlaps)" 0 "overlapping destage batches"
 peerflash remove v || fail "remove"
+
+step "write-through writes, a switch to wb, a flush, then the SAN loses power: the writes survive"
+# The wt writes sit in the SAN's volatile cache; their records on flash are clean (never
+# replayed), so only a SAN flush makes them stable.
+peerflash create v --backing /dev/pfsan --cache /dev/pfcache --policy wt || fail "create wt"
+dd if=/dev/urandom of=wt.dat bs=1M count=2 status=none
+dd if=wt.dat of=/dev/pf-v bs=64k seek=1024 oflag=direct status=none || fail "wt writes"
+peerflash set-policy v wb || fail "set-policy wb"
+sync /dev/pf-v || fail "fsync of the volume"
+power pfsan 0
+peerflash remove v || fail "remove the volume whose SAN lost power"
+power pfsan 1
+udevadm settle
+peerflash create v --backing /dev/pfsan --cache /dev/pfcache --policy wb || fail "create after the cut"
+dd if=/dev/pf-v bs=64k skip=1024 count=32 iflag=direct status=none | cmp - wt.dat ||
+    fail "write-through writes made before a switch to wb and flushed were lost by the SAN's power cut"
+echo "ok: the flushed write-through writes survived the SAN's power cut"
+peerflash remove v || fail "remove"
+
+step "write-zeroes in wb, then a flush: the flush reaches the SAN"
+SAN=$PF_SAN_DEV
+SANB=$(basename "$SAN")
+[ "$(cat /sys/block/$SANB/queue/write_zeroes_max_bytes)" -gt 0 ] || fail "the SAN has no write-zeroes"
+san_flushes() { awk '{ print $16 }' "/sys/block/$SANB/stat"; }
+peerflash format-cache "$PF_CACHE_DEV" --force > /dev/null || fail "format-cache"
+peerflash create z --backing "$SAN" --cache "$PF_CACHE_DEV" --policy wb || fail "create z"
+# The destager's own SAN flushes (after a batch, or when it moves the checkpoint) stay out.
+echo 1 > /sys/block/pf-z/peerflash/destage_paused
+[ "$(cat /sys/block/pf-z/queue/write_zeroes_max_bytes)" -gt 0 ] || fail "the volume offers no write-zeroes"
+dd if=wt.dat of=/dev/pf-z bs=64k count=4 oflag=direct status=none || fail "wb writes"
+sync /dev/pf-z || fail "fsync"
+f0=$(san_flushes)
+sync /dev/pf-z || fail "fsync"
+same "$(san_flushes)" "$f0" "SAN flushes for a wb flush with no SAN write since the last"
+blkdiscard -z -o 1048576 -l 1048576 /dev/pf-z || fail "write-zeroes"
+f1=$(san_flushes)
+sync /dev/pf-z || fail "fsync"
+f2=$(san_flushes)
+[ "$f2" -gt "$f1" ] || fail "a wb flush after write-zeroes did not flush the SAN ($f1 -> $f2)"
+echo "ok: the flush after write-zeroes flushed the SAN ($f1 -> $f2)"
+echo 0 > /sys/block/pf-z/peerflash/destage_paused
+peerflash remove z || fail "remove z"

@@ -1,7 +1,9 @@
 #!/bin/sh
 # The module's SAN-write fence (sysfs lease_ms / fenced) and the agent's persistent leases.
 #  1. sysfs alone: past the pushed lease nothing more reaches the SAN: write-through writes wait,
-#     the destager stops; write-back writes to flash go on; a renewal releases everything.
+#     the destager stops; write-back writes to flash go on; a renewal releases everything. A
+#     lease running out in the middle of a slow batch (SAN writes 1 s late, one at a time)
+#     abandons the batch: no SAN write is started after the fence, the records stay dirty.
 #  2. with sanlock and the agent: the agent pushes its lease into the module; frozen (SIGSTOP),
 #     it dies of its own fence timer and the module fences itself at the same deadline (no
 #     destaging after it while writes to flash go on); a restarted agent takes the lease back
@@ -69,6 +71,57 @@ san_region 4 4 | cmp - /tmp/a || fail "the SAN differs after the renewal and flu
 echo 0 > "$S/lease_ms"
 same "$(val fenced)" 0 "not enforced again"
 peerflash remove f > /dev/null || fail "remove"
+
+step "a lease running out in the middle of a batch: no SAN write is started after it"
+# The SAN behind dm-delay (writes 1 s late), one write at a time: a batch of 64 scattered
+# blocks takes a minute; the lease runs out a few seconds in.
+sz=$(blockdev --getsz "$SAN")
+dmsetup create pf-slow --table "0 $sz delay $SAN 0 0 $SAN 0 1000" || fail "dm-delay"
+udevadm settle
+SLOW=$(basename "$(readlink -f /dev/mapper/pf-slow)")
+# writes completed / in flight on the slow SAN (fields 5 and 9 of its stat)
+san_writes() { awk '{ print $5 }' "/sys/block/$SLOW/stat"; }
+san_inflight() { awk '{ print $9 }' "/sys/block/$SLOW/stat"; }
+peerflash create d --backing /dev/mapper/pf-slow --cache "$CACHE" --policy wb || fail "create d"
+D=/sys/block/pf-d/peerflash
+echo 1 > "$D/destage_paused"
+echo 1 > "$D/destage_concurrency"
+i=0
+while [ $i -lt 64 ]; do
+    dd if=/tmp/a of=/dev/pf-d bs=4k seek=$((i * 16)) skip=$i count=1 oflag=direct status=none ||
+        fail "wb write $i"
+    i=$((i + 1))
+done
+same "$(cat $D/dirty_bytes)" 262144 "dirty bytes before the batch"
+echo 4500 > "$D/lease_ms"
+echo 0 > "$D/destage_paused"
+echo 1 > "$D/destage_now"
+i=0
+while [ "$(cat $D/fenced)" != 1 ]; do
+    i=$((i + 1)); [ $i -lt 100 ] || fail "never fenced"; sleep 0.1
+done
+at=$(san_writes) inflight=$(san_inflight)
+echo "fenced with $at SAN writes done and $inflight in flight"
+[ "$at" -gt 0 ] || fail "the batch had not started when the lease ran out (the test proves nothing)"
+sleep 4
+after=$(san_writes)
+[ "$after" -le $((at + inflight)) ] ||
+    fail "$((after - at - inflight)) SAN writes were started after the lease ran out"
+echo "ok: $after SAN writes after 4 s fenced (none started after the fence)"
+same "$(cat $D/fenced_batches)" 1 "batches abandoned at the fence"
+[ "$(cat $D/dirty_bytes)" -eq 262144 ] || fail "records of the abandoned batch left the dirty set"
+echo 60000 > "$D/lease_ms"
+peerflash flush d --timeout 300 > /dev/null || fail "flush after the renewal"
+i=0
+while [ $i -lt 64 ]; do
+    dd if=/dev/mapper/pf-slow bs=4k skip=$((i * 16)) count=1 iflag=direct status=none |
+        cmp -s -n 4096 - /tmp/a 0 $((i * 4096)) || fail "the SAN lacks block $i after the flush"
+    i=$((i + 1))
+done
+echo "ok: the SAN holds all 64 blocks after the renewal"
+echo 0 > "$D/lease_ms"
+peerflash remove d > /dev/null || fail "remove d"
+dmsetup remove pf-slow || fail "remove dm-delay"
 
 step "the agent's lease in the module; the agent frozen past its deadline"
 LOCK_SECTORS=131072 # 64 MiB at the end of the SAN disk: the lock datastore

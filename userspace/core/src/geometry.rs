@@ -58,6 +58,8 @@ pub enum GeometryError {
     BadBlockSize,
     /// The capacity is not a whole number of logical blocks.
     Unaligned,
+    /// The capacity is not a whole number of the cache device's blocks.
+    CacheUnaligned,
 }
 
 impl GeometryError {
@@ -70,6 +72,10 @@ impl GeometryError {
             }
             GeometryError::Unaligned => {
                 "the backing device's size is not a multiple of its logical block size"
+            }
+            GeometryError::CacheUnaligned => {
+                "the backing device's size is not a multiple of the cache device's block size \
+                 (the volume's blocks are at least the cache device's)"
             }
         }
     }
@@ -120,6 +126,34 @@ pub fn limits_for(b: &Backing) -> Result<Limits, GeometryError> {
     })
 }
 
+/// The limits of a volume whose data is also kept on a cache device of `cache_block_size`-byte
+/// blocks: every record on flash is a whole number of the cache device's blocks, so the
+/// volume's logical block size is at least the cache device's (a 4Kn cache under a 512-byte
+/// SAN gives a 4096-byte volume; the SAN takes such requests as they are). The capacity must
+/// then be a whole number of those blocks.
+pub fn with_cache_block(l: Limits, cache_block_size: u32) -> Result<Limits, GeometryError> {
+    if !valid_block_size(cache_block_size) {
+        return Err(GeometryError::BadBlockSize);
+    }
+    let lbs = l.logical_block_size.max(cache_block_size);
+    let lbs_sectors = lbs / SECTOR_SIZE as u32;
+    if !l.sectors.is_multiple_of(u64::from(lbs_sectors)) {
+        return Err(GeometryError::CacheUnaligned);
+    }
+    let m = l.max_hw_sectors.max(lbs_sectors);
+    Ok(Limits {
+        logical_block_size: lbs,
+        physical_block_size: l.physical_block_size.max(lbs),
+        discard_granularity: if l.max_discard_sectors > 0 {
+            l.discard_granularity.max(lbs)
+        } else {
+            0
+        },
+        max_hw_sectors: m - m % lbs_sectors,
+        ..l
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -161,6 +195,69 @@ mod tests {
         );
         assert_eq!(l.max_discard_sectors, 0);
         assert_eq!(l.discard_granularity, 0);
+    }
+
+    #[test]
+    fn a_4kn_cache_raises_the_volume_block_size() {
+        let l = limits_for(&backing(1 << 20, 512, 512)).unwrap();
+        let c = with_cache_block(l, 4096).unwrap();
+        assert_eq!(
+            (c.logical_block_size, c.physical_block_size),
+            (4096, 4096)
+        );
+        // A 4 KiB SAN over a 512-byte cache keeps its own 4 KiB.
+        let l = limits_for(&backing(1 << 20, 4096, 4096)).unwrap();
+        assert_eq!(with_cache_block(l, 512).unwrap(), l);
+        // 512-byte everything: unchanged.
+        let l = limits_for(&backing(1 << 20, 512, 512)).unwrap();
+        assert_eq!(with_cache_block(l, 512).unwrap(), l);
+        // A capacity of 4 KiB + 512 bytes cannot be a 4 KiB volume.
+        let l = limits_for(&backing(9, 512, 512)).unwrap();
+        assert_eq!(
+            with_cache_block(l, 4096),
+            Err(GeometryError::CacheUnaligned)
+        );
+        assert_eq!(with_cache_block(l, 1000), Err(GeometryError::BadBlockSize));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn cache_limits_keep_records_aligned(sectors in 1u64..1 << 40, lbs_shift in 9u32..13,
+                                             cbs_shift in 9u32..13, maxhw in 0u32..1 << 16,
+                                             disc in 0u32..1 << 20, gran in 0u32..1 << 20) {
+            let b = Backing {
+                sectors,
+                logical_block_size: 1 << lbs_shift,
+                physical_block_size: 1 << lbs_shift,
+                max_discard_sectors: disc,
+                discard_granularity: gran,
+                max_write_zeroes_sectors: 0,
+                max_hw_sectors: maxhw,
+            };
+            let Ok(l) = limits_for(&b) else { return Ok(()); };
+            match with_cache_block(l, 1 << cbs_shift) {
+                Ok(c) => {
+                    let cbs = 1u32 << cbs_shift;
+                    // Every request is a whole number of the cache's and the SAN's blocks.
+                    proptest::prop_assert_eq!(c.logical_block_size % cbs, 0);
+                    proptest::prop_assert_eq!(c.logical_block_size % l.logical_block_size, 0);
+                    let lbs_sectors = c.logical_block_size / 512;
+                    proptest::prop_assert_eq!(c.max_hw_sectors % lbs_sectors, 0);
+                    proptest::prop_assert!(c.max_hw_sectors >= lbs_sectors);
+                    proptest::prop_assert!(c.max_hw_sectors <= l.max_hw_sectors.max(lbs_sectors));
+                    proptest::prop_assert_eq!(c.sectors % u64::from(lbs_sectors), 0);
+                    proptest::prop_assert_eq!(c.sectors, l.sectors);
+                    proptest::prop_assert!(c.physical_block_size >= c.logical_block_size);
+                    if c.max_discard_sectors > 0 {
+                        proptest::prop_assert!(c.discard_granularity >= c.logical_block_size);
+                    }
+                }
+                Err(e) => {
+                    proptest::prop_assert_eq!(e, GeometryError::CacheUnaligned);
+                    proptest::prop_assert!(l.sectors % u64::from(l.logical_block_size.max(1 << cbs_shift) / 512) != 0);
+                }
+            }
+        }
     }
 
     proptest::proptest! {

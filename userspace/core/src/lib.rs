@@ -18,3 +18,4 @@ pub mod format;
 pub mod geometry;
 pub mod lockrec;
 pub mod names;
+pub mod rebuild;

@@ -142,6 +142,7 @@ impl Agent {
             policy,
             mib: None,
             force: false,
+            replay: false,
         };
         let device = crate::volume::create(&self.root, &v.name, &v.backing, Some(&cache))?.device;
         if v.san_group != 0 {

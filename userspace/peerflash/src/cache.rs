@@ -12,6 +12,7 @@ use peerflash_core::btree::BTreeIndex;
 use peerflash_core::extent::{self, Extent};
 use peerflash_core::format::{self, Checkpoint, Found, Slot, Superblock};
 use peerflash_core::geometry::SECTOR_SIZE;
+use peerflash_core::rebuild;
 use serde::Serialize;
 
 use crate::volume::VolumeError;
@@ -248,14 +249,21 @@ pub struct VolumeReport {
     pub backing: String,
     /// First segment and number of segments of its region.
     pub region: (u64, u64),
-    /// Checkpoint serial (0: none yet).
+    /// Checkpoint serial (0: none yet; the slot's floor when no copy is readable).
     pub checkpoint: u64,
+    /// Whether a checkpoint copy is readable: without one the module refuses to replay the
+    /// records unless asked to (`create --replay`), and what a replay would take is counted
+    /// from the floor.
+    pub checkpoint_readable: bool,
     /// Highest serial found in the log.
     pub last_serial: u64,
     /// Records with a valid checksum.
     pub records: u64,
     /// Records whose checksum fails (torn or corrupted; never served).
     pub torn: u64,
+    /// Records with the volume's uuid that it cannot have written (past its end, longer than
+    /// any request, an impossible serial): ignored by a replay.
+    pub invalid: u64,
     /// Dirty records after the checkpoint (what a replay would destage).
     pub dirty_records: u64,
     /// Bytes a replay would write to the SAN (after newer writes supersede older ones).
@@ -309,7 +317,12 @@ pub fn inspect(path: &str, progress: bool) -> Result<Report> {
         let a = Checkpoint::decode(&block, &slot.uuid, crc);
         dev.read_at(sb.checkpoint_sector(i, 1), &mut block)?;
         let b = Checkpoint::decode(&block, &slot.uuid, crc);
-        let checkpoint = Checkpoint::newest(a, b).map_or(0, |c| c.serial);
+        let checkpoint_readable = rebuild::start([a, b], slot.serial_floor, false).is_ok();
+        let checkpoint = rebuild::start([a, b], slot.serial_floor, true).unwrap_or(slot.serial_floor);
+        let bounds = rebuild::Bounds {
+            backing_sectors: slot.backing_sectors,
+            max_len: rebuild::MAX_RECORD_SECTORS,
+        };
         let mut r = VolumeReport {
             slot: i,
             name: String::from_utf8_lossy(slot.name_bytes()).into_owned(),
@@ -318,9 +331,11 @@ pub fn inspect(path: &str, progress: bool) -> Result<Report> {
             backing: String::from_utf8_lossy(slot.backing_path_bytes()).into_owned(),
             region: (slot.first_segment, slot.segments),
             checkpoint,
+            checkpoint_readable,
             last_serial: 0,
             records: 0,
             torn: 0,
+            invalid: 0,
             dirty_records: 0,
             dirty_bytes: 0,
         };
@@ -334,7 +349,11 @@ pub fn inspect(path: &str, progress: bool) -> Result<Report> {
                 Found::Valid(h) if h.uuid == slot.uuid => {
                     r.records += 1;
                     r.last_serial = r.last_serial.max(h.serial);
-                    if format::rebuild_takes(&h, &slot.uuid, checkpoint) {
+                    let verdict = rebuild::judge(&h, &slot.uuid, checkpoint, &bounds);
+                    if matches!(verdict, rebuild::Verdict::Invalid(_)) {
+                        r.invalid += 1;
+                    }
+                    if verdict == rebuild::Verdict::Replay {
                         r.dirty_records += 1;
                         let e = Extent {
                             lba: h.lba,
@@ -386,7 +405,7 @@ impl Report {
         for v in &self.volumes {
             s.push_str(&format!(
                 "volume {} (slot {})\n  uuid: {}\n  policy: {}\n  backing: {}\n  region: segments {}..{}\n  \
-                 checkpoint serial: {}\n  last serial: {}\n  records: {} valid, {} torn\n  \
+                 checkpoint serial: {}{}\n  last serial: {}\n  records: {} valid, {} torn, {} invalid\n  \
                  dirty after checkpoint: {} records, {} bytes\n",
                 v.name,
                 v.slot,
@@ -396,9 +415,15 @@ impl Report {
                 v.region.0,
                 v.region.0 + v.region.1,
                 v.checkpoint,
+                if v.checkpoint_readable {
+                    ""
+                } else {
+                    " (no checkpoint copy readable: the slot's floor)"
+                },
                 v.last_serial,
                 v.records,
                 v.torn,
+                v.invalid,
                 v.dirty_records,
                 v.dirty_bytes
             ));

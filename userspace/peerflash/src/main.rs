@@ -84,6 +84,11 @@ enum Command {
         /// refusal without it lists what they hold).
         #[arg(long, requires = "cache")]
         force: bool,
+        /// Replay the volume's dirty records on the cache device even when neither checkpoint
+        /// copy of its slot is readable (they are replayed from the slot's serial floor): only
+        /// when the SAN holds nothing newer for them. `peerflash inspect` shows what they are.
+        #[arg(long, requires = "cache")]
+        replay: bool,
     },
     /// Remove a volume; refused while the volume is open.
     Remove {
@@ -363,12 +368,14 @@ fn run(cli: Cli) -> Result<()> {
             policy,
             cache_mib,
             force,
+            replay,
         } => {
             let c = cache.as_deref().map(|device| volume::CacheArgs {
                 device,
                 policy: policy.name(),
                 mib: cache_mib,
                 force,
+                replay,
             });
             let v = volume::create(&root, &name, &backing, c.as_ref())?;
             println!("created volume {} on {} as {}", name, backing, v.device);

@@ -121,6 +121,8 @@ pub struct CacheArgs<'a> {
     pub mib: Option<u64>,
     /// Without room for a new slot, take back the slots of volumes not running here.
     pub force: bool,
+    /// Replay the slot's records from its floor even when no checkpoint copy is readable.
+    pub replay: bool,
 }
 
 /// Slots on `device` of volumes other than `name` that are not running on this host: what a
@@ -199,6 +201,13 @@ pub fn create(
                 .and_then(|()| {
                     if c.force {
                         root.write(name, "force", "1")
+                    } else {
+                        Ok(())
+                    }
+                })
+                .and_then(|()| {
+                    if c.replay {
+                        root.write(name, "replay", "1")
                     } else {
                         Ok(())
                     }
