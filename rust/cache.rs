@@ -28,7 +28,7 @@ use crate::blk::bdev::BlockDev;
 use crate::blk::disk::Disk;
 use crate::crc::crc32c;
 use crate::pfcore::geometry::GeometryError;
-use crate::pfcore::format::{largest_free_run, Checkpoint, FormatError, Policy, Slot, Superblock, META_BYTES};
+use crate::pfcore::format::{largest_free_run, Checkpoint, LOG_LIMIT_STEP, FormatError, Policy, Slot, Superblock, META_BYTES};
 use crate::volume::Volume;
 
 kernel::sync::global_lock! {
@@ -264,6 +264,7 @@ pub(crate) fn attach(path: &CStr, backing: &BlockDev, want: &Want<'_>) -> Result
         serial_floor: 0,
         generation: 1,
         backing_path: Slot::pack_path(want.backing_path),
+        log_limit: count.min(LOG_LIMIT_STEP),
     };
     // Both checkpoint copies first (serial 0): a slot always has a readable checkpoint, so a
     // slot whose copies are both unreadable later is damaged, never merely new

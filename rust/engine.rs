@@ -165,6 +165,16 @@ struct State {
     /// Destage everything dirty now, without waiting for `destage_delay_ms` (set by
     /// `destage_now`, by writers waiting for room, by a replay); cleared when nothing is dirty.
     drain: bool,
+    /// The log writes only segments below this (the slot's `log_limit`, persisted before the
+    /// log goes past it: [`Cache::extend_log`]); the region's size when not recorded.
+    log_limit: u64,
+    /// The log waits for [`Cache::extend_log`] to enter its next segment.
+    log_at_limit: bool,
+    /// Highest serial of a dirty (write-back) record submitted to flash.
+    wb_submitted: u64,
+    /// Bypassing, the checkpoint that must be on flash before SAN writes go on (`None`: none
+    /// is needed, or it is written).
+    floor: Option<Floor>,
 }
 
 impl State {
@@ -239,6 +249,10 @@ impl State {
             return Ok(Some((self.head.segment as usize, off)));
         }
         let next = self.head.next_segment() as usize;
+        if next as u64 >= self.log_limit {
+            self.log_at_limit = true;
+            return Ok(None);
+        }
         let free = self
             .segs
             .get(next)
@@ -288,8 +302,17 @@ impl State {
         Ok(())
     }
 
-    /// The cache device failed: bypass it if it holds no dirty data, else fail the volume.
+    /// The cache device failed: bypass it if it holds no acknowledged write the SAN lacks,
+    /// else fail the volume. Write-back writes still in flight to flash are not acknowledged:
+    /// they are written to the SAN when they come back ([`Volume::cache_write`]). A record of
+    /// one may have landed (even one whose write reported an error): before anything more
+    /// goes to the SAN, a checkpoint past every serial issued so far is written
+    /// ([`Cache::settle_floor`]), so that no replay after the device is healed brings those
+    /// records back over newer SAN data; if that write fails too, the volume fails.
     fn cache_failed(&mut self) {
+        if self.mode != Mode::Normal {
+            return;
+        }
         // A fast-path write in flight may have been acknowledged already (its flash write
         // completed, its indexing not done yet): it counts as dirty data.
         let early = self.inflight.iter().any(|i| i.early);
@@ -297,10 +320,22 @@ impl State {
             self.mode = Mode::Bypass;
             self.index.tree = RBTree::new();
             self.cached_sectors = 0;
+            if self.wb_submitted > self.checkpoint {
+                self.floor = Some(Floor { serial: self.next_serial - 1, writing: false });
+            }
         } else {
             self.mode = Mode::Failed;
         }
     }
+}
+
+/// A checkpoint a switch to bypass must write before the SAN takes more writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Floor {
+    /// Every serial issued before the switch.
+    serial: u64,
+    /// Someone is writing it (the others wait).
+    writing: bool,
 }
 
 /// Fast-path writes in flight or acknowledged and not indexed yet ([`Volume::write_now`]).
@@ -506,8 +541,10 @@ pub(crate) const STATE_NO_CACHE: &str = "uncached";
 
 /// A volume's cache: its device, slot and state.
 ///
-/// Lock order: `state` is a leaf. It is never held across I/O: the data path and the destager
-/// take it to plan and to record results; waits on `changed` and `work` release it.
+/// Lock order: `slot` or `checkpoints` (never both), then `state`, which is a leaf. `state` is
+/// never held across I/O: the data path and the destager take it to plan and to record results;
+/// waits on `changed` and `work` release it. `slot` and `checkpoints` are held across the one
+/// block write they order.
 #[pin_data]
 pub(crate) struct Cache {
     dev: BlockDev,
@@ -529,6 +566,10 @@ pub(crate) struct Cache {
     /// The slot as last written (policy changes rewrite it).
     #[pin]
     slot: Mutex<Slot>,
+    /// Serialises checkpoint writes (the destager's and a switch to bypass's), so that a seq
+    /// is used once and the last written is the newest. Taken before `state`.
+    #[pin]
+    checkpoints: Mutex<()>,
     pub(crate) counters: Counters,
     pub(crate) tunables: Tunables,
     rate: Rate,
@@ -635,6 +676,7 @@ impl Cache {
             changed <- new_condvar!(),
             work <- new_condvar!(),
             slot <- new_mutex!(slot),
+            checkpoints <- new_mutex!(()),
             counters: Counters::default(),
             tunables: Tunables {
                 batch_sectors: AtomicU64::new(2048),
@@ -658,7 +700,9 @@ impl Cache {
     /// cache after a restart (`pfcore::rebuild`'s rules decide what is replayed).
     fn rebuild(dev: &BlockDev, sb: &Superblock, slot_index: u32, slot: &Slot, replay: bool) -> Result<State, Refusal> {
         let io = |e| ("cannot read the volume's records on the cache device", e);
-        let oom = |_| ("out of memory for the volume's cache tables", ENOMEM);
+        fn oom<E>(_: E) -> Refusal {
+            ("out of memory for the volume's cache tables", ENOMEM)
+        }
         let bs = sb.block_size as usize;
         let mut block = KVec::from_elem(0u8, bs, GFP_KERNEL).map_err(oom)?;
         // An unreadable copy is no copy.
@@ -701,9 +745,13 @@ impl Cache {
             destage_failures: 0,
             dirty_since_ms: None,
             drain: false,
+            log_limit: slot.scan_segments(),
+            log_at_limit: false,
+            wb_submitted: 0,
+            floor: None,
         };
 
-        // The scan: every segment read whole, every record checked.
+        // The scan: every segment the log may have written read whole, every record checked.
         let bounds = rebuild::Bounds { backing_sectors: slot.backing_sectors, max_len: MAX_REQUEST_SECTORS };
         let start = kernel::time::Instant::<kernel::time::Monotonic>::now();
         let seg_bytes = seg_sectors as usize * 512;
@@ -711,7 +759,8 @@ impl Cache {
         let mut buf = KVVec::from_elem(0u8, seg_bytes, GFP_KERNEL).map_err(oom)?;
         let bset = KBox::pin_init(BioSet::new(), GFP_KERNEL).map_err(oom)?;
         let mut failed: Result = Ok(());
-        for s in 0..n {
+        let scanned = slot.scan_segments() as usize;
+        for s in 0..scanned {
             let base = sb.segment_sector(slot.first_segment + s as u64);
             let mut bios = KVec::new();
             let chunk = 256 * kernel::page::PAGE_SIZE;
@@ -745,8 +794,9 @@ impl Cache {
         st.drain = !st.dirty_q.is_empty();
         let ms = start.elapsed().as_millis();
         pr_info!(
-            "cache slot {}: scanned {} MiB in {} ms: {} valid records ({} to replay, {} dirty KiB), {} torn, {} invalid; checkpoint {}, next serial {}\n",
+            "cache slot {}: scanned {} of {} MiB in {} ms: {} valid records ({} to replay, {} dirty KiB), {} torn, {} invalid; checkpoint {}, next serial {}\n",
             slot_index,
+            (scanned as u64 * seg_sectors) >> 11,
             (n as u64 * seg_sectors) >> 11,
             ms,
             scan.valid,
@@ -854,6 +904,79 @@ impl Cache {
     /// The cache device's block size in bytes (a record is a whole number of them).
     pub(crate) fn block_size(&self) -> u32 {
         self.sb.block_size
+    }
+
+    /// Moves the slot's `log_limit` past the log's next segment (one slot write), so that the
+    /// log may enter it; called without the state lock by a writer the limit stopped.
+    fn extend_log(&self) -> Result {
+        let next = self.lock().head.next_segment();
+        let mut slot = self.slot.lock();
+        if let Some(limit) = slot.log_limit_for(next) {
+            let mut s = *slot;
+            s.log_limit = limit;
+            s.generation = s.generation.wrapping_add(1);
+            let mut block = KVec::from_elem(0u8, self.sb.block_size as usize, GFP_IO_PATH)?;
+            s.encode(&mut block, crc32c);
+            self.dev.write_sync(self.sb.slot_sector(self.slot_index), &block)?;
+            *slot = s;
+        }
+        let limit = slot.scan_segments();
+        drop(slot);
+        let mut g = self.lock();
+        g.log_limit = g.log_limit.max(limit);
+        g.log_at_limit = false;
+        Ok(())
+    }
+
+    /// Writes checkpoint `serial` as the next checkpoint block (the copy its seq picks) and
+    /// counts it in `checkpoint_seq`; the caller raises the checkpoint. `when_normal`: only while
+    /// the cache is in use (the destager's: once a switch to bypass wrote its own checkpoint, an
+    /// older batch's must not take its place). Returns whether it was written.
+    fn write_checkpoint(&self, serial: u64, when_normal: bool) -> Result<bool> {
+        let _order = self.checkpoints.lock();
+        let seq = {
+            let g = self.lock();
+            if when_normal && g.mode != Mode::Normal {
+                return Ok(false);
+            }
+            g.checkpoint_seq.saturating_add(1)
+        };
+        let cp = Checkpoint { uuid: self.uuid, serial, seq };
+        let mut block = KVec::from_elem(0u8, self.sb.block_size as usize, GFP_IO_PATH)?;
+        cp.encode(&mut block, crc32c);
+        self.dev.write_sync(self.sb.checkpoint_sector(self.slot_index, Checkpoint::copy_for(seq)), &block)?;
+        self.lock().checkpoint_seq = seq;
+        Ok(true)
+    }
+
+    /// Bypassing with a checkpoint still to write ([`State::floor`]): writes it (or waits for
+    /// whoever writes it), then the SAN may take writes again; if it cannot be written, the
+    /// volume fails. Takes and gives back the state lock.
+    fn settle_floor<'a>(&'a self, mut g: kernel::sync::MutexGuard<'a, State>) -> kernel::sync::MutexGuard<'a, State> {
+        let Some(f) = g.floor else {
+            return g;
+        };
+        if f.writing {
+            self.wait_changed(&mut g);
+            return g;
+        }
+        g.floor = Some(Floor { writing: true, ..f });
+        drop(g);
+        let r = self.write_checkpoint(f.serial, false);
+        let mut g = self.lock();
+        g.floor = None;
+        match r {
+            Ok(_) => {
+                g.checkpoint = g.checkpoint.max(f.serial);
+                pr_warn!("cache bypassed: checkpoint {} written, so no record on the cache device is replayed over what the SAN gets from now on\n", f.serial);
+            }
+            Err(e) => {
+                g.mode = Mode::Failed;
+                pr_err!("cache bypassed, but its checkpoint cannot be written ({:?}): records on the cache device could be replayed over newer SAN data; the volume fails its I/O\n", e);
+            }
+        }
+        self.changed.notify_all();
+        g
     }
 
     /// The slot number on the cache device.
@@ -1066,6 +1189,7 @@ impl Volume {
             return Some(rq);
         };
         g.hold(seg, 1);
+        g.wb_submitted = g.wb_submitted.max(serial);
         drop(g);
 
         let at = c.seg_sector(seg) + off;
@@ -1124,6 +1248,11 @@ impl Volume {
         let (serial, seg, off, wt) = loop {
             match g.mode {
                 Mode::Failed => return Err(EIO),
+                Mode::Bypass if g.floor.is_some() => {
+                    // Nothing more goes to the SAN before the switch's checkpoint is written.
+                    g = c.settle_floor(g);
+                    continue;
+                }
                 Mode::Bypass if !c.san_writes_allowed() => {
                     // Fenced: wait for the lease's renewal (its store notifies `changed`).
                     c.wait_changed(&mut g);
@@ -1151,8 +1280,26 @@ impl Volume {
                     g.reserve_record(seg)?;
                     let serial = g.begin(lba, len, wt)?;
                     g.hold(seg, 1);
+                    if !wt {
+                        g.wb_submitted = g.wb_submitted.max(serial);
+                    }
                     break (serial, seg, off, wt);
                 }
+            }
+            if g.log_at_limit {
+                // The log's next segment is past the slot's log limit: move it on.
+                drop(g);
+                if let Err(e) = c.extend_log() {
+                    bump(&c.counters.cache_errors, 1);
+                    pr_err!("cannot write the slot to extend the log ({:?})\n", e);
+                    g = c.lock();
+                    g.cache_failed();
+                    c.changed.notify_all();
+                    // Bypass (through its checkpoint) or failed: the loop says.
+                    continue;
+                }
+                g = c.lock();
+                continue;
             }
             bump(&c.counters.write_waits, 1);
             // Room (or the SAN copy of older dirty data) is what is missing: destage now.
@@ -1210,6 +1357,15 @@ impl Volume {
                 return Err(e);
             }
         };
+        if !wt && g.mode != Mode::Normal {
+            // The cache failed while this write-back write was in flight: it is not
+            // acknowledged from flash. Bypassing, it goes to the SAN (after the switch's
+            // checkpoint, which keeps its record, if it landed, from ever being replayed);
+            // failed, it fails.
+            drop(g);
+            c.changed.notify_all();
+            return self.cache_write(c, rq);
+        }
         let out = match result {
             (Ok(()), Ok(())) => match g.add_record(seg, rec, flash, !wt) {
                 Ok(()) => {
@@ -1218,11 +1374,19 @@ impl Volume {
                     }
                     Ok(())
                 }
-                Err(e) => {
-                    // No memory to index it: the write is on flash (wb: replayed after a
-                    // restart) but cannot be served; fail it so the writer knows.
+                Err(e) if wt => {
+                    // No memory to index it: the SAN has the data and the range held no dirty
+                    // data (a write-through write waits for it to be destaged); forget it.
                     let _ = g.invalidate(lba, len);
                     Err(e)
+                }
+                Err(e) => {
+                    // No memory to index a write-back write: it is on flash (a restart replays
+                    // it) but cannot be served, and the older data of its range must not be
+                    // either: the volume fails its I/O (as for a fast-path write, `reap`).
+                    pr_err!("no memory to index a write ({:?}): the volume fails its I/O\n", e);
+                    g.mode = Mode::Failed;
+                    Err(EIO)
                 }
             },
             (Err(e), _) if !wt => {
@@ -1232,7 +1396,8 @@ impl Volume {
                     drop(g);
                     c.changed.notify_all();
                     pr_err!("cache device write failed ({:?}); no dirty data: bypassing the cache\n", e);
-                    return self.san_request(c, rq);
+                    // Through the top of the path: after the switch's checkpoint.
+                    return self.cache_write(c, rq);
                 }
                 pr_err!("cache device write failed ({:?}) with dirty data: the volume fails its I/O\n", e);
                 Err(EIO)
@@ -1302,6 +1467,9 @@ impl Volume {
                 }
             }
         }
+        // A read does not wait for the slot write that lets the log go on; it asks for it
+        // after its own I/O, for the next reads to populate.
+        let extend = fill.is_none() && g.log_at_limit;
         drop(g);
 
         let mut flash_bios = KVec::new();
@@ -1380,6 +1548,11 @@ impl Volume {
             }
         }
         c.changed.notify_all();
+        if extend {
+            if let Err(e) = c.extend_log() {
+                pr_warn!("cannot write the slot to extend the log ({:?})\n", e);
+            }
+        }
         if retry_on_san {
             // Clean data only (bypass): the SAN has it. Dirty data: the volume has failed.
             return if mode == Mode::Bypass { self.san_request(c, rq) } else { Err(EIO) };
@@ -1433,6 +1606,11 @@ impl Volume {
         let serial = loop {
             match g.mode {
                 Mode::Failed => return Err(EIO),
+                Mode::Bypass if g.floor.is_some() => {
+                    // Nothing more goes to the SAN before the switch's checkpoint is written.
+                    g = c.settle_floor(g);
+                    continue;
+                }
                 Mode::Bypass if !c.san_writes_allowed() => {
                     // Fenced: wait for the lease's renewal (its store notifies `changed`).
                     c.wait_changed(&mut g);
@@ -1450,6 +1628,10 @@ impl Volume {
             {
                 g.invalidate(lba, len)?;
                 break g.begin(lba, len, true)?;
+            }
+            if g.overlaps_dirty(lba, len) {
+                // Dirty data of the range goes to the SAN first: now, not on the destage timer.
+                g.drain = true;
             }
             c.work.notify_all();
             c.wait_changed(&mut g);
@@ -1556,6 +1738,15 @@ fn take_turn(c: &Cache, group: u64) -> Result<Option<Turn>> {
     Ok(Some(turn))
 }
 
+/// Why a destage batch was abandoned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Abandon {
+    /// The lease ran out while it ran.
+    Fenced,
+    /// The cache failed while it ran (a switch to bypass writes its own checkpoint).
+    CacheFailed,
+}
+
 /// Destages one batch when one is due.
 fn destage_once(v: &Volume, c: &Cache, bset: &BioSet) -> Result<Next> {
     let group = c.tunables.san_group.load(Ordering::Relaxed);
@@ -1629,8 +1820,8 @@ fn destage_once(v: &Volume, c: &Cache, bset: &BioSet) -> Result<Next> {
     let overlaps = destage::count_overlaps(pieces.iter().map(|p| (p.0, p.1)));
     bump(&c.counters.batch_overlaps, overlaps);
 
-    // `Ok(None)`: abandoned at the fence.
-    let io_result = (|| -> Result<Option<u64>> {
+    // `Ok(Err(_))`: abandoned (records stay dirty, no checkpoint).
+    let io_result = (|| -> Result<core::result::Result<u64, Abandon>> {
         // Read the batch's data from the log in few large reads: pieces in flash order, one
         // buffer per read; then each piece goes to the SAN from its place in its read's buffer.
         pieces.sort_unstable_by_key(|p| p.2);
@@ -1690,17 +1881,15 @@ fn destage_once(v: &Volume, c: &Cache, bset: &BioSet) -> Result<Next> {
         }
         for g in groups.drain_all() {
             if !c.san_writes_allowed() {
-                return Ok(None);
+                return Ok(Err(Abandon::Fenced));
             }
             io::run(g)?;
         }
         io::flush(&v.backing)?;
-        let seq = c.lock().checkpoint_seq + 1;
-        let cp = Checkpoint { uuid: c.uuid, serial: checkpoint, seq };
-        let mut block = KVec::from_elem(0u8, c.sb.block_size as usize, GFP_IO_PATH)?;
-        cp.encode(&mut block, crc32c);
-        c.dev.write_sync(c.sb.checkpoint_sector(c.slot_index, Checkpoint::copy_for(seq)), &block)?;
-        Ok(Some(bytes))
+        match c.write_checkpoint(checkpoint, true)? {
+            true => Ok(Ok(bytes)),
+            false => Ok(Err(Abandon::CacheFailed)),
+        }
     })();
 
     let mut g = c.lock();
@@ -1710,11 +1899,13 @@ fn destage_once(v: &Volume, c: &Cache, bset: &BioSet) -> Result<Next> {
         }
     }
     let bytes = match io_result {
-        Ok(Some(b)) => b,
-        Ok(None) => {
+        Ok(Ok(b)) => b,
+        Ok(Err(why)) => {
             drop(g);
-            bump(&c.counters.fenced_batches, 1);
-            pr_warn!("destager: the lease ran out during a batch; the batch is abandoned (its records stay dirty)\n");
+            if why == Abandon::Fenced {
+                bump(&c.counters.fenced_batches, 1);
+                pr_warn!("destager: the lease ran out during a batch; the batch is abandoned (its records stay dirty)\n");
+            }
             c.changed.notify_all();
             return Ok(Next::Sleep(1000));
         }
@@ -1724,8 +1915,7 @@ fn destage_once(v: &Volume, c: &Cache, bset: &BioSet) -> Result<Next> {
             return Err(e);
         }
     };
-    g.checkpoint = checkpoint;
-    g.checkpoint_seq += 1;
+    g.checkpoint = g.checkpoint.max(checkpoint);
     g.destage_failures = 0;
     // What is left (less than a full batch, or the next batch would be due at once) waits for
     // the timer again: no dirty data waits much more than twice `destage_delay_ms`.

@@ -68,6 +68,9 @@ enum Command {
         /// Skip the VM tests.
         #[arg(long)]
         host_only: bool,
+        /// Skip the host tests and the fuzzing (to iterate on VM cases; CI runs everything).
+        #[arg(long, conflicts_with = "host_only")]
+        vm_only: bool,
     },
     /// The main job: show peerflash at work in a VM.
     Demo,
@@ -131,8 +134,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let b = build::build(&k)?;
             cluster::smoke(&k, &b, nodes)?;
         }
-        Command::Test { filter, host_only } => {
-            return test::run(filter.as_deref(), host_only);
+        Command::Test {
+            filter,
+            host_only,
+            vm_only,
+        } => {
+            return test::run(filter.as_deref(), host_only, vm_only);
         }
         Command::Fuzz { target, secs } => {
             fuzz::run(&target, secs)?;

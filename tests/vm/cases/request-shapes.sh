@@ -87,8 +87,8 @@ seed=1
 for policy in wb wt; do
     peerflash set-policy v $policy || fail "set-policy $policy"
     for n in 127 128 129; do
-        # Each case its own 1 MiB: a cold read first (populates), then write, read, plain read.
-        off=$(((seed - 1) * 1048576 + 4096))
+        # Each case its own 1 MiB past what fio wrote: a cold read first (populates), then write, read, plain read.
+        off=$(((64 + seed) * 1048576 + 4096))
         $IOV zero /dev/pf-v $off $n || fail "$policy: cold vectored read of $n pieces"
         $IOV write /dev/pf-v $off $n $seed || fail "$policy: vectored write of $n pieces"
         $IOV read /dev/pf-v $off $n $seed || fail "$policy: vectored read of $n pieces"
@@ -104,7 +104,7 @@ peerflash flush v > /dev/null || fail "flush"
 seed=1
 for policy in wb wt; do
     for n in 127 128 129; do
-        off=$(((seed - 1) * 1048576 + 4096))
+        off=$(((64 + seed) * 1048576 + 4096))
         $IOV check "$SAN" $off $n $seed || fail "the SAN after flush: $policy, $n pieces"
         seed=$((seed + 1))
     done

@@ -365,9 +365,34 @@ pub struct Slot {
     pub generation: u64,
     /// Path of the backing device when the slot was made, NUL-padded (informational).
     pub backing_path: [u8; PATH_BYTES],
+    /// The log has written only segments `0..log_limit` of the region (relative); 0: not
+    /// recorded (slots of older versions: any segment). It grows before the log enters a
+    /// segment at or past it ([`LOG_LIMIT_STEP`] segments at a time) and a rebuild scans only
+    /// below it, so attaching a large, little-used region reads little of it.
+    pub log_limit: u64,
 }
 
+/// How far [`Slot::log_limit`] moves ahead of the log at a time, in segments: one slot write per
+/// this many segments during the log's first lap.
+pub const LOG_LIMIT_STEP: u64 = 1024;
+
 impl Slot {
+    /// The segments a rebuild must scan: `0..scan_segments()` of the region.
+    pub fn scan_segments(&self) -> u64 {
+        if self.log_limit == 0 {
+            self.segments
+        } else {
+            self.log_limit.min(self.segments)
+        }
+    }
+
+    /// The limit to write before the log enters segment `next` (relative), when it is at or
+    /// past the current one: `None` when no write is needed.
+    pub fn log_limit_for(&self, next: u64) -> Option<u64> {
+        (self.log_limit != 0 && next >= self.log_limit && self.log_limit < self.segments)
+            .then(|| next.saturating_add(LOG_LIMIT_STEP).min(self.segments))
+    }
+
     /// The name as bytes, without padding.
     pub fn name_bytes(&self) -> &[u8] {
         unpad(&self.name)
@@ -401,6 +426,7 @@ impl Slot {
             put(b, 88, &self.serial_floor.to_le_bytes());
             put(b, 96, &self.generation.to_le_bytes());
             put(b, 104, &self.backing_path);
+            put(b, 360, &self.log_limit.to_le_bytes());
         });
     }
 
@@ -433,6 +459,7 @@ impl Slot {
             serial_floor: r.u64(88),
             generation: r.u64(96),
             backing_path: r.bytes(104),
+            log_limit: r.u64(360),
         };
         if slot.segments < 2
             || slot

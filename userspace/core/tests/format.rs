@@ -81,6 +81,7 @@ fn slot() -> Slot {
         serial_floor: 77,
         generation: 3,
         backing_path: Slot::pack_path(b"/dev/vda"),
+        log_limit: 0,
     }
 }
 
@@ -205,10 +206,10 @@ proptest! {
 
     /// Slots and superblocks round-trip for any field values that make sense.
     #[test]
-    fn slot_round_trips(first in 0u64..100, n in 2u64..100, floor in any::<u64>(), gen in any::<u64>(), wb in any::<bool>()) {
+    fn slot_round_trips(first in 0u64..100, n in 2u64..100, floor in any::<u64>(), gen in any::<u64>(), wb in any::<bool>(), limit in any::<u64>()) {
         let s = sb();
         prop_assume!(first + n <= s.segments);
-        let sl = Slot { first_segment: first, segments: n, serial_floor: floor, generation: gen,
+        let sl = Slot { first_segment: first, segments: n, serial_floor: floor, generation: gen, log_limit: limit,
             policy: if wb { Policy::WriteBack } else { Policy::WriteThrough }, ..slot() };
         let mut buf = [0u8; 4096];
         sl.encode(&mut buf, crc);
@@ -311,4 +312,20 @@ proptest! {
             None => prop_assert!(best < 2),
         }
     }
+}
+
+#[test]
+fn the_log_limit_grows_ahead_of_the_log() {
+    let sl = Slot { segments: 3000, log_limit: 1024, ..slot() };
+    assert_eq!(sl.scan_segments(), 1024);
+    assert_eq!(sl.log_limit_for(1023), None, "below the limit");
+    assert_eq!(sl.log_limit_for(0), None, "a wrap to the start");
+    assert_eq!(sl.log_limit_for(1024), Some(2048));
+    assert_eq!(sl.log_limit_for(2900), Some(3000), "never past the region");
+    let full = Slot { log_limit: 3000, ..sl };
+    assert_eq!((full.scan_segments(), full.log_limit_for(2999)), (3000, None));
+    let old = Slot { log_limit: 0, ..sl };
+    assert_eq!((old.scan_segments(), old.log_limit_for(2999)), (3000, None), "older slots: all, never grows");
+    let odd = Slot { log_limit: u64::MAX, ..sl };
+    assert_eq!((odd.scan_segments(), odd.log_limit_for(2999)), (3000, None), "a limit past the region is the region");
 }

@@ -298,7 +298,7 @@ pub fn inspect(path: &str, progress: bool) -> Result<Report> {
     let slots = read_slots(&mut dev, &sb)?;
     let used: u64 = slots
         .iter()
-        .filter_map(|(_, s)| s.map(|s| s.segments))
+        .filter_map(|(_, s)| s.map(|s| s.scan_segments()))
         .sum();
     let bar = if progress {
         ProgressBar::new(used)
@@ -342,7 +342,8 @@ pub fn inspect(path: &str, progress: bool) -> Result<Report> {
         let mut index = BTreeIndex::default();
         let mut dirty: i64 = 0;
         let mut seg = vec![0u8; sb.segment_sectors as usize * SECTOR_SIZE as usize];
-        for s in slot.first_segment..slot.first_segment + slot.segments {
+        // Only where the log may have written (the slot's log limit), as the module scans.
+        for s in slot.first_segment..slot.first_segment + slot.scan_segments() {
             let base = sb.segment_sector(s);
             dev.read_at(base, &mut seg)?;
             format::scan_segment(&seg, sb.block_size, crc, |off, found| match found {

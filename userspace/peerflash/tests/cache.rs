@@ -93,6 +93,7 @@ fn format_then_inspect_counts_records_and_dirty_bytes() {
         serial_floor: 0,
         generation: 1,
         backing_path: Slot::pack_path(b"/dev/vda"),
+        log_limit: 0,
     };
     let mut block = vec![0u8; 512];
     slot.encode(&mut block, crc);
