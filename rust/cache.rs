@@ -168,6 +168,7 @@ pub(crate) fn attach(path: &CStr, backing: &BlockDev, want: &Want<'_>) -> Result
     let mut free: Option<u32> = None;
     let mut used: KVec<(u64, u64)> = KVec::new();
     let mut idle: KVec<(u32, Slot)> = KVec::new();
+    let mut damaged = false;
     for i in 0..sb.max_volumes {
         dev.read_sync(sb.slot_sector(i), &mut block).map_err(|e| ("cannot read the cache device's slot table", e))?;
         match Slot::decode(&block, &sb, crc32c) {
@@ -181,7 +182,9 @@ pub(crate) fn attach(path: &CStr, backing: &BlockDev, want: &Want<'_>) -> Result
                     idle.push((i, s), GFP_KERNEL).map_err(oom)?;
                 }
             }
-            Err(_) => return Err(("a slot of the cache device is damaged (see `peerflash inspect`)", EIO)),
+            // Its region is unknown: other volumes attach to their slots, but no new slot is
+            // made while it could overlap the damaged one's region.
+            Err(_) => damaged = true,
         }
     }
 
@@ -209,6 +212,12 @@ pub(crate) fn attach(path: &CStr, backing: &BlockDev, want: &Want<'_>) -> Result
             created: false,
             reclaimed: KVec::new(),
         });
+    }
+    if damaged {
+        return Err((
+            "a slot of the cache device is damaged and this volume has none: no new slot can be made while the damaged one's region is unknown (see `peerflash inspect`)",
+            EIO,
+        ));
     }
     let wanted = match want.mib {
         0 => None,
@@ -265,6 +274,8 @@ pub(crate) fn attach(path: &CStr, backing: &BlockDev, want: &Want<'_>) -> Result
         generation: 1,
         backing_path: Slot::pack_path(want.backing_path),
         log_limit: count.min(LOG_LIMIT_STEP),
+        closed_dirty: 0,
+        closed_at: 0,
     };
     // Both checkpoint copies first (serial 0): a slot always has a readable checkpoint, so a
     // slot whose copies are both unreadable later is damaged, never merely new

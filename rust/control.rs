@@ -293,7 +293,16 @@ impl VolumeInner {
                 return Err(self.refuse("the volume is open; close it first", EBUSY));
             }
         }
-        if self.running.take().is_some() {
+        if let Some(r) = self.running.take() {
+            // In order: the disk (draining I/O), the destager, then the cache says what it
+            // leaves on flash, then the volume and its devices go.
+            let Running { disk, destager, volume, .. } = r;
+            drop(disk);
+            drop(destager);
+            if let Some(c) = volume.cache() {
+                c.close();
+            }
+            drop(volume);
             pr_info!("volume {:?}: removed\n", &*self.name);
         }
         Ok(())

@@ -338,6 +338,9 @@ struct Floor {
     writing: bool,
 }
 
+/// Longest a waiter for [`Cache::changed`] sleeps before it looks again, in ms.
+const WAIT_SLICE_MS: u32 = 20;
+
 /// Fast-path writes in flight or acknowledged and not indexed yet ([`Volume::write_now`]).
 const EARLY_SLOTS: usize = crate::blk::disk::QUEUE_DEPTH as usize;
 const EARLY_WORDS: usize = EARLY_SLOTS.div_ceil(64);
@@ -656,9 +659,13 @@ impl Cache {
         };
         // The floor follows the checkpoint: should both checkpoint copies become unreadable
         // later, a replay starts from here, not from 0.
-        if slot.serial_floor < st.checkpoint {
+        if slot.serial_floor < st.checkpoint || slot.closed_dirty != 0 {
             let mut s = slot;
-            s.serial_floor = st.checkpoint;
+            s.serial_floor = s.serial_floor.max(st.checkpoint);
+            // Running again (its records replayed, if asked): a crash from here replays.
+            s.closed_dirty = 0;
+            s.closed_at = 0;
+            s.generation = s.generation.wrapping_add(1);
             let mut block = KVec::from_elem(0u8, sb.block_size as usize, GFP_KERNEL).map_err(|_| ("out of memory", ENOMEM))?;
             s.encode(&mut block, crc32c);
             dev.write_sync(sb.slot_sector(slot_index), &block).map_err(|e| ("cannot write the volume's slot", e))?;
@@ -788,6 +795,15 @@ impl Cache {
         if let Some(s) = scan.max_seg {
             st.head.segment = s;
         }
+        rebuild::may_replay(slot.closed_dirty, scan.replay, replay).map_err(|e| {
+            pr_warn!(
+                "cache slot {}: {} records ({} KiB) to replay, left when the volume was removed with dirty data\n",
+                slot_index,
+                scan.replay,
+                scan.replay_sectors / 2
+            );
+            (e.describe(), EINVAL)
+        })?;
         st.next_serial = scan.next_serial();
         st.replay_until = scan.replay_until;
         // A replay starts at once (the volume is "replaying" until it is done).
@@ -826,8 +842,13 @@ impl Cache {
     }
 
     /// Waits on `changed` (releasing the lock), then indexes what finished meanwhile.
+    ///
+    /// The wait is bounded ([`WAIT_SLICE_MS`]) and callers look again after it: a fast-path
+    /// write's completion notifies `changed` without the lock (interrupt context), so its
+    /// wake-up can fall between a waiter's look and its sleep; and a writer held by a pause or a
+    /// fence does not sleep uninterruptibly for minutes (no hung-task reports).
     fn wait_changed(&self, g: &mut kernel::sync::MutexGuard<'_, State>) {
-        self.changed.wait(g);
+        let _ = self.changed.wait_interruptible_timeout(g, kernel::time::msecs_to_jiffies(WAIT_SLICE_MS));
         self.reap(g);
     }
 
@@ -904,6 +925,48 @@ impl Cache {
     /// The cache device's block size in bytes (a record is a whole number of them).
     pub(crate) fn block_size(&self) -> u32 {
         self.sb.block_size
+    }
+
+    /// The volume is being removed (its disk is gone, its destager stopped). With dirty data
+    /// left, the slot says so (`closed_dirty`, `closed_at`): the volume may run without this cache
+    /// before it is created with it again, so its records are then replayed only when asked
+    /// (`pfcore::rebuild::may_replay`).
+    pub(crate) fn close(&self) {
+        let (records, bytes, last) = {
+            let g = self.lock();
+            (g.dirty_q.iter().count(), g.dirty_sectors * 512, g.next_serial - 1)
+        };
+        if records == 0 {
+            return;
+        }
+        let mut slot = self.slot.lock();
+        let mut s = *slot;
+        s.closed_dirty = last.max(1);
+        s.closed_at = crate::blk::clock::real_seconds();
+        s.generation = s.generation.wrapping_add(1);
+        let written = KVec::from_elem(0u8, self.sb.block_size as usize, GFP_KERNEL)
+            .map_err(Error::from)
+            .and_then(|mut block| {
+                s.encode(&mut block, crc32c);
+                self.dev.write_sync(self.sb.slot_sector(self.slot_index), &block)
+            });
+        match written {
+            Ok(()) => {
+                *slot = s;
+                pr_info!(
+                    "cache slot {}: removed with {} dirty records ({} bytes) not on the SAN; a create replays them only when asked (replay=1)\n",
+                    self.slot_index,
+                    records,
+                    bytes
+                );
+            }
+            Err(e) => pr_warn!(
+                "cache slot {}: removed with {} dirty records, and the slot cannot say so ({:?}): a create replays them\n",
+                self.slot_index,
+                records,
+                e
+            ),
+        }
     }
 
     /// Moves the slot's `log_limit` past the log's next segment (one slot write), so that the
@@ -1593,7 +1656,18 @@ impl Volume {
             }
         }
         if mode == Mode::Normal && (policy == Policy::WriteBack || dirty > 0) {
-            io::flush(&c.dev)?;
+            if let Err(e) = io::flush(&c.dev) {
+                // What the flash acknowledged may not be stable: the cache has failed (dirty
+                // data: the volume fails; none: bypass). The flush fails either way.
+                bump(&c.counters.cache_errors, 1);
+                let mut g = c.lock();
+                g.cache_failed();
+                let now = if g.mode == Mode::Bypass { "bypassing the cache" } else { "failing its I/O" };
+                drop(g);
+                c.changed.notify_all();
+                pr_err!("cache device flush failed ({:?}); the volume is now {}\n", e, now);
+                return Err(e);
+            }
         }
         Ok(())
     }

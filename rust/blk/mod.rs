@@ -10,9 +10,11 @@
 //! - [`io`]: driver-owned pages, bios built from them or from a request, and groups of bios
 //!   waited for together.
 //! - [`thread`]: the volume's workqueue and the destager's kernel thread.
+//! - [`clock`]: the wall clock.
 
 pub(crate) mod bdev;
 pub(crate) mod bioset;
+pub(crate) mod clock;
 pub(crate) mod disk;
 mod ffi;
 pub(crate) mod io;

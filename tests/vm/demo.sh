@@ -40,8 +40,11 @@ peerflash remove vm1 || fail "remove with dirty data"
 rmmod peerflash && modprobe peerflash || fail "reload"
 echo "\$ peerflash inspect $CACHE   (the records a replay will destage)"
 peerflash inspect "$CACHE" | sed -n '/^volume/,$p'
-echo "\$ peerflash create vm1 ...  (the index is rebuilt from flash, the destager replays)"
-peerflash create vm1 --backing "$SAN" --cache "$CACHE" --policy wb || fail "create again"
+echo "\$ peerflash create vm1 ...  (removed with dirty data, it may have run without the cache since: refused)"
+peerflash create vm1 --backing "$SAN" --cache "$CACHE" --policy wb &&
+    fail "a volume removed with dirty data was replayed without being asked"
+echo "\$ peerflash create vm1 ... --replay  (the index is rebuilt from flash, the destager replays)"
+peerflash create vm1 --backing "$SAN" --cache "$CACHE" --policy wb --replay || fail "create again"
 dmesg | grep "to replay" | tail -1 | sed 's/^\[[^]]*\] //'
 w=$(dd if=/dev/pf-vm1 bs=64k skip=2048 count=256 iflag=direct status=none | sha256sum | cut -c1-16)
 echo "pattern written: $(sha256sum < /tmp/pattern | cut -c1-16)   read back after the crash: $w"

@@ -48,7 +48,9 @@ pub fn build(k: &Kernel) -> Result<Built> {
             "-p",
             "peerflash",
             "-p",
-            "pf-flushcheck"
+            "pf-flushcheck",
+            "-p",
+            "pf-craft"
         )
         .dir(&repo)
         .run()

@@ -112,7 +112,10 @@ fn vm_case(k: &Kernel, b: &Built, script: &Path) -> Result<Outcome> {
         .unwrap_or_default();
     let dir = env::repo_root().join("target/vm-tests").join(&name);
     let _ = std::fs::remove_dir_all(&dir);
-    let cfg = VmConfig::new(&format!("t-{name}"), &dir);
+    let mut cfg = VmConfig::new(&format!("t-{name}"), &dir);
+    let text = std::fs::read_to_string(script)
+        .with_context(|| format!("cannot read {}", script.display()))?;
+    apply_directives(&mut cfg, &text).with_context(|| format!("in {}", script.display()))?;
     let console = dir.join("console.log");
     let start = Instant::now();
     std::fs::create_dir_all(&dir)?;
@@ -156,6 +159,40 @@ fn vm_case(k: &Kernel, b: &Built, script: &Path) -> Result<Outcome> {
         took,
         detail,
     })
+}
+
+/// Applies a case script's `# vm: KEY=VALUE ...` lines to its VM: `cache_size` and `san_size`
+/// (bytes, with a K/M/G/T suffix; sparse images) and `mem` (MiB).
+fn apply_directives(cfg: &mut VmConfig, script: &str) -> Result<()> {
+    for line in script.lines().filter_map(|l| l.strip_prefix("# vm:")) {
+        for kv in line.split_whitespace() {
+            let (k, v) = kv
+                .split_once('=')
+                .with_context(|| format!("`{kv}` is not KEY=VALUE"))?;
+            match k {
+                "cache_size" => cfg.cache_size = parse_size(v)?,
+                "san_size" => cfg.san_size = parse_size(v)?,
+                "mem" => cfg.mem_mb = v.parse().with_context(|| format!("bad mem `{v}`"))?,
+                _ => anyhow::bail!("unknown VM setting `{k}`"),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `200G`, `512M`, `4096`: bytes.
+fn parse_size(v: &str) -> Result<u64> {
+    let (num, shift) = match v.chars().last() {
+        Some('K') => (&v[..v.len() - 1], 10),
+        Some('M') => (&v[..v.len() - 1], 20),
+        Some('G') => (&v[..v.len() - 1], 30),
+        Some('T') => (&v[..v.len() - 1], 40),
+        _ => (v, 0),
+    };
+    let n: u64 = num.parse().with_context(|| format!("bad size `{v}`"))?;
+    n.checked_shl(shift)
+        .filter(|b| b >> shift == n)
+        .with_context(|| format!("size `{v}` is too large"))
 }
 
 fn exit_status_case(k: &Kernel, b: &Built) -> Result<Outcome> {
@@ -314,6 +351,18 @@ mod tests {
                    test result: FAILED. 2 passed; 1 failed; 0 ignored; 0 measured\n";
         assert_eq!(count_cargo_results(out), (9, 1));
         assert_eq!(count_cargo_results("nothing"), (0, 0));
+    }
+
+    #[test]
+    fn vm_directives_set_the_vm() {
+        let mut cfg = VmConfig::new("t", Path::new("/tmp/x"));
+        apply_directives(&mut cfg, "#!/bin/sh\n# vm: cache_size=200G mem=3072\necho\n").unwrap();
+        assert_eq!((cfg.cache_size, cfg.mem_mb), (200 << 30, 3072));
+        assert_eq!(parse_size("4096").unwrap(), 4096);
+        assert!(parse_size("12Q").is_err());
+        assert!(parse_size("99999999999T").is_err());
+        assert!(apply_directives(&mut cfg, "# vm: disks=3\n").is_err());
+        assert!(apply_directives(&mut cfg, "# vm: cache_size\n").is_err());
     }
 
     #[test]

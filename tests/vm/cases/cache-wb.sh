@@ -3,8 +3,9 @@
 # (randwrite and randrw, 4k and 64k, QD1 and QD16); after `flush` the checkpoint equals the last
 # serial, no destage batch held overlapping writes, and the SAN holds exactly what was written;
 # read misses are populated into flash (hits on the second read; a later write wins);
-# wb to wt under I/O drains; offline replay: a volume removed with dirty data (and the module
-# reloaded) is recovered from flash when created again, served while it replays, and `flush`
+# wb to wt under I/O drains; offline replay: a volume removed with dirty data (run without its
+# cache meanwhile, the module reloaded) is refused when created again with the cache (the refusal
+# says what a replay would write) and recovered from flash with --replay, served while it replays, and `flush`
 # puts exactly the acknowledged data on the SAN; cache device failure: wt bypasses the cache
 # without loss, wb with dirty data fails its I/O instead of returning older SAN data.
 . "$PF_REPO/tests/vm/lib.sh"
@@ -122,13 +123,24 @@ dirty=$(val dirty_bytes)
 echo "dirty at removal: $dirty bytes"
 [ "$dirty" -gt 0 ] || fail "no dirty data left to replay"
 peerflash remove v || fail "remove with dirty data"
+dmesg | grep "removed with" | tail -1
+# Meanwhile the volume runs without its cache (B, in another region).
+peerflash create v --backing "$SAN" || fail "create uncached"
+dd if=/dev/urandom of=b.dat bs=64k count=4 status=none
+dd if=b.dat of=$DEV bs=64k seek=$((1000 * 16)) oflag=direct status=none || fail "write B uncached"
+peerflash remove v || fail "remove uncached"
 want=$(md5sum < pattern)
 got=$(dd if="$SAN" iflag=direct bs=1M skip=768 count=24 2>/dev/null | md5sum)
 [ "$got" != "$want" ] || fail "the SAN already held the pattern: nothing to replay"
 peerflash inspect "$CACHE" | grep "dirty after checkpoint" | grep -v ": 0 records" || fail "inspect shows no dirty records"
 rmmod peerflash || fail "rmmod"
 modprobe peerflash || fail "modprobe again"
-peerflash create v --backing "$SAN" --cache "$CACHE" --policy wb || fail "create after the crash"
+# Removed with dirty data, the volume may have run without the cache since (it did): its
+# records are not replayed unless the operator says so, and the refusal says what they are.
+expect_refusal 2 "removed with dirty data" peerflash create v --backing "$SAN" --cache "$CACHE" --policy wb
+peerflash create v --backing "$SAN" --cache "$CACHE" --policy wb 2>&1 | grep "dirty records" ||
+    fail "the refusal does not say what a replay would write"
+peerflash create v --backing "$SAN" --cache "$CACHE" --policy wb --replay || fail "create --replay"
 dmesg | grep "to replay" | tail -1
 st=$(val state)
 echo "state after create: $st"
@@ -138,6 +150,8 @@ peerflash flush v --timeout 300 || fail "flush the replay"
 got=$(dd if="$SAN" iflag=direct bs=1M skip=768 count=24 2>/dev/null | md5sum)
 same "$got" "$want" "SAN after the replay"
 same "$(val state)" clean "state after the replay"
+got=$(dd if=$DEV iflag=direct bs=64k skip=$((1000 * 16)) count=4 2>/dev/null | md5sum)
+same "$got" "$(md5sum < b.dat)" "B, written without the cache, after the replay"
 peerflash remove v || fail "remove"
 
 step "cache device failure"

@@ -370,6 +370,12 @@ pub struct Slot {
     /// segment at or past it ([`LOG_LIMIT_STEP`] segments at a time) and a rebuild scans only
     /// below it, so attaching a large, little-used region reads little of it.
     pub log_limit: u64,
+    /// Non-zero: the volume was removed with dirty data left (the last serial it had issued);
+    /// it may have run without this cache since, so its records are replayed only when the
+    /// operator asks. 0: removed clean, or never removed (a crash replays by itself).
+    pub closed_dirty: u64,
+    /// When it was removed with dirty data, in seconds since the Unix epoch (0: unknown).
+    pub closed_at: u64,
 }
 
 /// How far [`Slot::log_limit`] moves ahead of the log at a time, in segments: one slot write per
@@ -427,6 +433,8 @@ impl Slot {
             put(b, 96, &self.generation.to_le_bytes());
             put(b, 104, &self.backing_path);
             put(b, 360, &self.log_limit.to_le_bytes());
+            put(b, 368, &self.closed_dirty.to_le_bytes());
+            put(b, 376, &self.closed_at.to_le_bytes());
         });
     }
 
@@ -460,6 +468,8 @@ impl Slot {
             generation: r.u64(96),
             backing_path: r.bytes(104),
             log_limit: r.u64(360),
+            closed_dirty: r.u64(368),
+            closed_at: r.u64(376),
         };
         if slot.segments < 2
             || slot

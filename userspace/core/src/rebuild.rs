@@ -72,6 +72,8 @@ pub enum StartError {
     NoCheckpoint,
     /// The slot's floor is not a serial a volume could have written.
     BadFloor,
+    /// The volume was removed with dirty data and may have run without this cache since.
+    ClosedDirty,
 }
 
 impl StartError {
@@ -83,6 +85,11 @@ impl StartError {
                  cannot be told from older ones (create with replay to replay them from the slot's floor)"
             }
             StartError::BadFloor => "the volume's slot is damaged (serial floor out of range)",
+            StartError::ClosedDirty => {
+                "the volume was removed with dirty data not on the SAN, and may have run without \
+                 this cache since: create with replay to destage it (only if the SAN holds nothing \
+                 newer for it; `peerflash inspect` shows it), or format the cache device to drop it"
+            }
         }
     }
 }
@@ -99,6 +106,19 @@ pub fn start(copies: [Option<Checkpoint>; 2], floor: u64, replay: bool) -> Resul
         Some(c) => Ok(c.serial.max(floor)),
         None if replay => Ok(floor),
         None => Err(StartError::NoCheckpoint),
+    }
+}
+
+/// Whether a scan that found `to_replay` records may replay them: not when the volume was
+/// removed with dirty data (the slot's `closed_dirty`), since it may have run without this cache
+/// since and its records would overwrite newer SAN data, unless the operator asks (`replay`).
+/// After a crash (`closed_dirty` 0) the records are replayed: the volume cannot have run
+/// elsewhere without an operator (or the cluster agent, which keeps its own record) knowing.
+pub fn may_replay(closed_dirty: u64, to_replay: u64, replay: bool) -> Result<(), StartError> {
+    if closed_dirty != 0 && to_replay > 0 && !replay {
+        Err(StartError::ClosedDirty)
+    } else {
+        Ok(())
     }
 }
 
@@ -208,6 +228,14 @@ mod tests {
         assert_eq!(start([cp(u64::MAX, 9), cp(10, 1)], 0, false), Ok(10), "an impossible copy");
         assert_eq!(start([cp(u64::MAX, 9), None], 0, false), Err(StartError::NoCheckpoint));
         assert_eq!(start([cp(1, 1), None], u64::MAX, true), Err(StartError::BadFloor));
+    }
+
+    #[test]
+    fn a_volume_removed_dirty_replays_only_when_asked() {
+        assert_eq!(may_replay(0, 5, false), Ok(()), "after a crash");
+        assert_eq!(may_replay(9, 5, false), Err(StartError::ClosedDirty));
+        assert_eq!(may_replay(9, 5, true), Ok(()));
+        assert_eq!(may_replay(9, 0, false), Ok(()), "nothing to replay");
     }
 
     #[test]

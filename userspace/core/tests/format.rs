@@ -82,6 +82,8 @@ fn slot() -> Slot {
         generation: 3,
         backing_path: Slot::pack_path(b"/dev/vda"),
         log_limit: 0,
+        closed_dirty: 0,
+        closed_at: 0,
     }
 }
 
@@ -206,10 +208,10 @@ proptest! {
 
     /// Slots and superblocks round-trip for any field values that make sense.
     #[test]
-    fn slot_round_trips(first in 0u64..100, n in 2u64..100, floor in any::<u64>(), gen in any::<u64>(), wb in any::<bool>(), limit in any::<u64>()) {
+    fn slot_round_trips(first in 0u64..100, n in 2u64..100, floor in any::<u64>(), gen in any::<u64>(), wb in any::<bool>(), limit in any::<u64>(), closed in any::<u64>()) {
         let s = sb();
         prop_assume!(first + n <= s.segments);
-        let sl = Slot { first_segment: first, segments: n, serial_floor: floor, generation: gen, log_limit: limit,
+        let sl = Slot { first_segment: first, segments: n, serial_floor: floor, generation: gen, log_limit: limit, closed_dirty: closed, closed_at: closed / 3,
             policy: if wb { Policy::WriteBack } else { Policy::WriteThrough }, ..slot() };
         let mut buf = [0u8; 4096];
         sl.encode(&mut buf, crc);

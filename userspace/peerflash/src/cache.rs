@@ -266,6 +266,9 @@ pub struct VolumeReport {
     pub invalid: u64,
     /// Dirty records after the checkpoint (what a replay would destage).
     pub dirty_records: u64,
+    /// When the volume was removed with dirty data (seconds since the epoch; 0: it was not, or
+    /// it crashed): the module replays its records only with `create --replay`.
+    pub removed_dirty_at: u64,
     /// Bytes a replay would write to the SAN (after newer writes supersede older ones).
     pub dirty_bytes: u64,
 }
@@ -285,6 +288,8 @@ pub struct Report {
     pub segment_bytes: u64,
     /// Number of segments.
     pub segments: u64,
+    /// First sector of the data area (segment 0).
+    pub data_start: u64,
     /// Segments not in any volume's region.
     pub free_segments: u64,
     /// Volumes.
@@ -298,10 +303,14 @@ pub fn inspect(path: &str, progress: bool) -> Result<Report> {
     let slots = read_slots(&mut dev, &sb)?;
     let used: u64 = slots
         .iter()
+        .filter_map(|(_, s)| s.map(|s| s.segments))
+        .sum();
+    let to_scan: u64 = slots
+        .iter()
         .filter_map(|(_, s)| s.map(|s| s.scan_segments()))
         .sum();
     let bar = if progress {
-        ProgressBar::new(used)
+        ProgressBar::new(to_scan)
     } else {
         ProgressBar::hidden()
     };
@@ -332,6 +341,7 @@ pub fn inspect(path: &str, progress: bool) -> Result<Report> {
             region: (slot.first_segment, slot.segments),
             checkpoint,
             checkpoint_readable,
+            removed_dirty_at: if slot.closed_dirty != 0 { slot.closed_at.max(1) } else { 0 },
             last_serial: 0,
             records: 0,
             torn: 0,
@@ -383,6 +393,7 @@ pub fn inspect(path: &str, progress: bool) -> Result<Report> {
         block_size: sb.block_size,
         segment_bytes: u64::from(sb.segment_sectors) * SECTOR_SIZE,
         segments: sb.segments,
+        data_start: sb.data_start,
         free_segments: sb.segments.saturating_sub(used),
         volumes,
     })
@@ -393,7 +404,7 @@ impl Report {
     pub fn human(&self) -> String {
         let mut s = format!(
             "cache device {}\n  format version: {}\n  uuid: {}\n  block size: {}\n  segment size: {} KiB\n  \
-             segments: {} ({} free)\n  volumes: {}\n",
+             segments: {} ({} free) from sector {}\n  volumes: {}\n",
             self.device,
             self.version,
             self.uuid,
@@ -401,13 +412,14 @@ impl Report {
             self.segment_bytes / 1024,
             self.segments,
             self.free_segments,
+            self.data_start,
             self.volumes.len()
         );
         for v in &self.volumes {
             s.push_str(&format!(
                 "volume {} (slot {})\n  uuid: {}\n  policy: {}\n  backing: {}\n  region: segments {}..{}\n  \
                  checkpoint serial: {}{}\n  last serial: {}\n  records: {} valid, {} torn, {} invalid\n  \
-                 dirty after checkpoint: {} records, {} bytes\n",
+                 dirty after checkpoint: {} records, {} bytes{}\n",
                 v.name,
                 v.slot,
                 v.uuid,
@@ -426,9 +438,31 @@ impl Report {
                 v.torn,
                 v.invalid,
                 v.dirty_records,
-                v.dirty_bytes
+                v.dirty_bytes,
+                if v.removed_dirty_at != 0 {
+                    format!(
+                        "\n  removed with dirty data {} ago: replayed only by `create --replay`",
+                        crate::cache::ago(v.removed_dirty_at)
+                    )
+                } else {
+                    String::new()
+                }
             ));
         }
         s
+    }
+}
+
+/// How long ago `unix_secs` was, for people ("3 h 12 min").
+pub fn ago(unix_secs: u64) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let d = now.saturating_sub(unix_secs);
+    match d {
+        0..=119 => format!("{d} s"),
+        120..=7199 => format!("{} min", d / 60),
+        7200..=172_799 => format!("{} h {} min", d / 3600, d % 3600 / 60),
+        _ => format!("{} days", d / 86400),
     }
 }

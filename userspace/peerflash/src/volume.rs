@@ -217,7 +217,24 @@ pub fn create(
         .and_then(|()| root.write(name, "enable", "1"));
     if let Err(e) = result {
         let no_room = e.raw_os_error() == Some(errno::ENOSPC);
+        let why = root.read(name, "last_error").unwrap_or_default();
         let mut err = enable_error(root, name, backing, e);
+        if let (true, Some(c)) = (why.contains("removed with dirty data"), cache) {
+            // What a replay would write, and since when it waits.
+            let mine = crate::cache::inspect(c.device, false)
+                .ok()
+                .and_then(|r| r.volumes.into_iter().find(|v| v.name == name));
+            if let Some(v) = mine {
+                err = err.context(format!(
+                    "{name}'s slot on {} holds {} dirty records ({} bytes) newer than its checkpoint {}, left when it was removed {} ago",
+                    c.device,
+                    v.dirty_records,
+                    v.dirty_bytes,
+                    v.checkpoint,
+                    crate::cache::ago(v.removed_dirty_at)
+                ));
+            }
+        }
         if let (true, Some(c)) = (no_room, cache) {
             let idle = idle_slots(root, c.device, name);
             if !idle.is_empty() && !c.force {

@@ -94,6 +94,8 @@ fn format_then_inspect_counts_records_and_dirty_bytes() {
         generation: 1,
         backing_path: Slot::pack_path(b"/dev/vda"),
         log_limit: 0,
+        closed_dirty: 0,
+        closed_at: 0,
     };
     let mut block = vec![0u8; 512];
     slot.encode(&mut block, crc);
