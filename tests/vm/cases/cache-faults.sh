@@ -67,14 +67,27 @@ same "$(val state)" clean "state before the fault"
 bad_copy q1
 slow pfcache /dev/mapper/pfdust "$csz" 3000
 slow pfsan "$SAN" "$ssz" 2000
-blkdiscard -o 0 -l 4096 /dev/pf-v &
+t0=$(date +%s.%N)
+(blkdiscard -o 0 -l 4096 /dev/pf-v; echo "discard: rc $?, done at +$(echo "$(date +%s.%N) - $t0" | bc) s") &
 discard=$!
-sleep 0.5
+# The write must come after the discard reached the volume (the volume's discard count).
+i=0
+while [ "$(stat_of v discards)" != 1 ]; do
+    i=$((i + 1)); [ $i -lt 100 ] || fail "the discard never reached the volume"; sleep 0.05
+done
+sleep 0.2
 # Waits behind the discard of its block (2 s on the SAN), then 3 s on its way to flash.
-dd if=p1 of=/dev/pf-v bs=4k count=1 oflag=direct status=none &
+(dd if=p1 of=/dev/pf-v bs=4k count=1 oflag=direct status=none; rc=$?
+ echo "write: rc $rc, done at +$(echo "$(date +%s.%N) - $t0" | bc) s"; exit $rc) &
 writer=$!
 sleep 2.5
-[ -e "/proc/$writer" ] || fail "the write finished before the fault (the test proves nothing)"
+echo "the fault at +$(echo "$(date +%s.%N) - $t0" | bc) s; write waits: $(val write_waits), fast writes: $(val fast_writes)"
+if ! kill -0 $writer 2>/dev/null; then
+    wait $writer
+    echo "the writer exited with $?; discard still running: $(kill -0 $discard 2>/dev/null && echo yes || echo no)"
+    dmesg | tail -5
+    fail "the write finished before the fault (the test proves nothing)"
+fi
 b4k /dev/pf-v 2048 | cmp -s - q1 || fail "the read of B failed (it must come from the SAN)"
 same "$(val state)" degraded "state after the cache read error"
 wait $discard || fail "discard"

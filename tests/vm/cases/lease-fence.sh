@@ -113,8 +113,11 @@ echo "ok: no SAN write in the next 4 s fenced"
 [ "$(cat $D/destaged_bytes)" -eq 0 ] || fail "a batch was completed across the fence"
 same "$(cat $D/fenced_batches)" 1 "batches abandoned at the fence"
 [ "$(cat $D/dirty_bytes)" -eq 262144 ] || fail "records of the abandoned batch left the dirty set"
+# Renewed for a minute; 32 writes at a time, the batch takes seconds (one at a time it would
+# outlast the renewal and be abandoned again).
+echo 32 > "$D/destage_concurrency"
 echo 60000 > "$D/lease_ms"
-peerflash flush d --timeout 300 > /dev/null || fail "flush after the renewal"
+peerflash flush d --timeout 120 > /dev/null || fail "flush after the renewal"
 i=0
 while [ $i -lt 64 ]; do
     dd if=/dev/mapper/pf-slow bs=4k skip=$((i * 16)) count=1 iflag=direct status=none |
