@@ -1308,6 +1308,14 @@ impl Volume {
             return Err(EINVAL);
         }
         let mut g = c.lock();
+        // `write_waits` counts writes that waited, once each (a wait is re-checked every
+        // `WAIT_SLICE_MS`).
+        let mut waited = false;
+        let mut count_wait = |c: &Cache| {
+            if !core::mem::replace(&mut waited, true) {
+                bump(&c.counters.write_waits, 1);
+            }
+        };
         let (serial, seg, off, wt) = loop {
             match g.mode {
                 Mode::Failed => return Err(EIO),
@@ -1333,7 +1341,7 @@ impl Volume {
             // flight on its blocks (the SAN and the index must agree on the last one).
             if wt && !c.san_writes_allowed() {
                 // Fenced: the lease may be another host's by now; wait for its renewal.
-                bump(&c.counters.write_waits, 1);
+                count_wait(c);
                 c.wait_changed(&mut g);
                 continue;
             }
@@ -1364,7 +1372,7 @@ impl Volume {
                 g = c.lock();
                 continue;
             }
-            bump(&c.counters.write_waits, 1);
+            count_wait(c);
             // Room (or the SAN copy of older dirty data) is what is missing: destage now.
             g.drain = true;
             c.work.notify_all();

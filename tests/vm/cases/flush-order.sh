@@ -87,6 +87,8 @@ step "write-through writes, a switch to wb, a flush, then the SAN loses power: t
 # The wt writes sit in the SAN's volatile cache; their records on flash are clean (never
 # replayed), so only a SAN flush makes them stable.
 peerflash create v --backing /dev/pfsan --cache /dev/pfcache --policy wt || fail "create wt"
+# The destager's own SAN flushes (it moves the checkpoint past completed writes) stay out.
+echo 1 > /sys/block/pf-v/peerflash/destage_paused
 dd if=/dev/urandom of=wt.dat bs=1M count=2 status=none
 dd if=wt.dat of=/dev/pf-v bs=64k seek=1024 oflag=direct status=none || fail "wt writes"
 peerflash set-policy v wb || fail "set-policy wb"
