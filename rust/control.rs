@@ -129,7 +129,8 @@ struct VolumeInner {
     cache_mib: u64,
     /// Without room for a new slot, take back the slots of volumes not running here.
     force: bool,
-    /// Replay the slot's records from its floor even when no checkpoint copy is readable.
+    /// Replay the slot's records even after a removal with dirty data, or from its floor when
+    /// no checkpoint copy is readable.
     replay: bool,
     /// Why the last refused write was refused ("" after a success).
     last_error: &'static str,
@@ -555,8 +556,9 @@ impl AttributeOperations<13> for VolumeConfig {
         show_fmt(page, fmt!("{}\n", u8::from(this.inner.lock().replay)))
     }
 
-    /// 1: replay the slot's dirty records from its serial floor even when neither checkpoint
-    /// copy is readable (the operator knows the SAN holds nothing newer for them).
+    /// 1: replay the slot's dirty records even when the volume was removed with dirty data (it
+    /// may have run without this cache since) or neither checkpoint copy is readable (then from
+    /// the slot's serial floor): the operator knows the SAN holds nothing newer for them.
     fn store(this: &VolumeConfig, page: &[u8]) -> Result {
         let mut g = this.inner.lock();
         if g.running.is_some() {

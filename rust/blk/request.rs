@@ -465,7 +465,7 @@ impl<T: Handler> Request<T> {
     }
 
     /// Vectors for a record bio: one for the header block, then the data's, never more than
-    /// `BIO_MAX_VECS` in all (a larger count is a bug in `bio_alloc_bioset`'s callers). A request
+    /// `BIO_MAX_VECS` in all (`bio_alloc_bioset` hits `BUG()` for more). A request
     /// whose data needs more cannot become one record: adding its pages fails, and that request
     /// fails (the queue's `max_segments` keeps real requests far below it).
     pub(crate) fn record_vecs(&self) -> u16 {

@@ -121,7 +121,8 @@ pub struct CacheArgs<'a> {
     pub mib: Option<u64>,
     /// Without room for a new slot, take back the slots of volumes not running here.
     pub force: bool,
-    /// Replay the slot's records from its floor even when no checkpoint copy is readable.
+    /// Replay the slot's records even after a removal with dirty data, or from its floor when
+    /// no checkpoint copy is readable.
     pub replay: bool,
 }
 
