@@ -59,7 +59,8 @@ dd if=/dev/urandom of=data bs=1M count=384 status=none
 dd if=data of=/dev/pf-v bs=1M oflag=direct status=none || fail "384 MiB of writes"
 peerflash inspect "$CACHE" | grep -E "region|records"
 peerflash remove v || fail "remove with everything dirty"
-peerflash create v --backing "$SAN" --cache "$CACHE" --policy wb || fail "create again"
+# Removed with dirty data: replayed only when asked.
+peerflash create v --backing "$SAN" --cache "$CACHE" --policy wb --replay || fail "create again"
 scan=$(dmesg | grep "cache slot" | tail -1)
 echo "$scan"
 # What the rebuild found (the replay starts at once, so dirty_bytes is already going down).
