@@ -141,6 +141,7 @@ expect_refusal 2 "removed with dirty data" peerflash create v --backing "$SAN" -
 peerflash create v --backing "$SAN" --cache "$CACHE" --policy wb 2>&1 | grep "dirty records" ||
     fail "the refusal does not say what a replay would write"
 peerflash create v --backing "$SAN" --cache "$CACHE" --policy wb --replay || fail "create --replay"
+want=$(md5sum < pattern)  # (expect_refusal sets `want`)
 dmesg | grep "to replay" | tail -1
 st=$(val state)
 echo "state after create: $st"
