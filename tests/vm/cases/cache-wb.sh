@@ -192,7 +192,9 @@ same "$(val state)" failed "wb state after the cache device failed with dirty da
 echo "ok: reads of dirty data fail instead of returning older SAN data"
 heal_cache
 peerflash remove v || fail "remove the failed volume"
-peerflash create v --backing "$SAN" --cache /dev/mapper/pfc --policy wb || fail "create after healing"
+# Removed with its dirty data on flash, replayed only when asked.
+expect_refusal 2 "removed with dirty data" peerflash create v --backing "$SAN" --cache /dev/mapper/pfc --policy wb
+peerflash create v --backing "$SAN" --cache /dev/mapper/pfc --policy wb --replay || fail "create after healing"
 peerflash flush v --timeout 300 || fail "flush after healing"
 got=$(dd if="$SAN" iflag=direct bs=1M skip=900 count=8 2>/dev/null | md5sum)
 same "$got" "$(md5sum < pattern2)" "SAN after the healed cache replayed"
