@@ -927,6 +927,19 @@ impl Cache {
         self.sb.block_size
     }
 
+    /// Rewrites the slot under `slot`'s lock with `change` applied (generation bumped); the
+    /// copy in memory changes only once the block is written.
+    fn rewrite_slot(&self, slot: &mut Slot, change: impl FnOnce(&mut Slot)) -> Result {
+        let mut s = *slot;
+        change(&mut s);
+        s.generation = s.generation.wrapping_add(1);
+        let mut block = KVec::from_elem(0u8, self.sb.block_size as usize, GFP_IO_PATH)?;
+        s.encode(&mut block, crc32c);
+        self.dev.write_sync(self.sb.slot_sector(self.slot_index), &block)?;
+        *slot = s;
+        Ok(())
+    }
+
     /// The volume is being removed (its disk is gone, its destager stopped). With dirty data
     /// left, the slot says so (`closed_dirty`, `closed_at`): the volume may run without this cache
     /// before it is created with it again, so its records are then replayed only when asked
@@ -940,19 +953,12 @@ impl Cache {
             return;
         }
         let mut slot = self.slot.lock();
-        let mut s = *slot;
-        s.closed_dirty = last.max(1);
-        s.closed_at = crate::blk::clock::real_seconds();
-        s.generation = s.generation.wrapping_add(1);
-        let written = KVec::from_elem(0u8, self.sb.block_size as usize, GFP_KERNEL)
-            .map_err(Error::from)
-            .and_then(|mut block| {
-                s.encode(&mut block, crc32c);
-                self.dev.write_sync(self.sb.slot_sector(self.slot_index), &block)
-            });
+        let written = self.rewrite_slot(&mut slot, |s| {
+            s.closed_dirty = last.max(1);
+            s.closed_at = crate::blk::clock::real_seconds();
+        });
         match written {
             Ok(()) => {
-                *slot = s;
                 pr_info!(
                     "cache slot {}: removed with {} dirty records ({} bytes) not on the SAN; a create replays them only when asked (replay=1)\n",
                     self.slot_index,
@@ -975,13 +981,7 @@ impl Cache {
         let next = self.lock().head.next_segment();
         let mut slot = self.slot.lock();
         if let Some(limit) = slot.log_limit_for(next) {
-            let mut s = *slot;
-            s.log_limit = limit;
-            s.generation = s.generation.wrapping_add(1);
-            let mut block = KVec::from_elem(0u8, self.sb.block_size as usize, GFP_IO_PATH)?;
-            s.encode(&mut block, crc32c);
-            self.dev.write_sync(self.sb.slot_sector(self.slot_index), &block)?;
-            *slot = s;
+            self.rewrite_slot(&mut slot, |s| s.log_limit = limit)?;
         }
         let limit = slot.scan_segments();
         drop(slot);
@@ -1052,13 +1052,7 @@ impl Cache {
     pub(crate) fn set_policy(&self, p: Policy) -> Result {
         let mut slot = self.slot.lock();
         if slot.policy != p {
-            let mut s = *slot;
-            s.policy = p;
-            s.generation = s.generation.wrapping_add(1);
-            let mut block = KVec::from_elem(0u8, self.sb.block_size as usize, GFP_KERNEL)?;
-            s.encode(&mut block, crc32c);
-            self.dev.write_sync(self.sb.slot_sector(self.slot_index), &block)?;
-            *slot = s;
+            self.rewrite_slot(&mut slot, |s| s.policy = p)?;
         }
         self.lock().policy = p;
         self.changed.notify_all();
