@@ -26,9 +26,9 @@ use kernel::ModuleMetadata;
 
 use crate::blk::bdev::BlockDev;
 use crate::blk::thread::Thread;
-use crate::cache;
-use crate::engine::{self, Cache};
-use crate::blk::disk::Disk;
+use crate::blk::disk::{self, Disk};
+use crate::cache::attach;
+use crate::cache::Cache;
 use crate::pfcore::format::Policy;
 use crate::pfcore::{attr, geometry, names};
 use crate::volume::Volume;
@@ -190,7 +190,7 @@ impl VolumeInner {
                 return Err(self.refuse(why, e));
             }
         };
-        if Disk::<Volume>::is_ours(&dev) {
+        if disk::is_ours(&dev) {
             return Err(self.refuse("the backing device is a peerflash volume; volumes cannot be stacked", EINVAL));
         }
         let limits = match geometry::limits_for(&dev.geometry()) {
@@ -201,7 +201,7 @@ impl VolumeInner {
         let cache = match self.cache.as_ref() {
             None => None,
             Some(cpath) => {
-                let want = cache::Want {
+                let want = attach::Want {
                     name: self.name.to_bytes(),
                     backing_path: path.to_bytes(),
                     backing_sectors: limits.sectors,
@@ -209,7 +209,7 @@ impl VolumeInner {
                     mib: self.cache_mib,
                     force: self.force,
                 };
-                let a = match cache::attach(cpath, &dev, &want) {
+                let a = match attach::attach(cpath, &dev, &want) {
                     Ok(a) => a,
                     Err((why, e)) => return Err(self.refuse(why, e)),
                 };
@@ -258,7 +258,7 @@ impl VolumeInner {
         let wq_name = CString::try_from_fmt(fmt!("pf-{}", self.name.to_str()?))?;
         let volume = Arc::pin_init(Volume::new(dev, cache, &wq_name)?, GFP_KERNEL)?;
         let destager = match volume.cache() {
-            Some(_) => match Thread::spawn(&wq_name, volume.clone(), engine::destager) {
+            Some(_) => match Thread::spawn(&wq_name, volume.clone(), Volume::destager) {
                 Ok(t) => Some(t),
                 Err(e) => return Err(self.refuse("cannot start the destager thread", e)),
             },

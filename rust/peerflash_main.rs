@@ -3,17 +3,18 @@
 //! peerflash: a clustered, fault-tolerant write-back cache on host flash for VM disks on shared
 //! storage. See Documentation/design.md.
 //!
-//! Layout: `blk` is the thin unsafe layer over the block layer; `volume` is a volume's data path;
-//! `control` is the configfs control interface; `pfcore` is the pure logic shared with userspace
-//! (compiled from `userspace/core/src`, tested on the host).
+//! Layout, imports running one way (control -> volume -> cache -> blk, everything -> pfcore):
+//! `control` is the configfs control interface; `volume` is a volume's request dispatch;
+//! `cache` is the cache wing (its state, requests, rebuild, destager, sysfs files); `blk` is the
+//! thin unsafe layer over the block layer; `pfcore` is the pure logic shared with userspace
+//! (compiled from `userspace/core/src`, tested on the host). The peer wing (replication) goes
+//! beside `cache`, its socket layer beside `blk`.
 
 mod blk;
 mod cache;
 mod control;
 mod crc;
-mod engine;
 mod pfcore;
-mod turns;
 mod volume;
 
 use kernel::prelude::*;
@@ -45,9 +46,9 @@ impl kernel::InPlaceModule for PeerflashModule {
                 return Err(EINVAL);
             }
             // SAFETY: the module initialiser runs once, before configfs (and any attach) exists.
-            unsafe { cache::init() };
+            unsafe { cache::attach::init() };
             // SAFETY: as above.
-            unsafe { turns::init() };
+            unsafe { cache::turns::init() };
             pr_info!("peerflash {} loaded (on-flash format {})\n", VERSION, pfcore::format::VERSION);
             Ok(try_pin_init!(Self { configfs <- control::subsystem() }))
         })

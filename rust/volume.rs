@@ -5,7 +5,8 @@
 //! Without a cache a volume passes every request through to its backing device unchanged
 //! (reads, writes with their FUA flag, flushes, discards, write-zeroes). With a cache, a
 //! write-back write that can start at once goes to flash from `queue_rq`; other requests are
-//! handed to the volume's workqueue; both are handled by the cache data path (`crate::engine`).
+//! handed to the volume's workqueue; both are handled by the cache wing (`crate::cache`), which
+//! is given the backing device and bio set it needs ([`Backend`]).
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
@@ -13,10 +14,9 @@ use kernel::prelude::*;
 
 use crate::blk::bdev::BlockDev;
 use crate::blk::bioset::BioSet;
-use crate::blk::disk::Handler;
-use crate::blk::request::{Op, Request};
+use crate::blk::request::{Handler, Op, Request};
 use crate::blk::thread::WorkQueue;
-use crate::engine::Cache;
+use crate::cache::{self, Backend, Cache};
 
 /// I/O counters of a volume, shown by the `stats` attribute.
 #[derive(Default)]
@@ -89,6 +89,18 @@ impl Volume {
         self.cached.as_ref().map(|c| &*c.cache)
     }
 
+    /// What the cache's request handlers use of the volume.
+    fn backend(&self) -> Backend<'_> {
+        Backend { san: &self.backing, bioset: &self.bioset }
+    }
+
+    /// The destager's body (its kernel thread's function): runs while the volume is up.
+    pub(crate) fn destager(&self) {
+        if let Some(c) = self.cache() {
+            c.run_destager(&self.backing);
+        }
+    }
+
     /// The I/O counters.
     pub(crate) fn stats(&self) -> &Stats {
         &self.stats
@@ -120,7 +132,7 @@ impl Handler for Volume {
         }
         match &self.cached {
             Some(c) => {
-                if let Some(rq) = self.write_now(&c.cache, &c.wq, rq) {
+                if let Some(rq) = c.cache.write_now(&self.backend(), &c.wq, rq) {
                     rq.defer(&c.wq);
                 }
             }
@@ -136,7 +148,10 @@ impl Handler for Volume {
 
     fn write_failed(&self, rq: Request<Self>, token: usize, err: Error) {
         match self.cache() {
-            Some(c) => self.fast_write_failed(c, rq, token, err),
+            Some(c) => {
+                c.fast_write_failed(token, err);
+                self.process(rq);
+            }
             None => rq.end(Err(err)),
         }
     }
@@ -145,23 +160,24 @@ impl Handler for Volume {
         let Some(c) = self.cache() else {
             return rq.remap(&self.backing, &self.bioset);
         };
+        let b = self.backend();
         let r = match rq.op() {
-            Op::Read => self.cache_read(c, &rq),
-            Op::Write => self.cache_write(c, &rq),
-            Op::Flush => self.cache_flush(c),
-            Op::Discard | Op::WriteZeroes => self.cache_san_op(c, &rq),
+            Op::Read => c.read(&b, &rq),
+            Op::Write => c.write(&b, &rq),
+            Op::Flush => c.flush(&b),
+            Op::Discard | Op::WriteZeroes => c.san_op(&b, &rq),
             Op::Other(_) => Err(EOPNOTSUPP),
         };
         rq.end(r);
     }
 
-    const SYSFS: &'static [(&'static CStr, bool)] = crate::engine::SYSFS;
+    const SYSFS: &'static [(&'static CStr, bool)] = cache::SYSFS;
 
     fn sysfs_show(&self, i: usize, w: &mut kernel::str::Formatter<'_>) -> Result {
         match self.cache() {
             Some(c) => c.sysfs_show(i, w),
             None if i == 0 => {
-                core::fmt::Write::write_fmt(w, fmt!("{}\n", crate::engine::STATE_NO_CACHE)).map_err(|_| EINVAL)
+                core::fmt::Write::write_fmt(w, fmt!("{}\n", cache::STATE_NO_CACHE)).map_err(|_| EINVAL)
             }
             None => Err(ENODATA),
         }

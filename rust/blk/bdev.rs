@@ -2,7 +2,7 @@
 
 //! A block device opened by path, exclusively, for reading and writing.
 
-use core::ffi::c_void;
+use core::ffi::{c_int, c_void};
 use core::ptr::NonNull;
 
 use kernel::bindings;
@@ -13,6 +13,9 @@ use kernel::prelude::*;
 use super::ffi;
 use crate::pfcore::geometry;
 
+
+/// The type of a `block_device_operations::open` callback.
+pub(crate) type OpenFn = unsafe extern "C" fn(*mut bindings::gendisk, bindings::blk_mode_t) -> c_int;
 /// An exclusively opened block device (a volume's backing "SAN" device).
 ///
 /// # Invariants
@@ -149,7 +152,7 @@ impl BlockDev {
     }
 
     /// Whether this device is served by the given block device operations table.
-    pub(crate) fn has_fops(&self, open: super::disk::OpenFn) -> bool {
+    pub(crate) fn has_fops(&self, open: OpenFn) -> bool {
         // SAFETY: by the type invariant the device is open, so `bd_disk` and its fops are valid.
         let fops = unsafe { ffi::pf_bdev_fops(self.raw()) };
         if fops.is_null() {

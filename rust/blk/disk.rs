@@ -26,44 +26,9 @@ use kernel::types::{ForeignOwnable, Opaque, ScopeGuard};
 use kernel::ThisModule;
 
 use super::ffi;
-use super::request::{self, Pdu};
+use super::bdev::BlockDev;
+use super::request::{self, Handler, Pdu};
 use crate::pfcore::geometry::Limits;
-
-/// The type of a `block_device_operations::open` callback.
-pub(crate) type OpenFn = unsafe extern "C" fn(*mut bindings::gendisk, bindings::blk_mode_t) -> c_int;
-
-/// What the driver above this layer implements.
-pub(crate) trait Handler: Send + Sync + Sized + 'static {
-    /// Handles a started request. The request must be ended exactly once, now or later, with
-    /// [`request::Request::end`] or [`request::Request::remap`].
-    fn queue_rq(&self, rq: request::Request<Self>);
-    /// Handles a request handed over with [`request::Request::defer`], in process context.
-    fn process(&self, rq: request::Request<Self>) {
-        rq.end(Err(EOPNOTSUPP));
-    }
-    /// A write submitted with [`request::Request::write_async`] under `token` completed on its
-    /// device: called from the bio's completion (any context, must not sleep) just before the
-    /// request ends successfully.
-    fn write_acked(&self, _token: usize) {}
-    /// A write submitted with [`request::Request::write_async`] under `token` failed with
-    /// `err`: called in process context (on the workqueue given to `write_async`) with the
-    /// request, which the handler must end.
-    fn write_failed(&self, rq: request::Request<Self>, _token: usize, err: Error) {
-        rq.end(Err(err));
-    }
-    /// Called once for every request as it ends.
-    fn completed(&self, op: request::Op, ok: bool);
-    /// Files in `/sys/block/<disk>/peerflash/`: name and whether it can be written.
-    const SYSFS: &'static [(&'static CStr, bool)] = &[];
-    /// Shows file `i` of [`Handler::SYSFS`] (one value and a newline).
-    fn sysfs_show(&self, _i: usize, _w: &mut kernel::str::Formatter<'_>) -> Result {
-        Err(EINVAL)
-    }
-    /// Stores `val` into writable file `i` of [`Handler::SYSFS`].
-    fn sysfs_store(&self, _i: usize, _val: &[u8]) -> Result {
-        Err(EINVAL)
-    }
-}
 
 /// Requests in flight per volume.
 pub(crate) const QUEUE_DEPTH: u32 = 128;
@@ -356,10 +321,12 @@ impl<T: Handler> Disk<T> {
         (g.major as u32, g.first_minor as u32)
     }
 
-    /// Whether `dev` is a disk of this driver (so that a volume is never stacked on another).
-    pub(crate) fn is_ours(dev: &super::bdev::BlockDev) -> bool {
-        dev.has_fops(open_callback)
-    }
+}
+
+/// Whether `dev` is a disk of this driver (so that a volume is never stacked on another, nor
+/// used as a cache device).
+pub(crate) fn is_ours(dev: &BlockDev) -> bool {
+    dev.has_fops(open_callback)
 }
 
 impl<T: Handler> Drop for Disk<T> {

@@ -19,34 +19,10 @@ use kernel::sync::Completion;
 
 use super::bdev::BlockDev;
 use super::bioset::BioSet;
-use super::disk::Handler;
+use super::dir::Dir;
 use super::ffi;
 use super::GFP_IO_PATH;
-use super::request::Request;
-
-/// What a bio does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Dir {
-    /// Read.
-    Read,
-    /// Write (stable only after a later flush).
-    Write,
-    /// Write that is stable when it completes.
-    WriteFua,
-}
-
-impl Dir {
-    pub(super) fn opf(self) -> bindings::blk_opf_t {
-        // SAFETY: the helpers only return constants.
-        unsafe {
-            match self {
-                Dir::Read => ffi::pf_opf_read(),
-                Dir::Write => ffi::pf_opf_write(),
-                Dir::WriteFua => ffi::pf_opf_write_fua(),
-            }
-        }
-    }
-}
+use super::request::{Handler, Request};
 
 /// A buffer of whole kernel pages owned by the driver (record headers, destage data).
 pub(crate) struct PageBuf {

@@ -5,8 +5,10 @@
 //!
 //! - [`bdev::BlockDev`]: a block device opened by path (a volume's backing device).
 //! - [`bioset::BioSet`]: a bio mempool.
-//! - [`disk::Disk`]: a blk-mq disk with its tag set, driven by a [`disk::Handler`].
-//! - [`request::Request`]: a started request, ended exactly once or remapped to another device.
+//! - [`disk::Disk`]: a blk-mq disk with its tag set, driven by a [`request::Handler`].
+//! - [`request::Request`]: a started request, ended exactly once or remapped to another device,
+//!   and [`request::Handler`], what the driver above does with it.
+//! - [`dir::Dir`]: what a bio does.
 //! - [`io`]: driver-owned pages, bios built from them or from a request, and groups of bios
 //!   waited for together.
 //! - [`thread`]: the volume's workqueue and the destager's kernel thread.
@@ -15,6 +17,7 @@
 pub(crate) mod bdev;
 pub(crate) mod bioset;
 pub(crate) mod clock;
+pub(crate) mod dir;
 pub(crate) mod disk;
 mod ffi;
 pub(crate) mod io;

@@ -17,9 +17,8 @@ use kernel::types::{ForeignOwnable, Opaque};
 
 use super::bdev::BlockDev;
 use super::bioset::BioSet;
-use super::disk::Handler;
 use super::ffi;
-use super::io::Dir;
+use super::dir::Dir;
 
 /// Most vectors of one bio (`BIO_MAX_VECS`, include/linux/bio.h).
 pub(crate) const BIO_MAX_VECS: u16 = 256;
@@ -51,6 +50,39 @@ impl Op {
             bindings::req_op_REQ_OP_WRITE_ZEROES => Op::WriteZeroes,
             other => Op::Other(other),
         }
+    }
+}
+
+/// What the driver above this layer implements.
+pub(crate) trait Handler: Send + Sync + Sized + 'static {
+    /// Handles a started request. The request must be ended exactly once, now or later, with
+    /// [`Request::end`] or [`Request::remap`].
+    fn queue_rq(&self, rq: Request<Self>);
+    /// Handles a request handed over with [`Request::defer`], in process context.
+    fn process(&self, rq: Request<Self>) {
+        rq.end(Err(EOPNOTSUPP));
+    }
+    /// A write submitted with [`Request::write_async`] under `token` completed on its
+    /// device: called from the bio's completion (any context, must not sleep) just before the
+    /// request ends successfully.
+    fn write_acked(&self, _token: usize) {}
+    /// A write submitted with [`Request::write_async`] under `token` failed with
+    /// `err`: called in process context (on the workqueue given to `write_async`) with the
+    /// request, which the handler must end.
+    fn write_failed(&self, rq: Request<Self>, _token: usize, err: Error) {
+        rq.end(Err(err));
+    }
+    /// Called once for every request as it ends.
+    fn completed(&self, op: Op, ok: bool);
+    /// Files in `/sys/block/<disk>/peerflash/`: name and whether it can be written.
+    const SYSFS: &'static [(&'static CStr, bool)] = &[];
+    /// Shows file `i` of [`Handler::SYSFS`] (one value and a newline).
+    fn sysfs_show(&self, _i: usize, _w: &mut kernel::str::Formatter<'_>) -> Result {
+        Err(EINVAL)
+    }
+    /// Stores `val` into writable file `i` of [`Handler::SYSFS`].
+    fn sysfs_store(&self, _i: usize, _val: &[u8]) -> Result {
+        Err(EINVAL)
     }
 }
 

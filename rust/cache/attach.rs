@@ -25,11 +25,10 @@ use kernel::bindings;
 use kernel::prelude::*;
 
 use crate::blk::bdev::BlockDev;
-use crate::blk::disk::Disk;
+use crate::blk::disk;
 use crate::crc::crc32c;
 use crate::pfcore::geometry::GeometryError;
 use crate::pfcore::format::{largest_free_run, Checkpoint, LOG_LIMIT_STEP, FormatError, Policy, Slot, Superblock, META_BYTES};
-use crate::volume::Volume;
 
 kernel::sync::global_lock! {
     // SAFETY: initialised by `init` in the module initialiser, before configfs exists.
@@ -140,7 +139,7 @@ pub(crate) fn attach(path: &CStr, backing: &BlockDev, want: &Want<'_>) -> Result
     if dev.same_device(backing) {
         return Err(("the cache device is the backing device", EINVAL));
     }
-    if Disk::<Volume>::is_ours(&dev) {
+    if disk::is_ours(&dev) {
         return Err(("the cache device is a peerflash volume", EINVAL));
     }
     let geo = dev.geometry();

@@ -1,0 +1,151 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The state of a volume's cache after a restart: the checkpoint copies read and the slot's
+//! region scanned, with the attach rules of `pfcore::rebuild` (what is replayed, what refused).
+
+use kernel::prelude::*;
+use kernel::rbtree::RBTree;
+
+use crate::blk::bdev::BlockDev;
+use crate::blk::bioset::BioSet;
+use crate::blk::dir::Dir;
+use crate::blk::io::{self, Bio, PageBuf};
+use crate::crc::crc32c;
+use crate::pfcore::destage::LogHead;
+use crate::pfcore::format::{self, Checkpoint, Slot, Superblock};
+use crate::pfcore::rebuild;
+
+use super::attach::Refusal;
+use super::cache::MAX_REQUEST_SECTORS;
+use super::index::Index;
+use super::state::{Mode, Rec, Seg, State};
+
+/// Reads the checkpoint copies and scans the slot's region: the state of the volume's
+/// cache after a restart (`pfcore::rebuild`'s rules decide what is replayed).
+pub(super) fn state_from_flash(dev: &BlockDev, sb: &Superblock, slot_index: u32, slot: &Slot, replay: bool) -> Result<State, Refusal> {
+    let io = |e| ("cannot read the volume's records on the cache device", e);
+    fn oom<E>(_: E) -> Refusal {
+        ("out of memory for the volume's cache tables", ENOMEM)
+    }
+    let bs = sb.block_size as usize;
+    let mut block = KVec::from_elem(0u8, bs, GFP_KERNEL).map_err(oom)?;
+    // An unreadable copy is no copy.
+    let mut cps = [None, None];
+    for (copy, cp) in cps.iter_mut().enumerate() {
+        if dev.read_sync(sb.checkpoint_sector(slot_index, copy as u32), &mut block).is_ok() {
+            *cp = Checkpoint::decode(&block, &slot.uuid, crc32c);
+        }
+    }
+    let checkpoint = rebuild::start(cps, slot.serial_floor, replay).map_err(|e| (e.describe(), EINVAL))?;
+    let checkpoint_seq = Checkpoint::newest(cps[0], cps[1]).map_or(0, |c| c.seq);
+    let n = usize::try_from(slot.segments).map_err(|_| ("the volume's slot is damaged", EINVAL))?;
+    let mut segs = KVVec::with_capacity(n, GFP_KERNEL).map_err(oom)?;
+    for _ in 0..n {
+        segs.push(Seg::default(), GFP_KERNEL).map_err(oom)?;
+    }
+    let seg_sectors = u64::from(sb.segment_sectors);
+    let mut scan = rebuild::Scan::new(checkpoint);
+    let mut st = State {
+        index: Index { tree: RBTree::new() },
+        segs,
+        // Full, so that the first write moves to the next segment through the reuse check
+        // (a slot has at least two segments).
+        head: LogHead {
+            segments: slot.segments,
+            segment_sectors: seg_sectors,
+            segment: slot.segments.saturating_sub(1),
+            offset: seg_sectors,
+        },
+        next_serial: scan.next_serial(),
+        checkpoint,
+        checkpoint_seq,
+        dirty_q: RBTree::new(),
+        inflight: KVec::new(),
+        cached_sectors: 0,
+        dirty_sectors: 0,
+        policy: slot.policy,
+        mode: Mode::Normal,
+        replay_until: 0,
+        destage_failures: 0,
+        dirty_since_ms: None,
+        drain: false,
+        log_limit: slot.scan_segments(),
+        log_at_limit: false,
+        wb_submitted: 0,
+        floor: None,
+    };
+
+    // The scan: every segment the log may have written read whole, every record checked.
+    let bounds = rebuild::Bounds { backing_sectors: slot.backing_sectors, max_len: MAX_REQUEST_SECTORS };
+    let start = kernel::time::Instant::<kernel::time::Monotonic>::now();
+    let seg_bytes = seg_sectors as usize * 512;
+    let pages = PageBuf::new(seg_bytes).map_err(oom)?;
+    let mut buf = KVVec::from_elem(0u8, seg_bytes, GFP_KERNEL).map_err(oom)?;
+    let bset = KBox::pin_init(BioSet::new(), GFP_KERNEL).map_err(oom)?;
+    let mut failed: Result = Ok(());
+    let scanned = slot.scan_segments() as usize;
+    for s in 0..scanned {
+        let base = sb.segment_sector(slot.first_segment + s as u64);
+        let mut bios = KVec::new();
+        let chunk = 256 * kernel::page::PAGE_SIZE;
+        let mut off = 0;
+        while off < seg_bytes {
+            let len = chunk.min(seg_bytes - off);
+            let mut b = Bio::new(dev, base + (off / 512) as u64, 256, Dir::Read, &bset).map_err(oom)?;
+            b.add_buf(&pages, off, len).map_err(oom)?;
+            bios.push(b, GFP_KERNEL).map_err(oom)?;
+            off += len;
+        }
+        io::run(bios).map_err(io)?;
+        pages.read(0, &mut buf).map_err(io)?;
+        format::scan_segment(&buf, sb.block_size, crc32c, |at, found| {
+            if let Some(h) = scan.note(s as u64, found, &slot.uuid, &bounds) {
+                let rec = Rec { serial: h.serial, lba: h.lba, len: u64::from(h.len) };
+                let flash = base + at + sb.block_sectors();
+                if let Err(e) = st.add_record(s, rec, flash, true) {
+                    failed = Err(e);
+                }
+            }
+        });
+        failed.map_err(oom)?;
+    }
+    if let Some(s) = scan.max_seg {
+        st.head.segment = s;
+    }
+    rebuild::may_replay(slot.closed_dirty, scan.replay, replay).map_err(|e| {
+        pr_warn!(
+            "cache slot {}: {} records ({} KiB) to replay, left when the volume was removed with dirty data\n",
+            slot_index,
+            scan.replay,
+            scan.replay_sectors / 2
+        );
+        (e.describe(), EINVAL)
+    })?;
+    st.next_serial = scan.next_serial();
+    st.replay_until = scan.replay_until;
+    // A replay starts at once (the volume is "replaying" until it is done).
+    st.drain = !st.dirty_q.is_empty();
+    let ms = start.elapsed().as_millis();
+    pr_info!(
+        "cache slot {}: scanned {} of {} MiB in {} ms: {} valid records ({} to replay, {} dirty KiB), {} torn, {} invalid; checkpoint {}, next serial {}\n",
+        slot_index,
+        (scanned as u64 * seg_sectors) >> 11,
+        (n as u64 * seg_sectors) >> 11,
+        ms,
+        scan.valid,
+        scan.replay,
+        st.dirty_sectors / 2,
+        scan.torn,
+        scan.invalid,
+        checkpoint,
+        st.next_serial
+    );
+    if scan.invalid > 0 {
+        pr_warn!(
+            "cache slot {}: {} records carry the volume's uuid but cannot be its writes (past its end, too long, or an impossible serial): ignored\n",
+            slot_index,
+            scan.invalid
+        );
+    }
+    Ok(st)
+}

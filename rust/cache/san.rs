@@ -1,0 +1,73 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Requests that go to the SAN as they are: discards and write-zeroes (after the dirty data
+//! and writes in flight on their range), and everything while the cache is bypassed.
+
+use core::sync::atomic::Ordering;
+
+use kernel::prelude::*;
+
+use crate::blk::io::{self, Bio};
+use crate::blk::request::{Handler, Op, Request};
+
+use super::cache::{Backend, Cache};
+use super::state::Mode;
+
+impl Cache {
+    /// A discard or write-zeroes: waits for dirty data and writes in flight on its range, then
+    /// goes to the SAN; the cache forgets the range.
+    pub(crate) fn san_op<H: Handler>(&self, b: &Backend<'_>, rq: &Request<H>) -> Result {
+        let (lba, len) = (rq.sector(), rq.sectors());
+        let mut g = self.lock();
+        let serial = loop {
+            match g.mode {
+                Mode::Failed => return Err(EIO),
+                Mode::Bypass if g.floor.is_some() => {
+                    // Nothing more goes to the SAN before the switch's checkpoint is written.
+                    g = self.settle_floor(g);
+                    continue;
+                }
+                Mode::Bypass if !self.san_writes_allowed() => {
+                    // Fenced: wait for the lease's renewal (its store notifies `changed`).
+                    self.wait_changed(&mut g);
+                    continue;
+                }
+                Mode::Bypass => {
+                    drop(g);
+                    return self.san_request(b, rq);
+                }
+                Mode::Normal => {}
+            }
+            if !g.overlaps_inflight(lba, len, false)
+                && !g.overlaps_dirty(lba, len)
+                && self.san_writes_allowed()
+            {
+                g.invalidate(lba, len)?;
+                break g.begin(lba, len, true)?;
+            }
+            if g.overlaps_dirty(lba, len) {
+                // Dirty data of the range goes to the SAN first: now, not on the destage timer.
+                g.drain = true;
+            }
+            self.work.notify_all();
+            self.wait_changed(&mut g);
+        };
+        drop(g);
+        let r = self.san_request(b, rq);
+        self.lock().end(serial);
+        self.changed.notify_all();
+        r
+    }
+
+    /// The request sent to the SAN as it is; waits for it. A write that completes there is
+    /// noted for the next flush ([`Cache::san_unflushed`]).
+    pub(super) fn san_request<H: Handler>(&self, b: &Backend<'_>, rq: &Request<H>) -> Result {
+        let mut bios = KVec::new();
+        Bio::clone_request(rq, 0, rq.sectors(), b.san, rq.sector(), b.bioset, &mut bios)?;
+        io::run(bios)?;
+        if rq.op() != Op::Read {
+            self.san_unflushed.store(true, Ordering::Release);
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,216 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! A write with a cache: logged on flash (wb: dirty; wt: a clean copy, with the SAN write in
+//! parallel), after waiting for room, for writes in flight on its blocks and, in wt, for older
+//! dirty data of its blocks to be destaged.
+
+use core::sync::atomic::Ordering;
+
+use kernel::prelude::*;
+
+use crate::blk::dir::Dir;
+use crate::blk::io::{Bio, IoSet};
+use crate::blk::request::{Handler, Request};
+use crate::pfcore::format::{Policy, RecordHeader, RECORD_DIRTY};
+
+use super::cache::{Backend, Cache, MAX_REQUEST_SECTORS};
+use super::state::{Mode, Rec};
+use super::stats::bump;
+
+impl Cache {
+    /// A write: logged on flash (wb: dirty; wt: a clean copy, with the SAN write in parallel).
+    pub(crate) fn write<H: Handler>(&self, b: &Backend<'_>, rq: &Request<H>) -> Result {
+        let (lba, len) = (rq.sector(), rq.sectors());
+        let len32 = u32::try_from(len).map_err(|_| EINVAL)?;
+        let footprint = RecordHeader::footprint(len32, self.sb.block_size);
+        if len32 == 0 || len32 > MAX_REQUEST_SECTORS || footprint > u64::from(self.sb.segment_sectors) {
+            // The queue limits keep requests below this; never wait for room that cannot exist.
+            return Err(EINVAL);
+        }
+        let mut g = self.lock();
+        // `write_waits` counts writes that waited, once each (a wait is re-checked every
+        // `WAIT_SLICE_MS`).
+        let mut waited = false;
+        let mut count_wait = || {
+            if !core::mem::replace(&mut waited, true) {
+                bump(&self.counters.write_waits, 1);
+            }
+        };
+        let (serial, seg, off, wt) = loop {
+            match g.mode {
+                Mode::Failed => return Err(EIO),
+                Mode::Bypass if g.floor.is_some() => {
+                    // Nothing more goes to the SAN before the switch's checkpoint is written.
+                    g = self.settle_floor(g);
+                    continue;
+                }
+                Mode::Bypass if !self.san_writes_allowed() => {
+                    // Fenced: wait for the lease's renewal (its store notifies `changed`).
+                    self.wait_changed(&mut g);
+                    continue;
+                }
+                Mode::Bypass => {
+                    drop(g);
+                    return self.san_request(b, rq);
+                }
+                Mode::Normal => {}
+            }
+            let wt = g.policy == Policy::WriteThrough;
+            // A write-through write goes to the SAN now: it waits for older dirty data of its
+            // blocks to be destaged first (else a replay could overwrite it) and for any write in
+            // flight on its blocks (the SAN and the index must agree on the last one).
+            if wt && !self.san_writes_allowed() {
+                // Fenced: the lease may be another host's by now; wait for its renewal.
+                count_wait();
+                self.wait_changed(&mut g);
+                continue;
+            }
+            let blocked = g.overlaps_inflight(lba, len, !wt) || (wt && g.overlaps_dirty(lba, len));
+            if !blocked {
+                if let Some((seg, off)) = g.place(footprint)? {
+                    g.reserve_record(seg)?;
+                    let serial = g.begin(lba, len, wt)?;
+                    g.hold(seg, 1);
+                    if !wt {
+                        g.wb_submitted = g.wb_submitted.max(serial);
+                    }
+                    break (serial, seg, off, wt);
+                }
+            }
+            if g.log_at_limit {
+                // The log's next segment is past the slot's log limit: move it on.
+                drop(g);
+                if let Err(e) = self.extend_log() {
+                    bump(&self.counters.cache_errors, 1);
+                    pr_err!("cannot write the slot to extend the log ({:?})\n", e);
+                    g = self.lock();
+                    g.cache_failed();
+                    self.changed.notify_all();
+                    // Bypass (through its checkpoint) or failed: the loop says.
+                    continue;
+                }
+                g = self.lock();
+                continue;
+            }
+            count_wait();
+            // Room (or the SAN copy of older dirty data) is what is missing: destage now.
+            g.drain = true;
+            self.work.notify_all();
+            self.wait_changed(&mut g);
+        };
+        drop(g);
+
+        let at = self.seg_sector(seg) + off;
+        let flash = at + self.sb.block_sectors();
+        let flags = if wt { 0 } else { RECORD_DIRTY };
+
+        // `Err`: the record could not be built (no memory, or data the record bio cannot hold):
+        // nothing was written, an error for this request only. `Ok((flash, san))`: how the
+        // writes went.
+        let result = (|| -> Result<(Result, Result)> {
+            let hb = self.header_block(rq, flags, serial)?;
+            pin_init::stack_pin_init!(let flash_io = IoSet::new());
+            pin_init::stack_pin_init!(let san_io = IoSet::new());
+            let dir = if rq.is_fua() { Dir::WriteFua } else { Dir::Write };
+            let mut bio = Bio::new(&self.dev, at, rq.record_vecs(), dir, b.bioset)?;
+            bio.add_buf(&hb, 0, hb.len())?;
+            bio.add_request_data(rq)?;
+            flash_io.as_ref().submit(bio);
+            let mut san = Ok(());
+            if wt {
+                let mut bios = KVec::new();
+                san = Bio::clone_request(rq, 0, len, b.san, lba, b.bioset, &mut bios);
+                for bio in bios {
+                    san_io.as_ref().submit(bio);
+                }
+            }
+            let f = flash_io.as_ref().wait();
+            let s = san_io.as_ref().wait().and(san);
+            if wt && s.is_ok() {
+                self.san_unflushed.store(true, Ordering::Release);
+            }
+            Ok((f, s))
+        })();
+
+        let mut g = self.lock();
+        g.end(serial);
+        g.hold(seg, -1);
+        let rec = Rec { serial, lba, len };
+        // The destager is woken when a full batch is ready; younger, smaller ones wait for its
+        // timer (`destage_delay_ms`).
+        let wake = !wt && g.dirty_sectors >= self.tunables.batch_sectors.load(Ordering::Relaxed);
+        let result = match result {
+            Ok(r) => r,
+            Err(e) => {
+                drop(g);
+                self.changed.notify_all();
+                pr_warn!("a write of {} sectors at {} could not become a record ({:?}); it fails\n", len, lba, e);
+                return Err(e);
+            }
+        };
+        if !wt && g.mode != Mode::Normal {
+            // The cache failed while this write-back write was in flight: it is not
+            // acknowledged from flash. Bypassing, it goes to the SAN (after the switch's
+            // checkpoint, which keeps its record, if it landed, from ever being replayed);
+            // failed, it fails.
+            drop(g);
+            self.changed.notify_all();
+            return self.write(b, rq);
+        }
+        let out = match result {
+            (Ok(()), Ok(())) => match g.add_record(seg, rec, flash, !wt) {
+                Ok(()) => {
+                    if !wt && g.dirty_since_ms.is_none() {
+                        g.dirty_since_ms = Some(self.now_ms());
+                    }
+                    Ok(())
+                }
+                Err(e) if wt => {
+                    // No memory to index it: the SAN has the data and the range held no dirty
+                    // data (a write-through write waits for it to be destaged); forget it.
+                    let _ = g.invalidate(lba, len);
+                    Err(e)
+                }
+                Err(e) => {
+                    // No memory to index a write-back write: it is on flash (a restart replays
+                    // it) but cannot be served, and the older data of its range must not be
+                    // either: the volume fails its I/O (as for a fast-path write, `reap`).
+                    pr_err!("no memory to index a write ({:?}): the volume fails its I/O\n", e);
+                    g.mode = Mode::Failed;
+                    Err(EIO)
+                }
+            },
+            (Err(e), _) if !wt => {
+                bump(&self.counters.cache_errors, 1);
+                g.cache_failed();
+                if g.mode == Mode::Bypass {
+                    drop(g);
+                    self.changed.notify_all();
+                    pr_err!("cache device write failed ({:?}); no dirty data: bypassing the cache\n", e);
+                    // Through the top of the path: after the switch's checkpoint.
+                    return self.write(b, rq);
+                }
+                pr_err!("cache device write failed ({:?}) with dirty data: the volume fails its I/O\n", e);
+                Err(EIO)
+            }
+            (Err(_), Ok(())) => {
+                // Write-through: the SAN has the data; stop using the cache.
+                bump(&self.counters.cache_errors, 1);
+                let _ = g.invalidate(lba, len);
+                g.cache_failed();
+                Ok(())
+            }
+            (_, Err(e)) => {
+                // The SAN write failed: what the SAN holds for the range is unknown.
+                let _ = g.invalidate(lba, len);
+                Err(e)
+            }
+        };
+        drop(g);
+        self.changed.notify_all();
+        if wake {
+            self.work.notify_all();
+        }
+        out
+    }
+}
