@@ -180,7 +180,7 @@ pub fn run(k: &Kernel, b: &Built, secs: u64, profile: bool) -> Result<()> {
             console.display()
         ),
     }
-    if let Some(why) = crate::test::kernel_verdict_for(&cfg.run_dir, k.flavor) {
+    if let Some(why) = crate::verdict::kernel_verdict_for(&cfg.run_dir, k.flavor) {
         bail!("benchmark run: {why}");
     }
 

@@ -280,24 +280,6 @@ impl Drop for Cluster<'_> {
     }
 }
 
-/// Flags a kernel log that shows a warning, a bug or a lockdep report.
-pub fn kernel_log_problems(log: &str) -> Vec<String> {
-    const BAD: [&str; 8] = [
-        "WARNING:",
-        "BUG:",
-        "Oops",
-        "possible recursive locking",
-        "possible circular locking",
-        "inconsistent lock state",
-        "INFO: task",
-        "general protection fault",
-    ];
-    log.lines()
-        .filter(|l| BAD.iter().any(|b| l.contains(b)))
-        .map(str::to_string)
-        .collect()
-}
-
 /// The cluster smoke scenario: reachability, one shared SAN, a node killed and restarted over its
 /// images while the other goes on, a cut link seen as unreachable and then restored, and netem
 /// latency measured on the wire.
@@ -403,7 +385,7 @@ pub fn smoke(k: &Kernel, b: &Built, n: usize) -> Result<()> {
 
     for i in 0..n {
         let log = c.stop(i)?;
-        let bad = kernel_log_problems(&log);
+        let bad = crate::verdict::kernel_log_problems(&log);
         if !bad.is_empty() {
             bail!("node{i}'s kernel log shows problems:\n{}", bad.join("\n"));
         }

@@ -74,7 +74,7 @@ pub fn run(k: &Kernel, b: &Built, rounds: u32, dir: &Path) -> Result<()> {
                     tail(&cfg.run_dir.join("output.log"))
                 );
             }
-            if let Some(why) = crate::test::kernel_verdict(&cfg.run_dir) {
+            if let Some(why) = crate::verdict::kernel_verdict(&cfg.run_dir) {
                 bail!("final round: {why}");
             }
         } else {

@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 
 use crate::build::Built;
-use crate::cluster::{kernel_log_problems, Cluster};
+use crate::cluster::Cluster;
+use crate::verdict::kernel_log_problems;
 use crate::env::{self, phase};
 use crate::setup::Kernel;
 

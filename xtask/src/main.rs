@@ -11,6 +11,7 @@ mod failover;
 mod fuzz;
 mod setup;
 mod test;
+mod verdict;
 mod vm;
 
 use std::path::PathBuf;

@@ -13,8 +13,9 @@ use anyhow::{Context, Result};
 
 use crate::build::{self, Built};
 use crate::cluster;
+use crate::verdict::kernel_verdict;
 use crate::env::{self, phase};
-use crate::setup::{self, Flavor, Kernel};
+use crate::setup::{self, Kernel};
 use crate::vm::{Vm, VmConfig};
 
 struct Outcome {
@@ -68,35 +69,6 @@ fn host_tests() -> Result<(u64, u64)> {
     }
     eprintln!("    host tests: {p} passed, {f} failed (log: target/host-tests.log)");
     Ok((p, f))
-}
-
-/// Checks a VM's kernel log and lockdep state; returns what is wrong.
-pub fn kernel_verdict(run_dir: &Path) -> Option<String> {
-    kernel_verdict_for(run_dir, Flavor::Test)
-}
-
-/// As `kernel_verdict`, for a kernel of the given flavor: lockdep must be on exactly in the test
-/// kernel.
-pub fn kernel_verdict_for(run_dir: &Path, flavor: Flavor) -> Option<String> {
-    let log = std::fs::read_to_string(run_dir.join("dmesg.txt")).unwrap_or_default();
-    if log.is_empty() {
-        return Some("no kernel log (the VM did not finish its command)".into());
-    }
-    let bad = cluster::kernel_log_problems(&log);
-    if !bad.is_empty() {
-        return Some(format!("kernel log shows:\n{}", bad.join("\n")));
-    }
-    let want = match flavor {
-        Flavor::Test => "on",
-        Flavor::Bench => "off",
-    };
-    match std::fs::read_to_string(run_dir.join("lockdep")).map(|s| s.trim().to_string()) {
-        Ok(s) if s == want => None,
-        _ => Some(format!(
-            "lockdep was not {want} in the {} kernel",
-            flavor.name()
-        )),
-    }
 }
 
 fn tail(path: &Path, n: usize) -> String {
@@ -363,12 +335,5 @@ mod tests {
         assert!(parse_size("99999999999T").is_err());
         assert!(apply_directives(&mut cfg, "# vm: disks=3\n").is_err());
         assert!(apply_directives(&mut cfg, "# vm: cache_size\n").is_err());
-    }
-
-    #[test]
-    fn kernel_log_problems_are_found() {
-        let log = "[ 1.0] ok\n[ 2.0] WARNING: CPU: 0 PID: 1 at x\n[ 3.0] fine\n";
-        assert_eq!(cluster::kernel_log_problems(log).len(), 1);
-        assert!(cluster::kernel_log_problems("all good\n").is_empty());
     }
 }

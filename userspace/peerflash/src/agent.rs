@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, Host, Volume};
 use crate::configfs::Root;
-use crate::volume::VolumeError;
+use crate::error::VolumeError;
 
 /// Default path of the agent's socket.
 pub const DEFAULT_SOCKET: &str = "/run/peerflash/agent.sock";
@@ -63,7 +63,7 @@ struct Agent {
 
 /// The kernel's view of a running volume: (state, checkpoint serial, last serial).
 fn kernel_serials(name: &str) -> Option<(String, u64, u64)> {
-    use crate::wb::{read_str, read_u64};
+    use crate::sysfs::{read_str, read_u64};
     Some((
         read_str(name, "state").ok()?,
         read_u64(name, "checkpoint_serial").ok()?,
@@ -76,8 +76,8 @@ fn kernel_serials(name: &str) -> Option<(String, u64, u64)> {
 fn push_lease(lease: &Lease, name: &str) {
     // At least 1: 0 would mean "not enforced".
     let ms = lease.remaining().as_millis().clamp(1, 3_600_000);
-    if crate::wb::dir(name).join("lease_ms").exists() {
-        if let Err(e) = crate::wb::write(name, "lease_ms", ms) {
+    if crate::sysfs::dir(name).join("lease_ms").exists() {
+        if let Err(e) = crate::sysfs::write(name, "lease_ms", ms) {
             eprintln!("peerflash agent: {name}: {e:#}");
         }
     }
@@ -146,7 +146,7 @@ impl Agent {
         };
         let device = crate::volume::create(&self.root, &v.name, &v.backing, Some(&cache))?.device;
         if v.san_group != 0 {
-            crate::wb::write(&v.name, "san_group", v.san_group)?;
+            crate::sysfs::write(&v.name, "san_group", v.san_group)?;
         }
         Ok(device)
     }
@@ -208,7 +208,7 @@ impl Agent {
                     std::thread::sleep(Duration::from_millis(500));
                 }
             });
-            let r = crate::wb::flush(&self.root, &v.name, false, None);
+            let r = crate::running::flush(&self.root, &v.name, false, None);
             stop.store(true, std::sync::atomic::Ordering::Release);
             let _ = copier.join();
             r
@@ -378,7 +378,7 @@ impl Agent {
             Ok(l) => l,
             Err(e) => {
                 // Fenced at once: 1 ms of validity left.
-                let fenced = match crate::wb::write(&v.name, "lease_ms", 1) {
+                let fenced = match crate::sysfs::write(&v.name, "lease_ms", 1) {
                     Ok(()) => "yes".to_string(),
                     Err(w) => format!("NO ({w:#})"),
                 };

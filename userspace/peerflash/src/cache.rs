@@ -15,7 +15,7 @@ use peerflash_core::geometry::SECTOR_SIZE;
 use peerflash_core::rebuild;
 use serde::Serialize;
 
-use crate::volume::VolumeError;
+use crate::error::VolumeError;
 
 /// The CRC32C the on-flash format uses, from the `crc32c` crate.
 pub fn crc(prev: u32, data: &[u8]) -> u32 {

@@ -524,7 +524,7 @@ fn known(names: &HashMap<String, usize>) -> String {
 /// Reads and checks the file at `path`.
 pub fn load(path: &str) -> anyhow::Result<Config> {
     let src = std::fs::read_to_string(path)
-        .map_err(|e| crate::volume::VolumeError::NotFound(format!("cannot read {path}: {e}")))?;
+        .map_err(|e| crate::error::VolumeError::NotFound(format!("cannot read {path}: {e}")))?;
     Ok(parse(path, &src)?)
 }
 

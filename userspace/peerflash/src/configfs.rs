@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
-use crate::volume::VolumeError;
+use crate::error::VolumeError;
 
 /// Where the module's configfs subsystem lives.
 pub const DEFAULT_ROOT: &str = "/sys/kernel/config/peerflash";

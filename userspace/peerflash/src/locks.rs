@@ -34,7 +34,7 @@ fn volumes<'a>(cfg: &'a Config, names: &[String]) -> Result<Vec<&'a Volume>> {
         .iter()
         .map(|n| {
             cfg.volumes.iter().find(|v| &v.name == n).ok_or_else(|| {
-                crate::volume::VolumeError::NotFound(format!(
+                crate::error::VolumeError::NotFound(format!(
                     "volume {n} is not in the configuration"
                 ))
                 .into()
@@ -158,7 +158,7 @@ pub fn init(cfg: &Config, force: bool) -> Result<()> {
         }
     }
     if !busy.is_empty() && !force {
-        return Err(crate::volume::VolumeError::Busy(format!(
+        return Err(crate::error::VolumeError::Busy(format!(
             "refusing to initialise the datastore: lock records say {}; --force forgets them",
             busy.join(", ")
         ))
@@ -180,7 +180,7 @@ pub fn init(cfg: &Config, force: bool) -> Result<()> {
 /// Joins the lockspace as host `host` of the configuration.
 pub fn join(cfg: &Config, host: &str) -> Result<u64> {
     let h = cfg.hosts.iter().find(|h| h.name == host).ok_or_else(|| {
-        crate::volume::VolumeError::NotFound(format!("host {host} is not in the configuration"))
+        crate::error::VolumeError::NotFound(format!("host {host} is not in the configuration"))
     })?;
     datastore(cfg)?.join(h.id)?;
     Ok(h.id)

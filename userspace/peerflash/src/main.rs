@@ -4,30 +4,18 @@ mod agent;
 mod cache;
 mod config;
 mod configfs;
+mod error;
 mod locks;
+mod running;
+mod sysfs;
 mod volume;
-mod wb;
+
+use error::exit;
 
 use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand, ValueEnum};
-
-/// Exit codes (documented in Documentation/control-interface.md).
-pub mod exit {
-    /// Success.
-    pub const OK: u8 = 0;
-    /// Any failure not listed below.
-    pub const FAILURE: u8 = 1;
-    /// Bad usage or invalid input refused before anything was changed.
-    pub const INVALID: u8 = 2;
-    /// The volume or device is busy (open, in use, exists already).
-    pub const BUSY: u8 = 3;
-    /// The volume or device does not exist.
-    pub const NOT_FOUND: u8 = 4;
-    /// The peerflash module is not loaded or configfs is not mounted.
-    pub const NO_MODULE: u8 = 5;
-}
 
 #[derive(Parser)]
 #[command(name = "peerflash", version, about = "Manage peerflash cached volumes")]
@@ -385,12 +373,12 @@ fn run(cli: Cli) -> Result<()> {
             println!("removed volume {name}");
         }
         Command::SetPolicy { name, policy } => {
-            wb::set_policy(&root, &name, policy.name())?;
+            running::set_policy(&root, &name, policy.name())?;
             println!("volume {name}: policy {}", policy.name());
         }
         Command::Flush { name, timeout } => {
             let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
-            wb::flush(
+            running::flush(
                 &root,
                 &name,
                 tty,
@@ -459,8 +447,8 @@ pub fn exit_code(e: &anyhow::Error) -> u8 {
             _ => exit::FAILURE,
         }
     } else {
-        e.downcast_ref::<volume::VolumeError>()
-            .map(volume::VolumeError::exit_code)
+        e.downcast_ref::<error::VolumeError>()
+            .map(error::VolumeError::exit_code)
             .unwrap_or(exit::FAILURE)
     }
 }

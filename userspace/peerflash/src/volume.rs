@@ -12,7 +12,7 @@ use peerflash_core::{attr, names};
 use serde::Serialize;
 
 use crate::configfs::Root;
-use crate::exit;
+use crate::error::VolumeError;
 
 /// Linux errno values the module returns (asm-generic/errno-base.h).
 mod errno {
@@ -23,35 +23,6 @@ mod errno {
     pub const EEXIST: i32 = 17;
     pub const EINVAL: i32 = 22;
     pub const ENOSPC: i32 = 28;
-}
-
-/// Failures with a meaning of their own: each maps to a documented exit code.
-#[derive(Debug, thiserror::Error)]
-pub enum VolumeError {
-    /// Input refused before anything was changed.
-    #[error("{0}")]
-    Invalid(String),
-    /// The volume or device is busy.
-    #[error("{0}")]
-    Busy(String),
-    /// The volume or device does not exist.
-    #[error("{0}")]
-    NotFound(String),
-    /// The module or configfs is missing.
-    #[error("{0}")]
-    NoModule(String),
-}
-
-impl VolumeError {
-    /// The exit code for this failure.
-    pub fn exit_code(&self) -> u8 {
-        match self {
-            VolumeError::Invalid(_) => exit::INVALID,
-            VolumeError::Busy(_) => exit::BUSY,
-            VolumeError::NotFound(_) => exit::NOT_FOUND,
-            VolumeError::NoModule(_) => exit::NO_MODULE,
-        }
-    }
 }
 
 fn check_name(name: &str) -> Result<()> {
@@ -452,7 +423,7 @@ pub fn status(root: &Root, name: &str) -> Result<Status> {
         },
         stats: parse_stats(name, &read("stats")?)?,
         cache_state: if enabled {
-            crate::wb::read_all(name)?.filter(|c| c.get("state").is_some_and(|s| s != "uncached"))
+            crate::sysfs::read_all(name)?.filter(|c| c.get("state").is_some_and(|s| s != "uncached"))
         } else {
             None
         },
