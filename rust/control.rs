@@ -29,7 +29,7 @@ use crate::blk::thread::Thread;
 use crate::blk::disk::{self, Disk};
 use crate::cache::attach;
 use crate::cache::Cache;
-use crate::pfcore::format::Policy;
+use crate::pfcore::policy::{Policy, WBP_NOT_BUILT};
 use crate::pfcore::{attr, geometry, names};
 use crate::volume::Volume;
 
@@ -474,6 +474,9 @@ impl AttributeOperations<9> for VolumeConfig {
         let Some(p) = Policy::parse(page) else {
             return Err(g.refuse("expected wt or wb", EINVAL));
         };
+        if !p.runs_here() {
+            return Err(g.refuse(WBP_NOT_BUILT, EINVAL));
+        }
         if let Some(c) = g.running.as_ref().and_then(|r| r.volume.cache()) {
             if let Err(e) = c.set_policy(p) {
                 return Err(g.refuse("cannot record the policy on the cache device", e));

@@ -5,6 +5,8 @@
 // The files are the public API of the host crate; in the module only some of it is used.
 #![allow(dead_code, unreachable_pub)]
 
+#[path = "../userspace/core/src/admission.rs"]
+pub mod admission;
 #[path = "../userspace/core/src/attr.rs"]
 pub mod attr;
 #[path = "../userspace/core/src/destage.rs"]
@@ -15,7 +17,15 @@ pub mod extent;
 pub mod format;
 #[path = "../userspace/core/src/geometry.rs"]
 pub mod geometry;
+#[path = "../userspace/core/src/inflight.rs"]
+pub mod inflight;
+#[path = "../userspace/core/src/mode.rs"]
+pub mod mode;
 #[path = "../userspace/core/src/names.rs"]
 pub mod names;
+#[path = "../userspace/core/src/policy.rs"]
+pub mod policy;
 #[path = "../userspace/core/src/rebuild.rs"]
 pub mod rebuild;
+#[path = "../userspace/core/src/sysfs.rs"]
+pub mod sysfs;

@@ -16,7 +16,9 @@ use crate::blk::bdev::BlockDev;
 use crate::blk::bioset::BioSet;
 use crate::blk::request::{Handler, Op, Request};
 use crate::blk::thread::WorkQueue;
-use crate::cache::{self, Backend, Cache};
+use crate::cache::{Backend, Cache};
+use crate::pfcore::mode::CacheState;
+use crate::pfcore::sysfs::{self, Attr};
 
 /// I/O counters of a volume, shown by the `stats` attribute.
 #[derive(Default)]
@@ -171,20 +173,22 @@ impl Handler for Volume {
         rq.end(r);
     }
 
-    const SYSFS: &'static [(&'static CStr, bool)] = cache::SYSFS;
+    const SYSFS: &'static [(&'static CStr, bool)] = &sysfs::FILES;
 
     fn sysfs_show(&self, i: usize, w: &mut kernel::str::Formatter<'_>) -> Result {
+        let a = Attr::from_index(i).ok_or(EINVAL)?;
         match self.cache() {
-            Some(c) => c.sysfs_show(i, w),
-            None if i == 0 => {
-                core::fmt::Write::write_fmt(w, fmt!("{}\n", cache::STATE_NO_CACHE)).map_err(|_| EINVAL)
+            Some(c) => c.sysfs_show(a, w),
+            None if a == Attr::State => {
+                core::fmt::Write::write_fmt(w, fmt!("{}\n", CacheState::Uncached.word())).map_err(|_| EINVAL)
             }
             None => Err(ENODATA),
         }
     }
 
     fn sysfs_store(&self, i: usize, val: &[u8]) -> Result {
-        self.cache().ok_or(ENODATA)?.sysfs_store(i, val)
+        let a = Attr::from_index(i).ok_or(EINVAL)?;
+        self.cache().ok_or(ENODATA)?.sysfs_store(a, val)
     }
 
     fn completed(&self, _op: Op, ok: bool) {

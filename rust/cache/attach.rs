@@ -28,7 +28,8 @@ use crate::blk::bdev::BlockDev;
 use crate::blk::disk;
 use crate::crc::crc32c;
 use crate::pfcore::geometry::GeometryError;
-use crate::pfcore::format::{largest_free_run, Checkpoint, LOG_LIMIT_STEP, FormatError, Policy, Slot, Superblock, META_BYTES};
+use crate::pfcore::format::{largest_free_run, Checkpoint, FormatError, Slot, Superblock, LOG_LIMIT_STEP, META_BYTES};
+use crate::pfcore::policy::Policy;
 
 kernel::sync::global_lock! {
     // SAFETY: initialised by `init` in the module initialiser, before configfs exists.

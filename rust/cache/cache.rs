@@ -15,14 +15,17 @@ use crate::blk::request::{Handler, Request};
 use crate::blk::thread;
 use crate::blk::GFP_IO_PATH;
 use crate::crc::crc32c;
-use crate::pfcore::format::{Checkpoint, Policy, RecordHeader, Slot, Superblock, RECORD_HEADER_BYTES};
+use crate::pfcore::admission::WriteView;
+use crate::pfcore::format::{Checkpoint, RecordHeader, Slot, Superblock, RECORD_HEADER_BYTES};
+use crate::pfcore::policy::Policy;
 use crate::pfcore::rebuild as rules;
+use crate::pfcore::mode::{CacheState, Mode};
 
 use super::attach::{Attached, Refusal, SlotClaim};
 use super::rebuild;
 use super::turns;
 use super::early::{Early, EARLY_WORDS};
-use super::state::{Floor, Mode, Pieces, State};
+use super::state::{Floor, Pieces, State};
 use super::stats::{Counters, Rate, Tunables};
 
 /// Largest request with a cache, in sectors: a record (header block plus data pages) must fit
@@ -105,14 +108,8 @@ pub(crate) struct Snapshot {
 
 impl Snapshot {
     /// The volume state word.
-    pub(crate) fn state(&self) -> &'static str {
-        match self.mode {
-            Mode::Failed => "failed",
-            Mode::Bypass => "degraded",
-            Mode::Normal if self.replaying => "replaying",
-            Mode::Normal if self.dirty_bytes > 0 => "dirty",
-            Mode::Normal => "clean",
-        }
+    pub(crate) fn state(&self) -> CacheState {
+        CacheState::of(self.mode, self.replaying, self.dirty_bytes)
     }
 }
 
@@ -175,15 +172,7 @@ impl Cache {
             slot <- new_mutex!(slot),
             checkpoints <- new_mutex!(()),
             counters: Counters::default(),
-            tunables: Tunables {
-                batch_sectors: AtomicU64::new(2048),
-                batch_records: AtomicU64::new(256),
-                destage_concurrency: AtomicU64::new(32),
-                destage_paused: AtomicU64::new(0),
-                destage_delay_ms: AtomicU64::new(1000),
-                read_populate: AtomicU64::new(1),
-                san_group: AtomicU64::new(0),
-            },
+            tunables: Tunables::default(),
             rate: Rate::default(),
             born: kernel::time::Instant::now(),
             lease_until_ms: AtomicU64::new(0),
@@ -438,6 +427,21 @@ impl Cache {
         let mut head = [0u8; RECORD_HEADER_BYTES];
         h.encode(&mut head);
         Ok(head)
+    }
+
+    /// What write admission (`pfcore::admission`) looks at for a write of `[lba, lba + len)`;
+    /// the index and the in-flight set are searched only where the policy needs them.
+    pub(super) fn write_view(&self, g: &State, lba: u64, len: u64) -> WriteView {
+        let wt = g.policy == Policy::WriteThrough;
+        WriteView {
+            mode: g.mode,
+            floor_pending: g.floor.is_some(),
+            san_allowed: self.san_writes_allowed(),
+            write_through: wt,
+            overlaps_san_in_flight: !wt && g.overlaps_inflight(lba, len, true),
+            overlaps_in_flight: wt && g.overlaps_inflight(lba, len, false),
+            overlaps_dirty: wt && g.overlaps_dirty(lba, len),
+        }
     }
 
     /// Whether SAN writes are allowed now (no lease enforced, or the lease still valid).

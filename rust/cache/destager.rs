@@ -14,13 +14,14 @@ use crate::blk::dir::Dir;
 use crate::blk::io::{self, Bio, PageBuf};
 use crate::blk::thread;
 use crate::blk::GFP_IO_PATH;
-use crate::pfcore::destage::{self, BatchLimits};
+use crate::pfcore::destage::{self, BatchLimits, Due, DueView};
 use crate::pfcore::extent;
-use crate::pfcore::format::Policy;
+use crate::pfcore::policy::Policy;
+use crate::pfcore::mode::Mode;
 use super::turns::Turn;
 
 use super::cache::{Cache, HeldPieces};
-use super::state::{Mode, Pieces, Rec, State};
+use super::state::{Pieces, Rec, State};
 use super::stats::bump;
 
 /// How the destager reads a batch from the log (`destage::plan_reads`): at most 1 MiB a read
@@ -173,13 +174,16 @@ impl Cache {
             let pieces = self.hold_pieces(&mut g, pieces);
             return Ok(Ok(Batch { recs, pieces, checkpoint: safe }));
         }
-        // Due: a drain, write-through (its dirty data is what is left from wb), a full batch,
-        // or data that has waited `destage_delay_ms`.
-        let delay = self.tunables.destage_delay_ms.load(Ordering::Relaxed);
-        let waited = g.dirty_since_ms.map_or(delay, |t| self.now_ms().saturating_sub(t));
-        let full = g.dirty_sectors >= self.tunables.batch_sectors.load(Ordering::Relaxed);
-        if !(g.drain || g.policy == Policy::WriteThrough || full || waited >= delay) {
-            return Ok(Err(delay - waited));
+        let due = destage::batch_due(&DueView {
+            drain: g.drain,
+            write_through: g.policy == Policy::WriteThrough,
+            dirty_sectors: g.dirty_sectors,
+            batch_sectors: self.tunables.batch_sectors.load(Ordering::Relaxed),
+            waited_ms: g.dirty_since_ms.map(|t| self.now_ms().saturating_sub(t)),
+            delay_ms: self.tunables.destage_delay_ms.load(Ordering::Relaxed),
+        });
+        if let Due::In(ms) = due {
+            return Ok(Err(ms));
         }
         let limits = BatchLimits {
             max_sectors: self.tunables.batch_sectors.load(Ordering::Relaxed).max(1),

@@ -7,11 +7,14 @@ use kernel::prelude::*;
 
 use crate::blk::request::{Handler, Op, Request};
 use crate::blk::thread::{self, WorkQueue};
-use crate::pfcore::format::{Policy, RecordHeader, RECORD_DIRTY, RECORD_HEADER_BYTES};
+use crate::pfcore::admission::{admit_write, Admit};
+use crate::pfcore::policy::Policy;
+use crate::pfcore::format::{RecordHeader, RECORD_DIRTY, RECORD_HEADER_BYTES};
+use crate::pfcore::mode::Mode;
 
 use super::cache::{Backend, Cache, MAX_REQUEST_SECTORS};
 use super::early::EarlyWrite;
-use super::state::{Mode, Rec};
+use super::state::Rec;
 use super::stats::bump;
 
 // A record header fits the part of a request's header page that `set_head` writes.
@@ -41,7 +44,8 @@ impl Cache {
         };
         let _noio = thread::NoIo::enter();
         let mut g = self.lock();
-        let ready = g.mode == Mode::Normal && g.policy == Policy::WriteBack && !g.overlaps_inflight(lba, len, true);
+        // Write-back and nothing in its way: the worker's path would place it at once too.
+        let ready = g.policy == Policy::WriteBack && admit_write(&self.write_view(&g, lba, len)) == Admit::Place;
         // No room, or an error making room (no memory): the worker waits for room, or reports
         // the error when it meets it again.
         let placed = if ready { g.place(footprint).ok().flatten() } else { None };

@@ -8,10 +8,10 @@ use core::sync::atomic::Ordering;
 use kernel::prelude::*;
 
 use crate::blk::io;
-use crate::pfcore::format::Policy;
+use crate::pfcore::policy::Policy;
 
 use super::cache::{Backend, Cache};
-use super::state::Mode;
+use crate::pfcore::mode::Mode;
 use super::stats::bump;
 
 impl Cache {

@@ -31,4 +31,3 @@ pub(crate) mod turns;
 mod write;
 
 pub(crate) use cache::{Backend, Cache};
-pub(crate) use sysfs::{STATE_NO_CACHE, SYSFS};

@@ -13,9 +13,10 @@ use crate::blk::request::{Handler, Request};
 use crate::blk::GFP_IO_PATH;
 use crate::pfcore::extent;
 use crate::pfcore::format::RecordHeader;
+use crate::pfcore::mode::Mode;
 
 use super::cache::{Backend, Cache};
-use super::state::{Mode, Pieces, Rec};
+use super::state::{Pieces, Rec};
 use super::stats::bump;
 
 impl Cache {

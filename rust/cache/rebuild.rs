@@ -14,11 +14,11 @@ use crate::crc::crc32c;
 use crate::pfcore::destage::LogHead;
 use crate::pfcore::format::{self, Checkpoint, Slot, Superblock};
 use crate::pfcore::rebuild;
+use crate::pfcore::mode::Mode;
 
 use super::attach::Refusal;
-use super::cache::MAX_REQUEST_SECTORS;
 use super::index::Index;
-use super::state::{Mode, Rec, Seg, State};
+use super::state::{Rec, Seg, State};
 
 /// Reads the checkpoint copies and scans the slot's region: the state of the volume's
 /// cache after a restart (`pfcore::rebuild`'s rules decide what is replayed).
@@ -76,7 +76,7 @@ pub(super) fn state_from_flash(dev: &BlockDev, sb: &Superblock, slot_index: u32,
     };
 
     // The scan: every segment the log may have written read whole, every record checked.
-    let bounds = rebuild::Bounds { backing_sectors: slot.backing_sectors, max_len: MAX_REQUEST_SECTORS };
+    let bounds = rebuild::Bounds { backing_sectors: slot.backing_sectors, max_len: rebuild::MAX_RECORD_SECTORS };
     let start = kernel::time::Instant::<kernel::time::Monotonic>::now();
     let seg_bytes = seg_sectors as usize * 512;
     let pages = PageBuf::new(seg_bytes).map_err(oom)?;

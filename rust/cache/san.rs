@@ -11,7 +11,7 @@ use crate::blk::io::{self, Bio};
 use crate::blk::request::{Handler, Op, Request};
 
 use super::cache::{Backend, Cache};
-use super::state::Mode;
+use crate::pfcore::mode::Mode;
 
 impl Cache {
     /// A discard or write-zeroes: waits for dirty data and writes in flight on its range, then

@@ -9,21 +9,11 @@ use kernel::rbtree::RBTree;
 use crate::blk::GFP_IO_PATH;
 use crate::pfcore::destage::{self, LogHead};
 use crate::pfcore::extent::{self, Delta, Extent};
-use crate::pfcore::format::Policy;
+use crate::pfcore::policy::Policy;
+use crate::pfcore::inflight::{self, InFlight};
+use crate::pfcore::mode::{self, AtFailure, Fallback, Mode};
 
 use super::index::Index;
-
-/// What the volume does with its cache device.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Mode {
-    /// Using the cache.
-    Normal,
-    /// The cache device failed while holding no dirty data: everything goes to the SAN.
-    Bypass,
-    /// The cache device failed while holding dirty data: every request fails (the SAN holds
-    /// older data for those blocks, which must never be returned).
-    Failed,
-}
 
 /// A record in the log, as the segment that holds it and the destage queue remember it.
 #[derive(Debug, Clone, Copy)]
@@ -47,19 +37,6 @@ pub(super) struct Seg {
     pub(super) users: u32,
 }
 
-/// An operation in flight that others must not overtake.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct Inflight {
-    pub(super) serial: u64,
-    pub(super) lba: u64,
-    pub(super) len: u64,
-    /// Goes to the SAN directly (write-through, discard, write-zeroes).
-    pub(super) san: bool,
-    /// A write-back write of the fast path ([`Cache::write_now`]): acknowledged when its flash
-    /// write completes, indexed afterwards by [`Cache::lock`].
-    pub(super) early: bool,
-}
-
 /// Everything the data path and the destager share, under [`Cache::state`].
 pub(super) struct State {
     pub(super) index: Index,
@@ -72,7 +49,7 @@ pub(super) struct State {
     pub(super) checkpoint_seq: u64,
     /// Dirty records by serial: the destage queue.
     pub(super) dirty_q: RBTree<u64, Rec>,
-    pub(super) inflight: KVec<Inflight>,
+    pub(super) inflight: KVec<InFlight>,
     pub(super) cached_sectors: u64,
     pub(super) dirty_sectors: u64,
     pub(super) policy: Policy,
@@ -116,10 +93,7 @@ impl State {
     /// Whether an operation in flight overlaps `[lba, lba + len)` (`san_only`: only those that
     /// go to the SAN directly).
     pub(super) fn overlaps_inflight(&self, lba: u64, len: u64, san_only: bool) -> bool {
-        let end = lba.saturating_add(len);
-        self.inflight
-            .iter()
-            .any(|i| (i.san || !san_only) && i.lba < end && lba < i.lba.saturating_add(i.len))
+        inflight::overlaps(&self.inflight, lba, len, san_only)
     }
 
     pub(super) fn begin(&mut self, lba: u64, len: u64, san: bool) -> Result<u64> {
@@ -128,7 +102,7 @@ impl State {
 
     pub(super) fn begin_as(&mut self, lba: u64, len: u64, san: bool, early: bool) -> Result<u64> {
         let serial = self.next_serial;
-        self.inflight.push(Inflight { serial, lba, len, san, early }, GFP_IO_PATH)?;
+        self.inflight.push(InFlight { serial, lba, len, san, early }, GFP_IO_PATH)?;
         self.next_serial += 1;
         Ok(serial)
     }
@@ -141,11 +115,7 @@ impl State {
 
     /// The highest serial below every operation still in flight.
     pub(super) fn safe_serial(&self) -> u64 {
-        self.inflight
-            .iter()
-            .map(|i| i.serial - 1)
-            .min()
-            .unwrap_or(self.next_serial - 1)
+        inflight::safe_serial(&self.inflight, self.next_serial)
     }
 
     /// Drops the index entries of segment `s` (clean by now) so that it can be written again.
@@ -235,18 +205,22 @@ impl State {
         if self.mode != Mode::Normal {
             return;
         }
-        // A fast-path write in flight may have been acknowledged already (its flash write
-        // completed, its indexing not done yet): it counts as dirty data.
-        let early = self.inflight.iter().any(|i| i.early);
-        if self.dirty_sectors == 0 && self.dirty_q.is_empty() && !early {
-            self.mode = Mode::Bypass;
-            self.index.tree = RBTree::new();
-            self.cached_sectors = 0;
-            if self.wb_submitted > self.checkpoint {
-                self.floor = Some(Floor { serial: self.next_serial - 1, writing: false });
+        let at = AtFailure {
+            dirty_sectors: self.dirty_sectors,
+            queued: !self.dirty_q.is_empty(),
+            early_in_flight: inflight::any_early(&self.inflight),
+            wb_submitted: self.wb_submitted,
+            checkpoint: self.checkpoint,
+            last_serial: self.next_serial.saturating_sub(1),
+        };
+        match mode::on_cache_failure(&at) {
+            Fallback::Bypass { floor } => {
+                self.mode = Mode::Bypass;
+                self.index.tree = RBTree::new();
+                self.cached_sectors = 0;
+                self.floor = floor.map(|serial| Floor { serial, writing: false });
             }
-        } else {
-            self.mode = Mode::Failed;
+            Fallback::Fail => self.mode = Mode::Failed,
         }
     }
 }

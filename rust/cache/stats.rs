@@ -4,6 +4,8 @@
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
+use crate::pfcore::sysfs::Attr;
+
 /// Counters of the cache, shown in sysfs.
 #[derive(Default)]
 pub(crate) struct Counters {
@@ -49,6 +51,22 @@ pub(crate) struct Tunables {
     /// Non-zero: the volume's SAN group; its destager takes turns with the other volumes of
     /// the group (`super::turns`).
     pub(crate) san_group: AtomicU64,
+}
+
+impl Default for Tunables {
+    /// The defaults of `pfcore::sysfs::ATTRS`.
+    fn default() -> Self {
+        let d = |a: Attr| AtomicU64::new(a.default_value());
+        Self {
+            batch_sectors: d(Attr::BatchSectors),
+            batch_records: d(Attr::BatchRecords),
+            destage_concurrency: d(Attr::DestageConcurrency),
+            destage_paused: d(Attr::DestagePaused),
+            destage_delay_ms: d(Attr::DestageDelayMs),
+            read_populate: d(Attr::ReadPopulate),
+            san_group: d(Attr::SanGroup),
+        }
+    }
 }
 
 /// Destage rate over a window of about a second.

@@ -11,10 +11,13 @@ use kernel::prelude::*;
 use crate::blk::dir::Dir;
 use crate::blk::io::{Bio, IoSet};
 use crate::blk::request::{Handler, Request};
-use crate::pfcore::format::{Policy, RecordHeader, RECORD_DIRTY};
+use crate::pfcore::admission::{admit_write, Admit};
+use crate::pfcore::policy::Policy;
+use crate::pfcore::format::{RecordHeader, RECORD_DIRTY};
+use crate::pfcore::mode::Mode;
 
 use super::cache::{Backend, Cache, MAX_REQUEST_SECTORS};
-use super::state::{Mode, Rec};
+use super::state::Rec;
 use super::stats::bump;
 
 impl Cache {
@@ -37,45 +40,39 @@ impl Cache {
             }
         };
         let (serial, seg, off, wt) = loop {
-            match g.mode {
-                Mode::Failed => return Err(EIO),
-                Mode::Bypass if g.floor.is_some() => {
+            let wt = g.policy == Policy::WriteThrough;
+            match admit_write(&self.write_view(&g, lba, len)) {
+                Admit::Fail => return Err(EIO),
+                Admit::SettleFloor => {
                     // Nothing more goes to the SAN before the switch's checkpoint is written.
                     g = self.settle_floor(g);
                     continue;
                 }
-                Mode::Bypass if !self.san_writes_allowed() => {
-                    // Fenced: wait for the lease's renewal (its store notifies `changed`).
+                Admit::WaitLease { counted } => {
+                    // Fenced: the lease may be another host's by now; wait for its renewal (its
+                    // store notifies `changed`).
+                    if counted {
+                        count_wait();
+                    }
                     self.wait_changed(&mut g);
                     continue;
                 }
-                Mode::Bypass => {
+                Admit::ToSan => {
                     drop(g);
                     return self.san_request(b, rq);
                 }
-                Mode::Normal => {}
-            }
-            let wt = g.policy == Policy::WriteThrough;
-            // A write-through write goes to the SAN now: it waits for older dirty data of its
-            // blocks to be destaged first (else a replay could overwrite it) and for any write in
-            // flight on its blocks (the SAN and the index must agree on the last one).
-            if wt && !self.san_writes_allowed() {
-                // Fenced: the lease may be another host's by now; wait for its renewal.
-                count_wait();
-                self.wait_changed(&mut g);
-                continue;
-            }
-            let blocked = g.overlaps_inflight(lba, len, !wt) || (wt && g.overlaps_dirty(lba, len));
-            if !blocked {
-                if let Some((seg, off)) = g.place(footprint)? {
-                    g.reserve_record(seg)?;
-                    let serial = g.begin(lba, len, wt)?;
-                    g.hold(seg, 1);
-                    if !wt {
-                        g.wb_submitted = g.wb_submitted.max(serial);
+                Admit::Place => {
+                    if let Some((seg, off)) = g.place(footprint)? {
+                        g.reserve_record(seg)?;
+                        let serial = g.begin(lba, len, wt)?;
+                        g.hold(seg, 1);
+                        if !wt {
+                            g.wb_submitted = g.wb_submitted.max(serial);
+                        }
+                        break (serial, seg, off, wt);
                     }
-                    break (serial, seg, off, wt);
                 }
+                Admit::Blocked => {}
             }
             if g.log_at_limit {
                 // The log's next segment is past the slot's log limit: move it on.

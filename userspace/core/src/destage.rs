@@ -126,6 +126,44 @@ pub fn count_overlaps(ranges: impl IntoIterator<Item = (u64, u64)>) -> u64 {
     overlaps
 }
 
+/// What decides whether a destage batch is due, read under the state lock (with dirty data).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DueView {
+    /// A drain was asked for (`destage_now`, writers waiting for room, a replay).
+    pub drain: bool,
+    /// The policy is write-through (its dirty data is what is left from write-back).
+    pub write_through: bool,
+    pub dirty_sectors: u64,
+    /// The tunable `batch_sectors`: a full batch does not wait.
+    pub batch_sectors: u64,
+    /// How long the oldest dirty data has waited (`None`: unknown, as if it waited the delay).
+    pub waited_ms: Option<u64>,
+    /// The tunable `destage_delay_ms`.
+    pub delay_ms: u64,
+}
+
+/// Whether a batch is due.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Due {
+    /// Destage now.
+    Now,
+    /// Not before this many milliseconds (more than 0), unless woken.
+    In(u64),
+}
+
+/// Due: a drain, write-through, a full batch, or dirty data that has waited the delay; else in
+/// what is left of the delay. Fewer, fuller batches (one SAN flush and one checkpoint each)
+/// instead of one per write.
+pub fn batch_due(v: &DueView) -> Due {
+    let waited = v.waited_ms.unwrap_or(v.delay_ms);
+    let full = v.dirty_sectors >= v.batch_sectors;
+    if v.drain || v.write_through || full || waited >= v.delay_ms {
+        Due::Now
+    } else {
+        Due::In(v.delay_ms - waited)
+    }
+}
+
 /// Milliseconds to wait before retry number `attempt` (0 = first retry) after a SAN error:
 /// 100 ms doubling up to 10 s.
 pub fn retry_delay_ms(attempt: u32) -> u64 {

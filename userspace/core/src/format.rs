@@ -308,40 +308,7 @@ impl Superblock {
     }
 }
 
-/// Write policy of a volume.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Policy {
-    /// Write-through: a write completes once on the SAN; flash keeps a clean copy.
-    WriteThrough,
-    /// Write-back: a write completes once stable on flash; the destager writes it to the SAN.
-    WriteBack,
-}
-
-impl Policy {
-    /// The name used in sysfs, configfs and the helper.
-    pub fn name(self) -> &'static str {
-        match self {
-            Policy::WriteThrough => "wt",
-            Policy::WriteBack => "wb",
-        }
-    }
-
-    /// Parses `wt` or `wb` (surrounding whitespace allowed).
-    pub fn parse(s: &[u8]) -> Option<Policy> {
-        match s.trim_ascii() {
-            b"wt" => Some(Policy::WriteThrough),
-            b"wb" => Some(Policy::WriteBack),
-            _ => None,
-        }
-    }
-
-    fn code(self) -> u8 {
-        match self {
-            Policy::WriteThrough => 0,
-            Policy::WriteBack => 1,
-        }
-    }
-}
+pub use super::policy::Policy;
 
 /// A volume slot: which volume owns which region of the device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -452,11 +419,7 @@ impl Slot {
         if r.u32(8) != 1 {
             return Err(FormatError::Inconsistent("unknown slot state"));
         }
-        let policy = match r.u8(12) {
-            0 => Policy::WriteThrough,
-            1 => Policy::WriteBack,
-            _ => return Err(FormatError::Inconsistent("unknown policy in slot")),
-        };
+        let policy = Policy::from_code(r.u8(12)).ok_or(FormatError::Inconsistent("unknown policy in slot"))?;
         let slot = Slot {
             uuid: r.bytes(16),
             name: r.bytes(32),

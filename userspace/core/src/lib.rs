@@ -9,6 +9,7 @@
 #![cfg_attr(not(any(test, feature = "std")), no_std)]
 #![forbid(unsafe_code)]
 
+pub mod admission;
 pub mod attr;
 #[cfg(feature = "std")]
 pub mod btree;
@@ -16,6 +17,10 @@ pub mod destage;
 pub mod extent;
 pub mod format;
 pub mod geometry;
+pub mod inflight;
 pub mod lockrec;
+pub mod mode;
 pub mod names;
+pub mod policy;
 pub mod rebuild;
+pub mod sysfs;

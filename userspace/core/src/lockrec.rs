@@ -16,59 +16,12 @@ use super::format::{
 
 /// Magic of a lock record.
 pub const LOCK_MAGIC: [u8; 8] = *b"PFLOCKRC";
+pub use super::policy::Policy;
+
 /// Version of the lock record layout.
 pub const LOCK_VERSION: u32 = 1;
 /// Bytes of a host name field.
 pub const HOST_BYTES: usize = 32;
-
-/// Write policy recorded in the lock (the cluster configuration's names).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LockPolicy {
-    /// Write-through.
-    Wt,
-    /// Write-back, dirty data on the owner's flash only.
-    Wb,
-    /// Write-back with replicas on peers.
-    Wbp,
-}
-
-impl LockPolicy {
-    /// The configuration name.
-    pub fn name(self) -> &'static str {
-        match self {
-            LockPolicy::Wt => "wt",
-            LockPolicy::Wb => "wb",
-            LockPolicy::Wbp => "wbp",
-        }
-    }
-
-    /// Parses a configuration name.
-    pub fn parse(s: &str) -> Option<LockPolicy> {
-        match s {
-            "wt" => Some(LockPolicy::Wt),
-            "wb" => Some(LockPolicy::Wb),
-            "wbp" => Some(LockPolicy::Wbp),
-            _ => None,
-        }
-    }
-
-    fn code(self) -> u8 {
-        match self {
-            LockPolicy::Wt => 0,
-            LockPolicy::Wb => 1,
-            LockPolicy::Wbp => 2,
-        }
-    }
-
-    fn from_code(c: u8) -> Option<LockPolicy> {
-        match c {
-            0 => Some(LockPolicy::Wt),
-            1 => Some(LockPolicy::Wb),
-            2 => Some(LockPolicy::Wbp),
-            _ => None,
-        }
-    }
-}
 
 /// What the volume's data is doing, as its last owner recorded it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -136,14 +89,14 @@ pub struct LockRecord {
     /// Last serial the owner handed out (writes above the checkpoint are pending).
     pub last_serial: u64,
     /// Policy.
-    pub policy: LockPolicy,
+    pub policy: Policy,
     /// State.
     pub state: LockState,
 }
 
 impl LockRecord {
     /// A first record for `volume` (no owner yet, clean).
-    pub fn new(volume: &[u8], policy: LockPolicy) -> LockRecord {
+    pub fn new(volume: &[u8], policy: Policy) -> LockRecord {
         LockRecord {
             volume: pad(volume),
             owner_id: 0,
@@ -217,7 +170,7 @@ impl LockRecord {
                 "non-zero reserved bytes in a lock record",
             ));
         }
-        let policy = LockPolicy::from_code(r.u8(12))
+        let policy = Policy::from_code(r.u8(12))
             .ok_or(FormatError::Inconsistent("unknown policy in a lock record"))?;
         let state = LockState::from_code(r.u8(13))
             .ok_or(FormatError::Inconsistent("unknown state in a lock record"))?;
@@ -283,7 +236,7 @@ pub fn start_decision(rec: &LockRecord, me: u64) -> StartDecision {
         LockState::Clean => StartDecision::Proceed,
         _ if rec.owner_id == me => StartDecision::ReplayHere,
         // Write-through acknowledges only what is on the SAN: a dead owner leaves nothing behind.
-        _ if rec.policy == LockPolicy::Wt => StartDecision::Proceed,
+        _ if rec.policy == Policy::WriteThrough => StartDecision::Proceed,
         _ if rec.owner_id == 0 => StartDecision::Proceed,
         _ => StartDecision::WaitFor {
             owner_id: rec.owner_id,
@@ -301,7 +254,7 @@ mod tests {
     }
 
     fn sample() -> LockRecord {
-        let mut r = LockRecord::new(b"vm1", LockPolicy::Wb);
+        let mut r = LockRecord::new(b"vm1", Policy::WriteBack);
         r.owner_id = 2;
         r.set_owner_name(b"hostb");
         r.generation = 7;
@@ -390,14 +343,14 @@ mod tests {
             start_decision(&r, 3),
             StartDecision::WaitFor { owner_id: 2 }
         );
-        r.policy = LockPolicy::Wbp;
+        r.policy = Policy::WriteBackPeers;
         assert_eq!(
             start_decision(&r, 3),
             StartDecision::WaitFor { owner_id: 2 }
         );
-        r.policy = LockPolicy::Wt;
+        r.policy = Policy::WriteThrough;
         assert_eq!(start_decision(&r, 3), StartDecision::Proceed);
-        r.policy = LockPolicy::Wb;
+        r.policy = Policy::WriteBack;
         r.state = LockState::Clean;
         assert_eq!(start_decision(&r, 3), StartDecision::Proceed);
         assert_eq!(start_decision(&r, 2), StartDecision::Proceed);
@@ -421,7 +374,7 @@ mod tests {
         fn fields_round_trip(owner in any::<u64>(), generation in any::<u64>(), seq in any::<u64>(),
                              cp in any::<u64>(), last in any::<u64>(), p in 0u8..3, s in 0u8..4,
                              name in "[a-z][a-z0-9-]{0,27}", host in "[a-z]{0,31}") {
-            let mut r = LockRecord::new(name.as_bytes(), LockPolicy::from_code(p).unwrap());
+            let mut r = LockRecord::new(name.as_bytes(), Policy::from_code(p).unwrap());
             r.owner_id = owner;
             r.generation = generation;
             r.seq = seq;

@@ -427,7 +427,7 @@ impl Lease {
         let deadline = first_deadline_ns(ds, host_id)?;
         fence.arm(deadline).map_err(LeaseError::Fence)?;
         let record = ds.read_record(slot, volume)?.unwrap_or_else(|| {
-            LockRecord::new(volume.as_bytes(), peerflash_core::lockrec::LockPolicy::Wt)
+            LockRecord::new(volume.as_bytes(), peerflash_core::policy::Policy::WriteThrough)
         });
         let stop = Arc::new(AtomicBool::new(false));
         let refresher = {

@@ -20,7 +20,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
-use peerflash_core::lockrec::{start_decision, LockPolicy, LockState, StartDecision};
+use peerflash_core::mode::CacheState;
+use peerflash_core::sysfs::Attr;
+use peerflash_core::lockrec::{start_decision, LockState, StartDecision};
+use peerflash_core::policy::Policy;
 use peerflash_lease::{Datastore, Lease, LeaseError};
 use serde::{Deserialize, Serialize};
 
@@ -62,12 +65,12 @@ struct Agent {
 }
 
 /// The kernel's view of a running volume: (state, checkpoint serial, last serial).
-fn kernel_serials(name: &str) -> Option<(String, u64, u64)> {
-    use crate::sysfs::{read_str, read_u64};
+fn kernel_serials(name: &str) -> Option<(CacheState, u64, u64)> {
+    use crate::sysfs::{read_state, read_u64};
     Some((
-        read_str(name, "state").ok()?,
-        read_u64(name, "checkpoint_serial").ok()?,
-        read_u64(name, "last_serial").ok()?,
+        read_state(name).ok()?,
+        read_u64(name, Attr::CheckpointSerial).ok()?,
+        read_u64(name, Attr::LastSerial).ok()?,
     ))
 }
 
@@ -75,9 +78,9 @@ fn kernel_serials(name: &str) -> Option<(String, u64, u64)> {
 /// volume's SAN (`lease_ms`), even if this agent is dead by then.
 fn push_lease(lease: &Lease, name: &str) {
     // At least 1: 0 would mean "not enforced".
-    let ms = lease.remaining().as_millis().clamp(1, 3_600_000);
-    if crate::sysfs::dir(name).join("lease_ms").exists() {
-        if let Err(e) = crate::sysfs::write(name, "lease_ms", ms) {
+    let ms = u64::try_from(lease.remaining().as_millis().clamp(1, 3_600_000)).unwrap_or(3_600_000);
+    if crate::sysfs::dir(name).join(Attr::LeaseMs.name()).exists() {
+        if let Err(e) = crate::sysfs::write(name, Attr::LeaseMs, ms) {
             eprintln!("peerflash agent: {name}: {e:#}");
         }
     }
@@ -91,7 +94,7 @@ fn copy_checkpoint(lease: &Lease, name: &str) -> Result<(), LeaseError> {
     let Some((state, checkpoint, last)) = kernel_serials(name) else {
         return Ok(());
     };
-    let state = if state == "replaying" {
+    let state = if state == CacheState::Replaying {
         LockState::Replaying
     } else {
         LockState::Running
@@ -135,8 +138,9 @@ impl Agent {
 
     /// Creates the volume here (replaying what this host's flash holds for it).
     fn create(&self, v: &Volume) -> Result<String> {
-        // The kernel knows wt and wb; wbp runs as wb until replication exists.
-        let policy = if v.policy == "wt" { "wt" } else { "wb" };
+        // The module runs wt and wb; a wbp volume runs as wb (no replicas) until replication
+        // exists, its lock record saying wbp (Documentation/cluster-locks.md).
+        let policy = if v.policy.runs_here() { v.policy } else { Policy::WriteBack };
         let cache = crate::volume::CacheArgs {
             device: self.cache_of(v)?,
             policy,
@@ -146,7 +150,7 @@ impl Agent {
         };
         let device = crate::volume::create(&self.root, &v.name, &v.backing, Some(&cache))?.device;
         if v.san_group != 0 {
-            crate::sysfs::write(&v.name, "san_group", v.san_group)?;
+            crate::sysfs::write(&v.name, Attr::SanGroup, u64::from(v.san_group))?;
         }
         Ok(device)
     }
@@ -314,7 +318,7 @@ impl Agent {
     /// Records `v` running here (a new generation if `new_run`) and pushes the lease into the
     /// module.
     fn mark_running(&self, v: &Volume, lease: &Lease, new_run: bool) -> Result<()> {
-        let policy = LockPolicy::parse(&v.policy).unwrap_or(LockPolicy::Wb);
+        let policy = v.policy;
         lease.update_record(|r| {
             if new_run {
                 r.generation += 1;
@@ -378,7 +382,7 @@ impl Agent {
             Ok(l) => l,
             Err(e) => {
                 // Fenced at once: 1 ms of validity left.
-                let fenced = match crate::sysfs::write(&v.name, "lease_ms", 1) {
+                let fenced = match crate::sysfs::write(&v.name, Attr::LeaseMs, 1) {
                     Ok(()) => "yes".to_string(),
                     Err(w) => format!("NO ({w:#})"),
                 };

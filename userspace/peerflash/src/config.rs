@@ -29,6 +29,7 @@ use std::net::SocketAddr;
 use std::ops::Range;
 
 use peerflash_core::names;
+use peerflash_core::policy::Policy;
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
@@ -104,7 +105,8 @@ pub struct Host {
 pub struct Volume {
     pub name: String,
     pub backing: String,
-    pub policy: String,
+    #[serde(serialize_with = "policy_name")]
+    pub policy: Policy,
     pub replicas: u32,
     pub peers: Vec<String>,
     /// Cache device per host name.
@@ -398,25 +400,26 @@ pub fn parse(file: &str, src: &str) -> Result<Config, Invalid> {
                 format!("{:?} is already volume[{first}]'s backing device: two volumes on one disk corrupt it", v.backing.get_ref()),
             );
         }
-        let policy = v.policy.get_ref().as_str();
+        let policy = Policy::parse(v.policy.get_ref().as_bytes());
         match policy {
-            "wt" | "wb" if replicas > 0 => c.at(
+            Some(p @ (Policy::WriteThrough | Policy::WriteBack)) if replicas > 0 => c.at(
                 replicas_span.clone(),
                 format!("volume[{i}].replicas"),
-                format!("policy {policy} keeps no copies on peers: replicas must be 0 (or use policy wbp)"),
+                format!("policy {} keeps no copies on peers: replicas must be 0 (or use policy wbp)", p.name()),
             ),
-            "wbp" if replicas == 0 => c.at(
+            Some(Policy::WriteBackPeers) if replicas == 0 => c.at(
                 replicas_span.clone(),
                 format!("volume[{i}].replicas"),
                 "policy wbp needs at least 1 replica (or use policy wb)",
             ),
-            "wt" | "wb" | "wbp" => {}
-            other => c.at(
+            Some(_) => {}
+            None => c.at(
                 v.policy.span(),
                 format!("volume[{i}].policy"),
-                format!("{other:?} is not a policy: wt, wb or wbp"),
+                format!("{:?} is not a policy: wt, wb or wbp", v.policy.get_ref()),
             ),
         }
+        let policy = policy.unwrap_or(Policy::WriteBack);
         let mut peers = Vec::new();
         for (j, p) in peer_list.iter().enumerate() {
             let pn = p.get_ref();
@@ -436,7 +439,7 @@ pub fn parse(file: &str, src: &str) -> Result<Config, Invalid> {
                 peers.push(pn.clone());
             }
         }
-        if replicas as usize > peer_list.len() && policy == "wbp" {
+        if replicas as usize > peer_list.len() && policy == Policy::WriteBackPeers {
             c.at(
                 replicas_span.clone(),
                 format!("volume[{i}].replicas"),
@@ -486,7 +489,7 @@ pub fn parse(file: &str, src: &str) -> Result<Config, Invalid> {
         volumes.push(Volume {
             name: name.clone(),
             backing: v.backing.get_ref().clone(),
-            policy: policy.to_string(),
+            policy,
             replicas,
             peers,
             cache,
@@ -526,6 +529,11 @@ pub fn load(path: &str) -> anyhow::Result<Config> {
     let src = std::fs::read_to_string(path)
         .map_err(|e| crate::error::VolumeError::NotFound(format!("cannot read {path}: {e}")))?;
     Ok(parse(path, &src)?)
+}
+
+/// Serialises a policy as its name.
+fn policy_name<S: serde::Serializer>(p: &Policy, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(p.name())
 }
 
 #[cfg(test)]

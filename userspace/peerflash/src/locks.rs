@@ -2,7 +2,7 @@
 //! datastore (Documentation/cluster-locks.md).
 
 use anyhow::{bail, Context, Result};
-use peerflash_core::lockrec::{LockPolicy, LockRecord, LockState};
+use peerflash_core::lockrec::{LockRecord, LockState};
 use peerflash_lease::{Datastore, MAX_HOSTS};
 use serde::Serialize;
 
@@ -166,7 +166,7 @@ pub fn init(cfg: &Config, force: bool) -> Result<()> {
     }
     ds.init_lockspace(MAX_HOSTS)?;
     for v in &cfg.volumes {
-        let policy = LockPolicy::parse(&v.policy).context("policy")?;
+        let policy = v.policy;
         ds.init_volume(
             v.lock_slot,
             &v.name,

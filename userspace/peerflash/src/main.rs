@@ -16,6 +16,7 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand, ValueEnum};
+use peerflash_core::policy::{Policy, WBP_NOT_BUILT};
 
 #[derive(Parser)]
 #[command(name = "peerflash", version, about = "Manage peerflash cached volumes")]
@@ -30,21 +31,17 @@ enum Output {
     Json,
 }
 
-#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
-enum PolicyArg {
-    /// Write-through: writes complete once on the backing device.
-    Wt,
-    /// Write-back: writes complete once stable on the cache device.
-    Wb,
-}
-
-impl PolicyArg {
-    fn name(self) -> &'static str {
-        match self {
-            PolicyArg::Wt => "wt",
-            PolicyArg::Wb => "wb",
+/// Parses `--policy`: the shared policy names; a policy the module cannot run yet is refused
+/// with the reason.
+fn policy_arg() -> impl clap::builder::TypedValueParser<Value = Policy> {
+    use clap::builder::TypedValueParser;
+    clap::builder::PossibleValuesParser::new(Policy::ALL.map(Policy::name)).try_map(|s| {
+        match Policy::parse(s.as_bytes()) {
+            Some(p) if p.runs_here() => Ok(p),
+            Some(_) => Err(WBP_NOT_BUILT),
+            None => Err("not a policy"),
         }
-    }
+    })
 }
 
 #[derive(Subcommand)]
@@ -60,8 +57,8 @@ enum Command {
         #[arg(long)]
         cache: Option<String>,
         /// Write policy with the cache.
-        #[arg(long, value_enum, default_value_t = PolicyArg::Wb, requires = "cache")]
-        policy: PolicyArg,
+        #[arg(long, value_parser = policy_arg(), default_value = "wb", requires = "cache")]
+        policy: Policy,
         /// MiB of the cache device the volume's new slot takes (default: the largest free run;
         /// give each volume a share when several use one cache device). A slot found again keeps
         /// its size.
@@ -108,8 +105,8 @@ enum Command {
         /// Volume name.
         name: String,
         /// The new policy.
-        #[arg(value_enum)]
-        policy: PolicyArg,
+        #[arg(value_parser = policy_arg())]
+        policy: Policy,
     },
     /// Wait until every write made to the volume so far is on the backing device (the
     /// destager empties the cache of dirty data and checkpoints).
@@ -360,7 +357,7 @@ fn run(cli: Cli) -> Result<()> {
         } => {
             let c = cache.as_deref().map(|device| volume::CacheArgs {
                 device,
-                policy: policy.name(),
+                policy,
                 mib: cache_mib,
                 force,
                 replay,
@@ -373,7 +370,7 @@ fn run(cli: Cli) -> Result<()> {
             println!("removed volume {name}");
         }
         Command::SetPolicy { name, policy } => {
-            running::set_policy(&root, &name, policy.name())?;
+            running::set_policy(&root, &name, policy)?;
             println!("volume {name}: policy {}", policy.name());
         }
         Command::Flush { name, timeout } => {

@@ -8,7 +8,10 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::configfs::Root;
 use crate::error::VolumeError;
-use crate::sysfs::{dir, read_str, read_u64, write};
+use crate::sysfs::{dir, read_state, read_u64, write};
+use peerflash_core::mode::CacheState;
+use peerflash_core::policy::Policy;
+use peerflash_core::sysfs::Attr;
 
 /// The volume must be running with a cache.
 fn require_cached(root: &Root, name: &str) -> Result<()> {
@@ -18,7 +21,7 @@ fn require_cached(root: &Root, name: &str) -> Result<()> {
     if !dir(name).is_dir() {
         return Err(VolumeError::NotFound(format!("volume {name} is not enabled")).into());
     }
-    if read_str(name, "state")? == "uncached" {
+    if read_state(name)? == CacheState::Uncached {
         return Err(VolumeError::Invalid(format!("volume {name} has no cache device")).into());
     }
     Ok(())
@@ -26,9 +29,9 @@ fn require_cached(root: &Root, name: &str) -> Result<()> {
 
 /// Switches the write policy of a running volume (wb to wt drains dirty data in the background:
 /// `flush` waits for it).
-pub fn set_policy(root: &Root, name: &str, policy: &str) -> Result<()> {
+pub fn set_policy(root: &Root, name: &str, policy: Policy) -> Result<()> {
     require_cached(root, name)?;
-    root.write(name, "policy", policy).map_err(|e| {
+    root.write(name, "policy", policy.name()).map_err(|e| {
         let why = root.read(name, "last_error").unwrap_or_default();
         anyhow::anyhow!("cannot set the policy of {name} to {policy}: {why} ({e})")
     })
@@ -39,17 +42,17 @@ pub fn set_policy(root: &Root, name: &str, policy: &str) -> Result<()> {
 /// counts the dirty bytes destaged.
 pub fn flush(root: &Root, name: &str, progress: bool, timeout: Option<Duration>) -> Result<()> {
     require_cached(root, name)?;
-    if read_u64(name, "destage_paused")? != 0 {
+    if read_u64(name, Attr::DestagePaused)? != 0 {
         return Err(VolumeError::Invalid(format!(
             "volume {name}: destaging is paused (write 0 to {})",
-            dir(name).join("destage_paused").display()
+            dir(name).join(Attr::DestagePaused.name()).display()
         ))
         .into());
     }
-    let target = read_u64(name, "last_serial")?;
-    let first = read_u64(name, "dirty_bytes")?;
+    let target = read_u64(name, Attr::LastSerial)?;
+    let first = read_u64(name, Attr::DirtyBytes)?;
     // Destage at once instead of after the destager's delay.
-    write(name, "destage_now", 1)?;
+    write(name, Attr::DestageNow, 1)?;
     let bar = if progress {
         ProgressBar::new(first)
     } else {
@@ -61,24 +64,24 @@ pub fn flush(root: &Root, name: &str, progress: bool, timeout: Option<Duration>)
     );
     let start = Instant::now();
     loop {
-        let state = read_str(name, "state")?;
-        if state == "failed" {
+        let state = read_state(name)?;
+        if state == CacheState::Failed {
             bar.abandon();
             bail!("volume {name} failed (its cache device failed with dirty data); nothing can be destaged");
         }
-        let dirty = read_u64(name, "dirty_bytes")?;
-        let checkpoint = read_u64(name, "checkpoint_serial")?;
+        let dirty = read_u64(name, Attr::DirtyBytes)?;
+        let checkpoint = read_u64(name, Attr::CheckpointSerial)?;
         if dirty > bar.length().unwrap_or(0) {
             bar.set_length(dirty.max(first));
         }
         bar.set_position(bar.length().unwrap_or(0).saturating_sub(dirty));
-        let failures = read_u64(name, "destage_failures")?;
+        let failures = read_u64(name, Attr::DestageFailures)?;
         bar.set_message(if failures > 0 {
             format!("SAN errors: retry {failures}")
         } else {
             String::new()
         });
-        if state == "degraded" || (dirty == 0 && checkpoint >= target) {
+        if state == CacheState::Degraded || (dirty == 0 && checkpoint >= target) {
             bar.finish_and_clear();
             return Ok(());
         }

@@ -8,6 +8,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
+use peerflash_core::mode::CacheState;
+use peerflash_core::sysfs::Attr;
+use peerflash_core::policy::Policy;
 use peerflash_core::{attr, names};
 use serde::Serialize;
 
@@ -86,8 +89,8 @@ fn enable_error(root: &Root, name: &str, backing: &str, err: io::Error) -> anyho
 pub struct CacheArgs<'a> {
     /// The device.
     pub device: &'a str,
-    /// `wt` or `wb`.
-    pub policy: &'a str,
+    /// wt or wb.
+    pub policy: Policy,
     /// MiB a new slot takes (None: the largest free run).
     pub mib: Option<u64>,
     /// Without room for a new slot, take back the slots of volumes not running here.
@@ -165,7 +168,7 @@ pub fn create(
         .and_then(|()| match cache {
             Some(c) => root
                 .write(name, "cache", c.device)
-                .and_then(|()| root.write(name, "policy", c.policy))
+                .and_then(|()| root.write(name, "policy", c.policy.name()))
                 .and_then(|()| match c.mib {
                     Some(m) => root.write(name, "cache_mib", &m.to_string()),
                     None => Ok(()),
@@ -423,7 +426,8 @@ pub fn status(root: &Root, name: &str) -> Result<Status> {
         },
         stats: parse_stats(name, &read("stats")?)?,
         cache_state: if enabled {
-            crate::sysfs::read_all(name)?.filter(|c| c.get("state").is_some_and(|s| s != "uncached"))
+            crate::sysfs::read_all(name)?
+                .filter(|c| c.get(Attr::State.name()).is_some_and(|s| s != CacheState::Uncached.word()))
         } else {
             None
         },

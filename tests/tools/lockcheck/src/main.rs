@@ -22,7 +22,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
-use peerflash_core::lockrec::{LockPolicy, LockRecord, LockState};
+use peerflash_core::lockrec::{LockRecord, LockState};
+use peerflash_core::policy::Policy;
 use peerflash_lease::{fence::now_ns, Datastore, Lease, LeaseError};
 
 #[derive(Parser)]
@@ -136,7 +137,7 @@ fn run() -> Result<u8> {
             ds.init_volume(
                 cli.slot,
                 &cli.volume,
-                &LockRecord::new(cli.volume.as_bytes(), LockPolicy::Wb),
+                &LockRecord::new(cli.volume.as_bytes(), Policy::WriteBack),
                 max_hosts,
             )?;
             Ok(0)
