@@ -158,37 +158,12 @@ pub(crate) fn attach(path: &CStr, backing: &BlockDev, want: &Want<'_>) -> Result
         return Err((GeometryError::CacheUnaligned.describe(), EINVAL));
     }
 
-    let oom = |_| ("out of memory", ENOMEM);
     let devno = dev.dev_t();
     // From here to the slot write, no other attach may read or change the slot table.
     let mut tables = SLOT_TABLES.lock();
-    // One pass over the slots: ours by name, the first free one, the segments in use, and the
-    // slots of other volumes that are not running here (a forced attach may take them back).
-    let mut mine: Option<(u32, Slot)> = None;
-    let mut free: Option<u32> = None;
-    let mut used: KVec<(u64, u64)> = KVec::new();
-    let mut idle: KVec<(u32, Slot)> = KVec::new();
-    let mut damaged = false;
-    for i in 0..sb.max_volumes {
-        dev.read_sync(sb.slot_sector(i), &mut block).map_err(|e| ("cannot read the cache device's slot table", e))?;
-        match Slot::decode(&block, &sb, crc32c) {
-            Ok(None) => {
-                free.get_or_insert(i);
-            }
-            Ok(Some(s)) if s.name_bytes() == want.name => mine = Some((i, s)),
-            Ok(Some(s)) => {
-                used.push((s.first_segment, s.segments), GFP_KERNEL).map_err(oom)?;
-                if !tables.iter().any(|&c| c == (devno, i)) {
-                    idle.push((i, s), GFP_KERNEL).map_err(oom)?;
-                }
-            }
-            // Its region is unknown: other volumes attach to their slots, but no new slot is
-            // made while it could overlap the damaged one's region.
-            Err(_) => damaged = true,
-        }
-    }
+    let scan = scan_slots(&dev, &sb, &tables, want.name, &mut block)?;
 
-    if let Some((i, s)) = mine {
+    if let Some((i, s)) = scan.mine {
         if s.backing_sectors != want.backing_sectors {
             return Err((
                 "the cache device holds this volume's name for a backing device of another size",
@@ -213,7 +188,7 @@ pub(crate) fn attach(path: &CStr, backing: &BlockDev, want: &Want<'_>) -> Result
             reclaimed: KVec::new(),
         });
     }
-    if damaged {
+    if scan.damaged {
         return Err((
             "a slot of the cache device is damaged and this volume has none: no new slot can be made while the damaged one's region is unknown (see `peerflash inspect`)",
             EIO,
@@ -229,37 +204,7 @@ pub(crate) fn attach(path: &CStr, backing: &BlockDev, want: &Want<'_>) -> Result
             Some(n)
         }
     };
-    // Room: a free slot and a free run of the size asked. Without it, a forced attach takes
-    // back the slots of volumes not running here, one at a time, in slot order.
-    let mut reclaimed = KVec::new();
-    let (index, first, count) = loop {
-        let run = largest_free_run(&mut used, sb.segments);
-        match (free, run) {
-            (Some(i), Some((first, run))) if wanted.is_none_or(|n| n <= run) => {
-                break (i, first, wanted.unwrap_or(run));
-            }
-            _ => {}
-        }
-        if !want.force || idle.is_empty() {
-            let why = match (free, run, want.force) {
-                (None, _, false) => "the cache device has no free volume slot (force takes back the slots of volumes not running here, losing their data)",
-                (None, _, true) => "the cache device has no free volume slot, and every slot belongs to a running volume",
-                (_, None, false) => "no free space on the cache device (other volumes own all of it: give volumes a share with cache_mib, or force takes back the slots of volumes not running here, losing their data)",
-                (_, None, true) => "no free space on the cache device, and running volumes own all of it",
-                (_, Some(_), false) => "cache_mib is more than the largest free run of the cache device (force takes back the slots of volumes not running here, losing their data)",
-                (_, Some(_), true) => "cache_mib is more than the largest free run the cache device can offer with every idle slot taken back",
-            };
-            return Err((why, ENOSPC));
-        }
-        let (i, gone) = idle.remove(0).map_err(|_| ("internal error: idle slot list", EINVAL))?;
-        block.fill(0);
-        dev.write_sync(sb.slot_sector(i), &block).map_err(|e| ("cannot clear a slot taken back", e))?;
-        if let Some(u) = used.iter().position(|&r| r == (gone.first_segment, gone.segments)) {
-            let _ = used.remove(u);
-        }
-        free = Some(free.map_or(i, |f| f.min(i)));
-        reclaimed.push(gone, GFP_KERNEL).map_err(oom)?;
-    };
+    let (index, first, count, reclaimed) = make_room(&dev, &sb, want.force, wanted, scan, &mut block)?;
     let mut uuid = [0u8; 16];
     // SAFETY: `uuid` is valid for writes of 16 bytes; get_random_bytes may sleep, which is fine here.
     unsafe { bindings::get_random_bytes(uuid.as_mut_ptr().cast(), uuid.len()) };
@@ -305,4 +250,88 @@ pub(crate) fn attach(path: &CStr, backing: &BlockDev, want: &Want<'_>) -> Result
 fn claim(tables: &mut KVec<(u32, u32)>, dev: u32, slot: u32) -> Result<SlotClaim, Refusal> {
     tables.push((dev, slot), GFP_KERNEL).map_err(|_| ("out of memory", ENOMEM))?;
     Ok(SlotClaim { dev, slot })
+}
+
+/// What one pass over the slot table found.
+struct SlotScan {
+    /// The volume's slot, found by name.
+    mine: Option<(u32, Slot)>,
+    /// The first free slot.
+    free: Option<u32>,
+    /// The regions of the other volumes' slots, as (first segment, segments).
+    used: KVec<(u64, u64)>,
+    /// The slots of other volumes that are not running here (a forced attach may take them
+    /// back).
+    idle: KVec<(u32, Slot)>,
+    /// A slot is damaged (its region is unknown).
+    damaged: bool,
+}
+
+/// One pass over the slots of the device (`tables`: the locked registry of running slots;
+/// `block`: a buffer of one block).
+fn scan_slots(dev: &BlockDev, sb: &Superblock, tables: &KVec<(u32, u32)>, name: &[u8], block: &mut KVec<u8>) -> Result<SlotScan, Refusal> {
+    let oom = |_| ("out of memory", ENOMEM);
+    let devno = dev.dev_t();
+    let mut mine: Option<(u32, Slot)> = None;
+    let mut free: Option<u32> = None;
+    let mut used: KVec<(u64, u64)> = KVec::new();
+    let mut idle: KVec<(u32, Slot)> = KVec::new();
+    let mut damaged = false;
+    for i in 0..sb.max_volumes {
+        dev.read_sync(sb.slot_sector(i), block).map_err(|e| ("cannot read the cache device's slot table", e))?;
+        match Slot::decode(block, &sb, crc32c) {
+            Ok(None) => {
+                free.get_or_insert(i);
+            }
+            Ok(Some(s)) if s.name_bytes() == name => mine = Some((i, s)),
+            Ok(Some(s)) => {
+                used.push((s.first_segment, s.segments), GFP_KERNEL).map_err(oom)?;
+                if !tables.iter().any(|&c| c == (devno, i)) {
+                    idle.push((i, s), GFP_KERNEL).map_err(oom)?;
+                }
+            }
+            // Its region is unknown: other volumes attach to their slots, but no new slot is
+            // made while it could overlap the damaged one's region.
+            Err(_) => damaged = true,
+        }
+    }
+
+    Ok(SlotScan { mine, free, used, idle, damaged })
+}
+
+/// Room for a new slot: a free slot and a free run of `wanted` segments (`None`: the largest
+/// run), as (slot, first segment, segments, slots taken back). Without it, a forced attach
+/// takes back the slots of volumes not running here, one at a time, in slot order.
+fn make_room(dev: &BlockDev, sb: &Superblock, force: bool, wanted: Option<u64>, scan: SlotScan, block: &mut KVec<u8>) -> Result<(u32, u64, u64, KVec<Slot>), Refusal> {
+    let mut reclaimed = KVec::new();
+    let oom = |_| ("out of memory", ENOMEM);
+    let SlotScan { mut free, mut used, mut idle, .. } = scan;
+    loop {
+        let run = largest_free_run(&mut used, sb.segments);
+        match (free, run) {
+            (Some(i), Some((first, run))) if wanted.is_none_or(|n| n <= run) => {
+                return Ok((i, first, wanted.unwrap_or(run), reclaimed));
+            }
+            _ => {}
+        }
+        if !force || idle.is_empty() {
+            let why = match (free, run, force) {
+                (None, _, false) => "the cache device has no free volume slot (force takes back the slots of volumes not running here, losing their data)",
+                (None, _, true) => "the cache device has no free volume slot, and every slot belongs to a running volume",
+                (_, None, false) => "no free space on the cache device (other volumes own all of it: give volumes a share with cache_mib, or force takes back the slots of volumes not running here, losing their data)",
+                (_, None, true) => "no free space on the cache device, and running volumes own all of it",
+                (_, Some(_), false) => "cache_mib is more than the largest free run of the cache device (force takes back the slots of volumes not running here, losing their data)",
+                (_, Some(_), true) => "cache_mib is more than the largest free run the cache device can offer with every idle slot taken back",
+            };
+            return Err((why, ENOSPC));
+        }
+        let (i, gone) = idle.remove(0).map_err(|_| ("internal error: idle slot list", EINVAL))?;
+        block.fill(0);
+        dev.write_sync(sb.slot_sector(i), block).map_err(|e| ("cannot clear a slot taken back", e))?;
+        if let Some(u) = used.iter().position(|&r| r == (gone.first_segment, gone.segments)) {
+            let _ = used.remove(u);
+        }
+        free = Some(free.map_or(i, |f| f.min(i)));
+        reclaimed.push(gone, GFP_KERNEL).map_err(oom)?;
+    }
 }

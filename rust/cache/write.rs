@@ -20,9 +20,52 @@ use super::cache::{Backend, Cache, MAX_REQUEST_SECTORS};
 use super::state::Rec;
 use super::stats::bump;
 
+/// A write with its room in the log and its serial.
+#[derive(Clone, Copy)]
+struct Placed {
+    serial: u64,
+    seg: usize,
+    /// Offset of its record in the segment, in sectors.
+    off: u64,
+    /// Write-through.
+    wt: bool,
+}
+
+/// How [`Cache::place_write`] left a write.
+enum Start {
+    /// Placed in the log.
+    Placed(Placed),
+    /// Done without the cache (bypassing, sent to the SAN; failed, refused).
+    Done(Result),
+}
+
+/// How [`Cache::record_write`] left a write.
+enum Recorded {
+    Done(Result),
+    /// The cache failed under it: start again from admission.
+    Again,
+}
+
 impl Cache {
     /// A write: logged on flash (wb: dirty; wt: a clean copy, with the SAN write in parallel).
+    /// In steps: admission and room in the log, the record's I/O, the result recorded.
     pub(crate) fn write<H: Handler>(&self, b: &Backend<'_>, rq: &Request<H>) -> Result {
+        let p = match self.place_write(b, rq)? {
+            Start::Placed(p) => p,
+            Start::Done(r) => return r,
+        };
+        let io = self.write_record(b, rq, &p);
+        match self.record_write(rq, &p, io) {
+            Recorded::Done(r) => r,
+            // The cache failed under the write: through the top of the path again (bypassing:
+            // after the switch's checkpoint; failed: it fails).
+            Recorded::Again => self.write(b, rq),
+        }
+    }
+
+    /// Waits until the write may start (`pfcore::admission`) and takes its room in the log and
+    /// its serial; or, bypassing, sends it to the SAN.
+    fn place_write<H: Handler>(&self, b: &Backend<'_>, rq: &Request<H>) -> Result<Start> {
         let (lba, len) = (rq.sector(), rq.sectors());
         let len32 = u32::try_from(len).map_err(|_| EINVAL)?;
         let footprint = RecordHeader::footprint(len32, self.sb.block_size);
@@ -39,10 +82,10 @@ impl Cache {
                 bump(&self.counters.write_waits, 1);
             }
         };
-        let (serial, seg, off, wt) = loop {
+        loop {
             let wt = g.policy == Policy::WriteThrough;
             match admit_write(&self.write_view(&g, lba, len)) {
-                Admit::Fail => return Err(EIO),
+                Admit::Fail => return Ok(Start::Done(Err(EIO))),
                 Admit::SettleFloor => {
                     // Nothing more goes to the SAN before the switch's checkpoint is written.
                     g = self.settle_floor(g);
@@ -59,7 +102,7 @@ impl Cache {
                 }
                 Admit::ToSan => {
                     drop(g);
-                    return self.san_request(b, rq);
+                    return Ok(Start::Done(self.san_request(b, rq)));
                 }
                 Admit::Place => {
                     if let Some((seg, off)) = g.place(footprint)? {
@@ -69,7 +112,7 @@ impl Cache {
                         if !wt {
                             g.wb_submitted = g.wb_submitted.max(serial);
                         }
-                        break (serial, seg, off, wt);
+                        return Ok(Start::Placed(Placed { serial, seg, off, wt }));
                     }
                 }
                 Admit::Blocked => {}
@@ -94,41 +137,48 @@ impl Cache {
             g.drain = true;
             self.work.notify_all();
             self.wait_changed(&mut g);
-        };
-        drop(g);
+        }
+    }
 
+    /// The record's I/O: the header block and data to flash at the placed spot and, in
+    /// write-through, the data to the SAN in parallel. `Err`: the record could not be built
+    /// (no memory, or data the record bio cannot hold): nothing was written, an error for this
+    /// request only. `Ok((flash, san))`: how the writes went.
+    fn write_record<H: Handler>(&self, b: &Backend<'_>, rq: &Request<H>, p: &Placed) -> Result<(Result, Result)> {
+        let (lba, len) = (rq.sector(), rq.sectors());
+        let Placed { serial, seg, off, wt } = *p;
         let at = self.seg_sector(seg) + off;
-        let flash = at + self.sb.block_sectors();
         let flags = if wt { 0 } else { RECORD_DIRTY };
-
-        // `Err`: the record could not be built (no memory, or data the record bio cannot hold):
-        // nothing was written, an error for this request only. `Ok((flash, san))`: how the
-        // writes went.
-        let result = (|| -> Result<(Result, Result)> {
-            let hb = self.header_block(rq, flags, serial)?;
-            pin_init::stack_pin_init!(let flash_io = IoSet::new());
-            pin_init::stack_pin_init!(let san_io = IoSet::new());
-            let dir = if rq.is_fua() { Dir::WriteFua } else { Dir::Write };
-            let mut bio = Bio::new(&self.dev, at, rq.record_vecs(), dir, b.bioset)?;
-            bio.add_buf(&hb, 0, hb.len())?;
-            bio.add_request_data(rq)?;
-            flash_io.as_ref().submit(bio);
-            let mut san = Ok(());
-            if wt {
-                let mut bios = KVec::new();
-                san = Bio::clone_request(rq, 0, len, b.san, lba, b.bioset, &mut bios);
-                for bio in bios {
-                    san_io.as_ref().submit(bio);
-                }
+        let hb = self.header_block(rq, flags, serial)?;
+        pin_init::stack_pin_init!(let flash_io = IoSet::new());
+        pin_init::stack_pin_init!(let san_io = IoSet::new());
+        let dir = if rq.is_fua() { Dir::WriteFua } else { Dir::Write };
+        let mut bio = Bio::new(&self.dev, at, rq.record_vecs(), dir, b.bioset)?;
+        bio.add_buf(&hb, 0, hb.len())?;
+        bio.add_request_data(rq)?;
+        flash_io.as_ref().submit(bio);
+        let mut san = Ok(());
+        if wt {
+            let mut bios = KVec::new();
+            san = Bio::clone_request(rq, 0, len, b.san, lba, b.bioset, &mut bios);
+            for bio in bios {
+                san_io.as_ref().submit(bio);
             }
-            let f = flash_io.as_ref().wait();
-            let s = san_io.as_ref().wait().and(san);
-            if wt && s.is_ok() {
-                self.san_unflushed.store(true, Ordering::Release);
-            }
-            Ok((f, s))
-        })();
+        }
+        let f = flash_io.as_ref().wait();
+        let s = san_io.as_ref().wait().and(san);
+        if wt && s.is_ok() {
+            self.san_unflushed.store(true, Ordering::Release);
+        }
+        Ok((f, s))
+    }
 
+    /// Records how the write went: ends its in-flight mark, indexes its record (or forgets its
+    /// range), and treats a failed flash write as a cache failure.
+    fn record_write<H: Handler>(&self, rq: &Request<H>, p: &Placed, result: Result<(Result, Result)>) -> Recorded {
+        let (lba, len) = (rq.sector(), rq.sectors());
+        let Placed { serial, seg, wt, .. } = *p;
+        let flash = self.seg_sector(seg) + p.off + self.sb.block_sectors();
         let mut g = self.lock();
         g.end(serial);
         g.hold(seg, -1);
@@ -142,7 +192,7 @@ impl Cache {
                 drop(g);
                 self.changed.notify_all();
                 pr_warn!("a write of {} sectors at {} could not become a record ({:?}); it fails\n", len, lba, e);
-                return Err(e);
+                return Recorded::Done(Err(e));
             }
         };
         if !wt && g.mode != Mode::Normal {
@@ -152,7 +202,7 @@ impl Cache {
             // failed, it fails.
             drop(g);
             self.changed.notify_all();
-            return self.write(b, rq);
+            return Recorded::Again;
         }
         let out = match result {
             (Ok(()), Ok(())) => match g.add_record(seg, rec, flash, !wt) {
@@ -185,7 +235,7 @@ impl Cache {
                     self.changed.notify_all();
                     pr_err!("cache device write failed ({:?}); no dirty data: bypassing the cache\n", e);
                     // Through the top of the path: after the switch's checkpoint.
-                    return self.write(b, rq);
+                    return Recorded::Again;
                 }
                 pr_err!("cache device write failed ({:?}) with dirty data: the volume fails its I/O\n", e);
                 Err(EIO)
@@ -208,6 +258,6 @@ impl Cache {
         if wake {
             self.work.notify_all();
         }
-        out
+        Recorded::Done(out)
     }
 }
