@@ -13,7 +13,7 @@
 mod blk;
 mod cache;
 mod control;
-mod crc;
+mod klib;
 mod pfcore;
 mod volume;
 
@@ -41,7 +41,7 @@ impl kernel::InPlaceModule for PeerflashModule {
         pin_init::pin_init_scope(|| {
             // Every record checksum depends on it: refuse to load with a CRC32C that is not the
             // standard one (the helper checks its own the same way).
-            if !pfcore::format::crc_self_test(crc::crc32c) {
+            if !pfcore::format::crc_self_test(klib::crc32c) {
                 pr_err!("the kernel's crc32c fails the CRC32C check value; not loading\n");
                 return Err(EINVAL);
             }

@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! The thin layer over the kernel's block layer. All of peerflash's `unsafe` lives below this
-//! module (and in `rust/helpers.c`); the driver above it is safe Rust.
+//! The thin layer over the kernel's block layer. Besides `crate::klib` (crc32c, random bytes)
+//! and the kernel crate's `global_lock!` initialisers (Documentation/design.md), peerflash's
+//! `unsafe` lives below this module (and in `rust/helpers.c`); the driver above it is safe Rust.
 //!
 //! - [`bdev::BlockDev`]: a block device opened by path (a volume's backing device).
 //! - [`bioset::BioSet`]: a bio mempool.

@@ -21,12 +21,11 @@
 
 use core::ffi::c_void;
 
-use kernel::bindings;
 use kernel::prelude::*;
 
 use crate::blk::bdev::BlockDev;
 use crate::blk::disk;
-use crate::crc::crc32c;
+use crate::klib::{self, crc32c};
 use crate::pfcore::geometry::GeometryError;
 use crate::pfcore::format::{largest_free_run, Checkpoint, FormatError, Slot, Superblock, LOG_LIMIT_STEP, META_BYTES};
 use crate::pfcore::policy::Policy;
@@ -206,8 +205,8 @@ pub(crate) fn attach(path: &CStr, backing: &BlockDev, want: &Want<'_>) -> Result
     };
     let (index, first, count, reclaimed) = make_room(&dev, &sb, want.force, wanted, scan, &mut block)?;
     let mut uuid = [0u8; 16];
-    // SAFETY: `uuid` is valid for writes of 16 bytes; get_random_bytes may sleep, which is fine here.
-    unsafe { bindings::get_random_bytes(uuid.as_mut_ptr().cast(), uuid.len()) };
+    // May sleep, which is fine here.
+    klib::random_bytes(&mut uuid);
     let slot = Slot {
         uuid,
         name: Slot::pack_name(want.name),

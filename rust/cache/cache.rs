@@ -14,7 +14,7 @@ use crate::blk::io::PageBuf;
 use crate::blk::request::{Handler, Request};
 use crate::blk::thread;
 use crate::blk::GFP_IO_PATH;
-use crate::crc::crc32c;
+use crate::klib::crc32c;
 use crate::pfcore::admission::WriteView;
 use crate::pfcore::format::{Checkpoint, RecordHeader, Slot, Superblock, RECORD_HEADER_BYTES};
 use crate::pfcore::policy::Policy;

@@ -10,7 +10,7 @@ use crate::blk::bdev::BlockDev;
 use crate::blk::bioset::BioSet;
 use crate::blk::dir::Dir;
 use crate::blk::io::{self, Bio, PageBuf};
-use crate::crc::crc32c;
+use crate::klib::crc32c;
 use crate::pfcore::destage::LogHead;
 use crate::pfcore::format::{self, Checkpoint, Slot, Superblock};
 use crate::pfcore::rebuild;
