@@ -30,6 +30,7 @@ use std::ops::Range;
 
 use peerflash_core::names;
 use peerflash_core::policy::Policy;
+use peerflash_core::sysfs::Attr;
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
@@ -216,287 +217,21 @@ pub fn parse(file: &str, src: &str) -> Result<Config, Invalid> {
         src,
         problems: Vec::new(),
     };
-
-    // The cluster name names the lockspace (`pf-NAME`, at most 47 bytes for sanlock).
-    if let Some(name) = &raw.cluster {
-        let n = name.get_ref();
-        if !host_name_ok(n) || n.len() > 40 {
-            c.at(
-                name.span(),
-                "cluster",
-                format!("{n:?} is not a cluster name (1-40 letters, digits, '-', '_'; not starting with '-')"),
-            );
-        }
-    }
-
-    // The datastore.
+    check_cluster(&mut c, &raw);
     let ds = raw.datastore.get_ref();
-    c.absolute_path(&ds.device, "datastore.device".into());
-    if *ds.size_mib.get_ref() == 0 {
-        c.at(
-            ds.size_mib.span(),
-            "datastore.size_mib",
-            "must be at least 1 (MiB)",
-        );
-    }
-    let offset_mib = ds.offset_mib.as_ref().map_or(0, |o| *o.get_ref());
-    if offset_mib
-        .checked_add(*ds.size_mib.get_ref())
-        .is_none_or(|end| end > 1 << 40)
-    {
-        c.at(
-            ds.size_mib.span(),
-            "datastore.size_mib",
-            "offset_mib + size_mib is beyond any device (2^40 MiB)",
-        );
-    }
-
-    let io_timeout = ds
-        .io_timeout
-        .as_ref()
-        .map_or(peerflash_lease::DEFAULT_IO_TIMEOUT, |t| *t.get_ref());
-    if let Some(t) = &ds.io_timeout {
-        if !(1..=60).contains(t.get_ref()) {
-            c.at(
-                t.span(),
-                "datastore.io_timeout",
-                format!("{} is not an I/O timeout: 1 to 60 seconds", t.get_ref()),
-            );
-        }
-    }
-
-    // Hosts.
-    if raw.host.is_empty() {
-        c.at(0..0, "host", "no [[host]]: at least one host is required");
-    }
-    let mut host_names: HashMap<String, usize> = HashMap::new();
-    let mut addresses: HashMap<SocketAddr, usize> = HashMap::new();
-    let mut host_ids: HashMap<u64, usize> = HashMap::new();
-    let mut hosts = Vec::new();
-    for (i, sh) in raw.host.iter().enumerate() {
-        let h = sh.get_ref();
-        let name = h.name.get_ref();
-        let id = h.id.as_ref().map_or(i as u64 + 1, |x| *x.get_ref());
-        let id_span = h.id.as_ref().map_or(sh.span(), |x| x.span());
-        if !(1..=peerflash_lease::MAX_HOSTS as u64).contains(&id) {
-            c.at(
-                id_span,
-                format!("host[{i}].id"),
-                format!(
-                    "{id} is not a host id (1 to {})",
-                    peerflash_lease::MAX_HOSTS
-                ),
-            );
-        } else if let Some(first) = host_ids.insert(id, i) {
-            c.at(
-                id_span,
-                format!("host[{i}].id"),
-                format!("host id {id} is already host[{first}]'s (an absent id is the host's position from 1)"),
-            );
-        }
-        if !host_name_ok(name) {
-            c.at(
-                h.name.span(),
-                format!("host[{i}].name"),
-                format!("{name:?} is not a host name (1-63 letters, digits, '-', '_'; not starting with '-')"),
-            );
-        } else if let Some(first) = host_names.insert(name.clone(), i) {
-            c.at(
-                h.name.span(),
-                format!("host[{i}].name"),
-                format!("host {name:?} is defined twice (also host[{first}])"),
-            );
-        }
-        match h.address.get_ref().parse::<SocketAddr>() {
-            Ok(a) if a.port() == 0 => {
-                c.at(
-                    h.address.span(),
-                    format!("host[{i}].address"),
-                    "port 0 is not a port to listen on",
-                );
-            }
-            Ok(a) => {
-                if let Some(first) = addresses.insert(a, i) {
-                    c.at(
-                        h.address.span(),
-                        format!("host[{i}].address"),
-                        format!("address {a} is already host[{first}]'s"),
-                    );
-                }
-                hosts.push(Host {
-                    name: name.clone(),
-                    address: a,
-                    id,
-                });
-            }
-            Err(_) => c.at(
-                h.address.span(),
-                format!("host[{i}].address"),
-                format!(
-                    "{:?} is not IP:PORT (e.g. \"192.168.10.1:7790\" or \"[fd00::1]:7790\")",
-                    h.address.get_ref()
-                ),
-            ),
-        }
-    }
-
-    // Volumes.
-    let mut volume_names: HashMap<String, usize> = HashMap::new();
-    let mut backings: HashMap<String, usize> = HashMap::new();
-    let mut volumes = Vec::new();
-    let mut slots: HashMap<u32, usize> = HashMap::new();
+    let (offset_mib, io_timeout) = check_datastore(&mut c, ds);
+    let (hosts, host_names) = check_hosts(&mut c, &raw.host);
     // Slots the datastore region holds: 1 MiB of lockspace, then 2 MiB per slot.
     let slot_room = u32::try_from(ds.size_mib.get_ref().saturating_sub(1) / 2)
         .unwrap_or(u32::MAX)
         .min(peerflash_lease::MAX_SLOTS);
-    let empty_peers = Vec::new();
-    let empty_cache = BTreeMap::new();
-    for (i, sv) in raw.volume.iter().enumerate() {
-        let v = sv.get_ref();
-        // Absent optional fields are reported at the volume's table.
-        let replicas_span = v.replicas.as_ref().map_or(sv.span(), |r| r.span());
-        let replicas = v.replicas.as_ref().map_or(0, |r| *r.get_ref());
-        let peer_list = v.peers.as_ref().map_or(&empty_peers, |p| p.get_ref());
-        let cache_span = v.cache.as_ref().map_or(sv.span(), |c| c.span());
-        let cache_map = v.cache.as_ref().map_or(&empty_cache, |c| c.get_ref());
-        let name = v.name.get_ref();
-        if let Err(e) = names::validate_volume_name(name.as_bytes()) {
-            c.at(
-                v.name.span(),
-                format!("volume[{i}].name"),
-                format!("{name:?}: {}", e.describe()),
-            );
-        } else if let Some(first) = volume_names.insert(name.clone(), i) {
-            c.at(
-                v.name.span(),
-                format!("volume[{i}].name"),
-                format!("volume {name:?} is defined twice (also volume[{first}])"),
-            );
-        }
-        let lock_slot = v.lock_slot.as_ref().map_or(i as u32, |x| *x.get_ref());
-        let slot_span = v.lock_slot.as_ref().map_or(sv.span(), |x| x.span());
-        if lock_slot >= slot_room {
-            c.at(
-                slot_span,
-                format!("volume[{i}].lock_slot"),
-                format!(
-                    "slot {lock_slot} is not on the datastore: {} MiB hold {slot_room} slot(s) (1 MiB + 2 MiB per slot, at most {})",
-                    ds.size_mib.get_ref(),
-                    peerflash_lease::MAX_SLOTS
-                ),
-            );
-        } else if let Some(first) = slots.insert(lock_slot, i) {
-            c.at(
-                slot_span,
-                format!("volume[{i}].lock_slot"),
-                format!("lock slot {lock_slot} is already volume[{first}]'s (an absent slot is the volume's position from 0)"),
-            );
-        }
-        c.absolute_path(&v.backing, format!("volume[{i}].backing"));
-        if let Some(first) = backings.insert(v.backing.get_ref().clone(), i) {
-            c.at(
-                v.backing.span(),
-                format!("volume[{i}].backing"),
-                format!("{:?} is already volume[{first}]'s backing device: two volumes on one disk corrupt it", v.backing.get_ref()),
-            );
-        }
-        let policy = Policy::parse(v.policy.get_ref().as_bytes());
-        match policy {
-            Some(p @ (Policy::WriteThrough | Policy::WriteBack)) if replicas > 0 => c.at(
-                replicas_span.clone(),
-                format!("volume[{i}].replicas"),
-                format!("policy {} keeps no copies on peers: replicas must be 0 (or use policy wbp)", p.name()),
-            ),
-            Some(Policy::WriteBackPeers) if replicas == 0 => c.at(
-                replicas_span.clone(),
-                format!("volume[{i}].replicas"),
-                "policy wbp needs at least 1 replica (or use policy wb)",
-            ),
-            Some(_) => {}
-            None => c.at(
-                v.policy.span(),
-                format!("volume[{i}].policy"),
-                format!("{:?} is not a policy: wt, wb or wbp", v.policy.get_ref()),
-            ),
-        }
-        let policy = policy.unwrap_or(Policy::WriteBack);
-        let mut peers = Vec::new();
-        for (j, p) in peer_list.iter().enumerate() {
-            let pn = p.get_ref();
-            if !host_names.contains_key(pn) {
-                c.at(
-                    p.span(),
-                    format!("volume[{i}].peers[{j}]"),
-                    format!("unknown host {pn:?} (hosts: {})", known(&host_names)),
-                );
-            } else if peers.contains(pn) {
-                c.at(
-                    p.span(),
-                    format!("volume[{i}].peers[{j}]"),
-                    format!("host {pn:?} is listed twice"),
-                );
-            } else {
-                peers.push(pn.clone());
-            }
-        }
-        if replicas as usize > peer_list.len() && policy == Policy::WriteBackPeers {
-            c.at(
-                replicas_span.clone(),
-                format!("volume[{i}].replicas"),
-                format!(
-                    "{replicas} replicas but {} peer(s) to hold them",
-                    peer_list.len()
-                ),
-            );
-        }
-        let mut cache = BTreeMap::new();
-        for (h, dev) in cache_map {
-            let hn = h.get_ref();
-            if !host_names.contains_key(hn) {
-                c.at(
-                    h.span(),
-                    format!("volume[{i}].cache.{hn}"),
-                    format!("unknown host {hn:?} (hosts: {})", known(&host_names)),
-                );
-            }
-            c.absolute_path(dev, format!("volume[{i}].cache.{hn}"));
-            cache.insert(hn.clone(), dev.get_ref().clone());
-        }
-        if cache_map.is_empty() {
-            c.at(
-                v.name.span(),
-                format!("volume[{i}].cache"),
-                "no cache device on any host",
-            );
-        }
-        for p in &peers {
-            if !cache.contains_key(p) {
-                c.at(
-                    cache_span.clone(),
-                    format!("volume[{i}].cache"),
-                    format!("peer {p:?} holds replicas but has no cache device for this volume"),
-                );
-            }
-        }
-        let san_group = v.san_group.as_ref().map_or(0, |x| *x.get_ref());
-        if let Some(g) = v.san_group.as_ref().filter(|g| *g.get_ref() > 65535) {
-            c.at(
-                g.span(),
-                format!("volume[{i}].san_group"),
-                format!("{san_group} is not a SAN group (1 to 65535; 0 or absent: none)"),
-            );
-        }
-        volumes.push(Volume {
-            name: name.clone(),
-            backing: v.backing.get_ref().clone(),
-            policy,
-            replicas,
-            peers,
-            cache,
-            lock_slot,
-            san_group,
-        });
-    }
+    let mut keys = VolumeKeys::default();
+    let volumes = raw
+        .volume
+        .iter()
+        .enumerate()
+        .map(|(i, sv)| check_volume(&mut c, i, sv, ds, &host_names, slot_room, &mut keys))
+        .collect();
 
     if !c.problems.is_empty() {
         c.problems.sort_by_key(|p| (p.line, p.column));
@@ -516,6 +251,306 @@ pub fn parse(file: &str, src: &str) -> Result<Config, Invalid> {
         hosts,
         volumes,
     })
+}
+
+
+/// The cluster name names the lockspace (`pf-NAME`, at most 47 bytes for sanlock).
+fn check_cluster(c: &mut Checker<'_>, raw: &RawConfig) {
+if let Some(name) = &raw.cluster {
+    let n = name.get_ref();
+    if !host_name_ok(n) || n.len() > 40 {
+        c.at(
+            name.span(),
+            "cluster",
+            format!("{n:?} is not a cluster name (1-40 letters, digits, '-', '_'; not starting with '-')"),
+        );
+    }
+}
+}
+
+/// The datastore: its device, region and I/O timeout; returns (offset_mib, io_timeout).
+fn check_datastore(c: &mut Checker<'_>, ds: &RawDatastore) -> (u64, u32) {
+c.absolute_path(&ds.device, "datastore.device".into());
+if *ds.size_mib.get_ref() == 0 {
+    c.at(
+        ds.size_mib.span(),
+        "datastore.size_mib",
+        "must be at least 1 (MiB)",
+    );
+}
+let offset_mib = ds.offset_mib.as_ref().map_or(0, |o| *o.get_ref());
+if offset_mib
+    .checked_add(*ds.size_mib.get_ref())
+    .is_none_or(|end| end > 1 << 40)
+{
+    c.at(
+        ds.size_mib.span(),
+        "datastore.size_mib",
+        "offset_mib + size_mib is beyond any device (2^40 MiB)",
+    );
+}
+
+let io_timeout = ds
+    .io_timeout
+    .as_ref()
+    .map_or(peerflash_lease::DEFAULT_IO_TIMEOUT, |t| *t.get_ref());
+if let Some(t) = &ds.io_timeout {
+    if !(1..=60).contains(t.get_ref()) {
+        c.at(
+            t.span(),
+            "datastore.io_timeout",
+            format!("{} is not an I/O timeout: 1 to 60 seconds", t.get_ref()),
+        );
+    }
+}
+    (offset_mib, io_timeout)
+}
+
+/// The hosts: names, ids and addresses, each unique; returns them and the name index.
+fn check_hosts(c: &mut Checker<'_>, raw: &[Spanned<RawHost>]) -> (Vec<Host>, HashMap<String, usize>) {
+if raw.is_empty() {
+    c.at(0..0, "host", "no [[host]]: at least one host is required");
+}
+let mut host_names: HashMap<String, usize> = HashMap::new();
+let mut addresses: HashMap<SocketAddr, usize> = HashMap::new();
+let mut host_ids: HashMap<u64, usize> = HashMap::new();
+let mut hosts = Vec::new();
+for (i, sh) in raw.iter().enumerate() {
+    let h = sh.get_ref();
+    let name = h.name.get_ref();
+    let id = h.id.as_ref().map_or(i as u64 + 1, |x| *x.get_ref());
+    let id_span = h.id.as_ref().map_or(sh.span(), |x| x.span());
+    if !(1..=peerflash_lease::MAX_HOSTS as u64).contains(&id) {
+        c.at(
+            id_span,
+            format!("host[{i}].id"),
+            format!(
+                "{id} is not a host id (1 to {})",
+                peerflash_lease::MAX_HOSTS
+            ),
+        );
+    } else if let Some(first) = host_ids.insert(id, i) {
+        c.at(
+            id_span,
+            format!("host[{i}].id"),
+            format!("host id {id} is already host[{first}]'s (an absent id is the host's position from 1)"),
+        );
+    }
+    if !host_name_ok(name) {
+        c.at(
+            h.name.span(),
+            format!("host[{i}].name"),
+            format!("{name:?} is not a host name (1-63 letters, digits, '-', '_'; not starting with '-')"),
+        );
+    } else if let Some(first) = host_names.insert(name.clone(), i) {
+        c.at(
+            h.name.span(),
+            format!("host[{i}].name"),
+            format!("host {name:?} is defined twice (also host[{first}])"),
+        );
+    }
+    match h.address.get_ref().parse::<SocketAddr>() {
+        Ok(a) if a.port() == 0 => {
+            c.at(
+                h.address.span(),
+                format!("host[{i}].address"),
+                "port 0 is not a port to listen on",
+            );
+        }
+        Ok(a) => {
+            if let Some(first) = addresses.insert(a, i) {
+                c.at(
+                    h.address.span(),
+                    format!("host[{i}].address"),
+                    format!("address {a} is already host[{first}]'s"),
+                );
+            }
+            hosts.push(Host {
+                name: name.clone(),
+                address: a,
+                id,
+            });
+        }
+        Err(_) => c.at(
+            h.address.span(),
+            format!("host[{i}].address"),
+            format!(
+                "{:?} is not IP:PORT (e.g. \"192.168.10.1:7790\" or \"[fd00::1]:7790\")",
+                h.address.get_ref()
+            ),
+        ),
+    }
+}
+    (hosts, host_names)
+}
+
+/// What must be unique across volumes: names, backing devices, lock slots (each to the index
+/// of the volume that has it).
+#[derive(Default)]
+struct VolumeKeys {
+    names: HashMap<String, usize>,
+    backings: HashMap<String, usize>,
+    slots: HashMap<u32, usize>,
+}
+
+/// Volume `i`: its name, lock slot, backing device, policy and replicas, peers, cache devices
+/// and SAN group.
+fn check_volume(
+    c: &mut Checker<'_>,
+    i: usize,
+    sv: &Spanned<RawVolume>,
+    ds: &RawDatastore,
+    host_names: &HashMap<String, usize>,
+    slot_room: u32,
+    keys: &mut VolumeKeys,
+) -> Volume {
+    let v = sv.get_ref();
+    // Absent optional fields are reported at the volume's table.
+    let replicas_span = v.replicas.as_ref().map_or(sv.span(), |r| r.span());
+    let replicas = v.replicas.as_ref().map_or(0, |r| *r.get_ref());
+    let empty_peers = Vec::new();
+    let empty_cache = BTreeMap::new();
+    let peer_list = v.peers.as_ref().map_or(&empty_peers, |p| p.get_ref());
+    let cache_span = v.cache.as_ref().map_or(sv.span(), |c| c.span());
+    let cache_map = v.cache.as_ref().map_or(&empty_cache, |c| c.get_ref());
+    let name = v.name.get_ref();
+    if let Err(e) = names::validate_volume_name(name.as_bytes()) {
+        c.at(
+            v.name.span(),
+            format!("volume[{i}].name"),
+            format!("{name:?}: {}", e.describe()),
+        );
+    } else if let Some(first) = keys.names.insert(name.clone(), i) {
+        c.at(
+            v.name.span(),
+            format!("volume[{i}].name"),
+            format!("volume {name:?} is defined twice (also volume[{first}])"),
+        );
+    }
+    let lock_slot = v.lock_slot.as_ref().map_or(i as u32, |x| *x.get_ref());
+    let slot_span = v.lock_slot.as_ref().map_or(sv.span(), |x| x.span());
+    if lock_slot >= slot_room {
+        c.at(
+            slot_span,
+            format!("volume[{i}].lock_slot"),
+            format!(
+                "slot {lock_slot} is not on the datastore: {} MiB hold {slot_room} slot(s) (1 MiB + 2 MiB per slot, at most {})",
+                ds.size_mib.get_ref(),
+                peerflash_lease::MAX_SLOTS
+            ),
+        );
+    } else if let Some(first) = keys.slots.insert(lock_slot, i) {
+        c.at(
+            slot_span,
+            format!("volume[{i}].lock_slot"),
+            format!("lock slot {lock_slot} is already volume[{first}]'s (an absent slot is the volume's position from 0)"),
+        );
+    }
+    c.absolute_path(&v.backing, format!("volume[{i}].backing"));
+    if let Some(first) = keys.backings.insert(v.backing.get_ref().clone(), i) {
+        c.at(
+            v.backing.span(),
+            format!("volume[{i}].backing"),
+            format!("{:?} is already volume[{first}]'s backing device: two volumes on one disk corrupt it", v.backing.get_ref()),
+        );
+    }
+    let policy = Policy::parse(v.policy.get_ref().as_bytes());
+    match policy {
+        Some(p @ (Policy::WriteThrough | Policy::WriteBack)) if replicas > 0 => c.at(
+            replicas_span.clone(),
+            format!("volume[{i}].replicas"),
+            format!("policy {} keeps no copies on peers: replicas must be 0 (or use policy wbp)", p.name()),
+        ),
+        Some(Policy::WriteBackPeers) if replicas == 0 => c.at(
+            replicas_span.clone(),
+            format!("volume[{i}].replicas"),
+            "policy wbp needs at least 1 replica (or use policy wb)",
+        ),
+        Some(_) => {}
+        None => c.at(
+            v.policy.span(),
+            format!("volume[{i}].policy"),
+            format!("{:?} is not a policy: wt, wb or wbp", v.policy.get_ref()),
+        ),
+    }
+    let policy = policy.unwrap_or(Policy::WriteBack);
+    let mut peers = Vec::new();
+    for (j, p) in peer_list.iter().enumerate() {
+        let pn = p.get_ref();
+        if !host_names.contains_key(pn) {
+            c.at(
+                p.span(),
+                format!("volume[{i}].peers[{j}]"),
+                format!("unknown host {pn:?} (hosts: {})", known(&host_names)),
+            );
+        } else if peers.contains(pn) {
+            c.at(
+                p.span(),
+                format!("volume[{i}].peers[{j}]"),
+                format!("host {pn:?} is listed twice"),
+            );
+        } else {
+            peers.push(pn.clone());
+        }
+    }
+    if replicas as usize > peer_list.len() && policy == Policy::WriteBackPeers {
+        c.at(
+            replicas_span.clone(),
+            format!("volume[{i}].replicas"),
+            format!(
+                "{replicas} replicas but {} peer(s) to hold them",
+                peer_list.len()
+            ),
+        );
+    }
+    let mut cache = BTreeMap::new();
+    for (h, dev) in cache_map {
+        let hn = h.get_ref();
+        if !host_names.contains_key(hn) {
+            c.at(
+                h.span(),
+                format!("volume[{i}].cache.{hn}"),
+                format!("unknown host {hn:?} (hosts: {})", known(&host_names)),
+            );
+        }
+        c.absolute_path(dev, format!("volume[{i}].cache.{hn}"));
+        cache.insert(hn.clone(), dev.get_ref().clone());
+    }
+    if cache_map.is_empty() {
+        c.at(
+            v.name.span(),
+            format!("volume[{i}].cache"),
+            "no cache device on any host",
+        );
+    }
+    for p in &peers {
+        if !cache.contains_key(p) {
+            c.at(
+                cache_span.clone(),
+                format!("volume[{i}].cache"),
+                format!("peer {p:?} holds replicas but has no cache device for this volume"),
+            );
+        }
+    }
+    let san_group = v.san_group.as_ref().map_or(0, |x| *x.get_ref());
+    // The range of the module's sysfs file the agent writes it to.
+    if let Some(g) = v.san_group.as_ref().filter(|g| Attr::SanGroup.parse_store(g.get_ref().to_string().as_bytes()).is_err()) {
+        c.at(
+            g.span(),
+            format!("volume[{i}].san_group"),
+            format!("{san_group} is not a SAN group (1 to 65535; 0 or absent: none)"),
+        );
+    }
+    Volume {
+        name: name.clone(),
+        backing: v.backing.get_ref().clone(),
+        policy,
+        replicas,
+        peers,
+        cache,
+        lock_slot,
+        san_group,
+    }
 }
 
 fn known(names: &HashMap<String, usize>) -> String {
