@@ -30,6 +30,7 @@ use crate::blk::disk::{self, Disk};
 use crate::cache::attach;
 use crate::cache::Cache;
 use crate::pfcore::policy::{Policy, WBP_NOT_BUILT};
+use crate::pfcore::errno::{self, Role};
 use crate::pfcore::{attr, geometry, names};
 use crate::volume::Volume;
 
@@ -176,19 +177,7 @@ impl VolumeInner {
         };
         let dev = match BlockDev::open(path, holder) {
             Ok(d) => d,
-            Err(e) => {
-                let why = match e {
-                    e if e == ENOENT => "the backing device does not exist",
-                    e if e == ENOTBLK => "the backing path is not a block device",
-                    e if e == EBUSY => {
-                        "the backing device is in use (by another volume, a mounted filesystem or device-mapper)"
-                    }
-                    e if e == EACCES || e == EROFS => "the backing device is read-only",
-                    e if e == ENXIO || e == ENODEV => "the backing device is not present",
-                    _ => "cannot open the backing device",
-                };
-                return Err(self.refuse(why, e));
-            }
+            Err(e) => return Err(self.refuse(errno::open_refusal(-e.to_errno(), Role::Backing), e)),
         };
         if disk::is_ours(&dev) {
             return Err(self.refuse("the backing device is a peerflash volume; volumes cannot be stacked", EINVAL));

@@ -11,6 +11,8 @@ pub mod admission;
 pub mod attr;
 #[path = "../userspace/core/src/destage.rs"]
 pub mod destage;
+#[path = "../userspace/core/src/errno.rs"]
+pub mod errno;
 #[path = "../userspace/core/src/extent.rs"]
 pub mod extent;
 #[path = "../userspace/core/src/format.rs"]

@@ -26,6 +26,7 @@ use kernel::prelude::*;
 use crate::blk::bdev::BlockDev;
 use crate::blk::disk;
 use crate::klib::{self, crc32c};
+use crate::pfcore::errno::{self, Role};
 use crate::pfcore::geometry::GeometryError;
 use crate::pfcore::format::{largest_free_run, Checkpoint, FormatError, Slot, Superblock, LOG_LIMIT_STEP, META_BYTES};
 use crate::pfcore::policy::Policy;
@@ -104,15 +105,7 @@ pub(crate) struct Want<'a> {
 }
 
 fn open_refusal(e: Error) -> Refusal {
-    let why = match e {
-        e if e == ENOENT => "the cache device does not exist",
-        e if e == ENOTBLK => "the cache path is not a block device",
-        e if e == EBUSY => "the cache device is in use (as a backing device, by a mounted filesystem or device-mapper)",
-        e if e == EACCES || e == EROFS => "the cache device is read-only",
-        e if e == ENXIO || e == ENODEV => "the cache device is not present",
-        _ => "cannot open the cache device",
-    };
-    (why, e)
+    (errno::open_refusal(-e.to_errno(), Role::Cache), e)
 }
 
 fn format_refusal(e: FormatError) -> Refusal {

@@ -10,24 +10,8 @@ pub const SECTOR_SIZE: u64 = 512;
 /// Sectors in a 4 KiB page: the smallest maximum request size the block layer accepts.
 const PAGE_SECTORS: u32 = 8;
 
-/// What the volume needs to know about its backing device.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Backing {
-    /// Capacity in 512-byte sectors.
-    pub sectors: u64,
-    /// Logical block size in bytes.
-    pub logical_block_size: u32,
-    /// Physical block size in bytes.
-    pub physical_block_size: u32,
-    /// Largest discard, in sectors; 0 when the device has no discard.
-    pub max_discard_sectors: u32,
-    /// Discard granularity in bytes.
-    pub discard_granularity: u32,
-    /// Largest write-zeroes, in sectors; 0 when unsupported.
-    pub max_write_zeroes_sectors: u32,
-    /// Largest request the device takes, in sectors.
-    pub max_hw_sectors: u32,
-}
+/// What a block device reports, in the same terms as what the volume advertises ([`Limits`]).
+pub type Backing = Limits;
 
 /// The limits the volume advertises.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -14,6 +14,7 @@ pub mod attr;
 #[cfg(feature = "std")]
 pub mod btree;
 pub mod destage;
+pub mod errno;
 pub mod extent;
 pub mod format;
 pub mod geometry;

@@ -11,22 +11,11 @@ use anyhow::{Context, Result};
 use peerflash_core::mode::CacheState;
 use peerflash_core::sysfs::Attr;
 use peerflash_core::policy::Policy;
-use peerflash_core::{attr, names};
+use peerflash_core::{attr, errno, names};
 use serde::Serialize;
 
 use crate::configfs::Root;
 use crate::error::VolumeError;
-
-/// Linux errno values the module returns (asm-generic/errno-base.h).
-mod errno {
-    pub const ENOENT: i32 = 2;
-    pub const ENXIO: i32 = 6;
-    pub const ENOTBLK: i32 = 15;
-    pub const EBUSY: i32 = 16;
-    pub const EEXIST: i32 = 17;
-    pub const EINVAL: i32 = 22;
-    pub const ENOSPC: i32 = 28;
-}
 
 fn check_name(name: &str) -> Result<()> {
     names::validate_volume_name(name.as_bytes()).map_err(|e| {
