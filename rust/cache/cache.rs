@@ -517,3 +517,58 @@ impl Cache {
         HeldPieces { cache: self, pieces }
     }
 }
+
+/// An operation in flight: its serial in the in-flight set (it holds back overlapping requests
+/// and the checkpoint) and, for one that writes a record, the segment it writes into (held).
+/// Begun under the state lock ([`Cache::begin_op`]); ended by [`InFlightOp::end`] under the
+/// lock, together with what records its result, or else by its drop, which takes the lock (so
+/// it is never dropped while the lock is held).
+pub(super) struct InFlightOp<'a> {
+    cache: &'a Cache,
+    serial: u64,
+    seg: Option<usize>,
+    ended: bool,
+}
+
+impl InFlightOp<'_> {
+    /// Its serial.
+    pub(super) fn serial(&self) -> u64 {
+        self.serial
+    }
+
+    /// Ends it under the state lock `g` (the caller notifies `changed` once it is done).
+    pub(super) fn end(mut self, g: &mut State) {
+        g.end(self.serial);
+        if let Some(s) = self.seg {
+            g.hold(s, -1);
+        }
+        self.ended = true;
+    }
+}
+
+impl Drop for InFlightOp<'_> {
+    fn drop(&mut self) {
+        if self.ended {
+            return;
+        }
+        let mut g = self.cache.lock();
+        g.end(self.serial);
+        if let Some(s) = self.seg {
+            g.hold(s, -1);
+        }
+        drop(g);
+        self.cache.changed.notify_all();
+    }
+}
+
+impl Cache {
+    /// Begins an operation on `[lba, lba + len)` (`san`: it goes to the SAN directly) under the
+    /// state lock `g`, holding `seg` if it writes a record there.
+    pub(super) fn begin_op(&self, g: &mut State, lba: u64, len: u64, san: bool, seg: Option<usize>) -> Result<InFlightOp<'_>> {
+        let serial = g.begin(lba, len, san)?;
+        if let Some(s) = seg {
+            g.hold(s, 1);
+        }
+        Ok(InFlightOp { cache: self, serial, seg, ended: false })
+    }
+}

@@ -55,9 +55,8 @@ impl Cache {
         {
             let footprint = u32::try_from(len).map(|l| RecordHeader::footprint(l, self.sb.block_size));
             if let Ok(Ok(Some((seg, off)))) = footprint.map(|f| g.place(f)) {
-                if let Ok(serial) = g.reserve_record(seg).and_then(|()| g.begin(lba, len, true)) {
-                    g.hold(seg, 1);
-                    fill = Some((serial, seg, self.seg_sector(seg) + off));
+                if let Ok(op) = g.reserve_record(seg).and_then(|()| self.begin_op(&mut g, lba, len, true, Some(seg))) {
+                    fill = Some((op, seg, self.seg_sector(seg) + off));
                 }
             }
         }
@@ -109,7 +108,8 @@ impl Cache {
         };
         let mode = g.mode;
         drop(g);
-        if let Some((serial, seg, at)) = fill {
+        if let Some((op, seg, at)) = fill {
+            let serial = op.serial();
             // Every path ends the in-flight mark (it holds back writes and the checkpoint).
             // Not built (no memory, an odd request): not kept, and not a cache failure.
             let write = match san_r {
@@ -117,8 +117,7 @@ impl Cache {
                 Err(_) => None,
             };
             let mut g = self.lock();
-            g.end(serial);
-            g.hold(seg, -1);
+            op.end(&mut g);
             match write {
                 Some(Ok(())) => {
                     let rec = Rec { serial, lba, len };

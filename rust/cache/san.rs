@@ -19,7 +19,7 @@ impl Cache {
     pub(crate) fn san_op<H: Handler>(&self, b: &Backend<'_>, rq: &Request<H>) -> Result {
         let (lba, len) = (rq.sector(), rq.sectors());
         let mut g = self.lock();
-        let serial = loop {
+        let op = loop {
             match g.mode {
                 Mode::Failed => return Err(EIO),
                 Mode::Bypass if g.floor.is_some() => {
@@ -43,7 +43,7 @@ impl Cache {
                 && self.san_writes_allowed()
             {
                 g.invalidate(lba, len)?;
-                break g.begin(lba, len, true)?;
+                break self.begin_op(&mut g, lba, len, true, None)?;
             }
             if g.overlaps_dirty(lba, len) {
                 // Dirty data of the range goes to the SAN first: now, not on the destage timer.
@@ -54,8 +54,8 @@ impl Cache {
         };
         drop(g);
         let r = self.san_request(b, rq);
-        self.lock().end(serial);
-        self.changed.notify_all();
+        // Its drop ends it (and notifies).
+        drop(op);
         r
     }
 

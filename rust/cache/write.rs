@@ -16,14 +16,13 @@ use crate::pfcore::policy::Policy;
 use crate::pfcore::format::{RecordHeader, RECORD_DIRTY};
 use crate::pfcore::mode::Mode;
 
-use super::cache::{Backend, Cache, MAX_REQUEST_SECTORS};
+use super::cache::{Backend, Cache, InFlightOp, MAX_REQUEST_SECTORS};
 use super::state::Rec;
 use super::stats::bump;
 
 /// A write with its room in the log and its serial.
-#[derive(Clone, Copy)]
-struct Placed {
-    serial: u64,
+struct Placed<'a> {
+    op: InFlightOp<'a>,
     seg: usize,
     /// Offset of its record in the segment, in sectors.
     off: u64,
@@ -32,9 +31,9 @@ struct Placed {
 }
 
 /// How [`Cache::place_write`] left a write.
-enum Start {
+enum Start<'a> {
     /// Placed in the log.
-    Placed(Placed),
+    Placed(Placed<'a>),
     /// Done without the cache (bypassing, sent to the SAN; failed, refused).
     Done(Result),
 }
@@ -55,7 +54,7 @@ impl Cache {
             Start::Done(r) => return r,
         };
         let io = self.write_record(b, rq, &p);
-        match self.record_write(rq, &p, io) {
+        match self.record_write(rq, p, io) {
             Recorded::Done(r) => r,
             // The cache failed under the write: through the top of the path again (bypassing:
             // after the switch's checkpoint; failed: it fails).
@@ -65,7 +64,7 @@ impl Cache {
 
     /// Waits until the write may start (`pfcore::admission`) and takes its room in the log and
     /// its serial; or, bypassing, sends it to the SAN.
-    fn place_write<H: Handler>(&self, b: &Backend<'_>, rq: &Request<H>) -> Result<Start> {
+    fn place_write<H: Handler>(&self, b: &Backend<'_>, rq: &Request<H>) -> Result<Start<'_>> {
         let (lba, len) = (rq.sector(), rq.sectors());
         let len32 = u32::try_from(len).map_err(|_| EINVAL)?;
         let footprint = RecordHeader::footprint(len32, self.sb.block_size);
@@ -107,12 +106,12 @@ impl Cache {
                 Admit::Place => {
                     if let Some((seg, off)) = g.place(footprint)? {
                         g.reserve_record(seg)?;
-                        let serial = g.begin(lba, len, wt)?;
-                        g.hold(seg, 1);
+                        let op = self.begin_op(&mut g, lba, len, wt, Some(seg))?;
                         if !wt {
-                            g.wb_submitted = g.wb_submitted.max(serial);
+                            g.wb_submitted = g.wb_submitted.max(op.serial());
                         }
-                        return Ok(Start::Placed(Placed { serial, seg, off, wt }));
+                        drop(g);
+                        return Ok(Start::Placed(Placed { op, seg, off, wt }));
                     }
                 }
                 Admit::Blocked => {}
@@ -144,9 +143,9 @@ impl Cache {
     /// write-through, the data to the SAN in parallel. `Err`: the record could not be built
     /// (no memory, or data the record bio cannot hold): nothing was written, an error for this
     /// request only. `Ok((flash, san))`: how the writes went.
-    fn write_record<H: Handler>(&self, b: &Backend<'_>, rq: &Request<H>, p: &Placed) -> Result<(Result, Result)> {
+    fn write_record<H: Handler>(&self, b: &Backend<'_>, rq: &Request<H>, p: &Placed<'_>) -> Result<(Result, Result)> {
         let (lba, len) = (rq.sector(), rq.sectors());
-        let Placed { serial, seg, off, wt } = *p;
+        let (serial, seg, off, wt) = (p.op.serial(), p.seg, p.off, p.wt);
         let at = self.seg_sector(seg) + off;
         let flags = if wt { 0 } else { RECORD_DIRTY };
         let hb = self.header_block(rq, flags, serial)?;
@@ -175,13 +174,13 @@ impl Cache {
 
     /// Records how the write went: ends its in-flight mark, indexes its record (or forgets its
     /// range), and treats a failed flash write as a cache failure.
-    fn record_write<H: Handler>(&self, rq: &Request<H>, p: &Placed, result: Result<(Result, Result)>) -> Recorded {
+    fn record_write<H: Handler>(&self, rq: &Request<H>, p: Placed<'_>, result: Result<(Result, Result)>) -> Recorded {
         let (lba, len) = (rq.sector(), rq.sectors());
-        let Placed { serial, seg, wt, .. } = *p;
-        let flash = self.seg_sector(seg) + p.off + self.sb.block_sectors();
+        let Placed { op, seg, off, wt } = p;
+        let serial = op.serial();
+        let flash = self.seg_sector(seg) + off + self.sb.block_sectors();
         let mut g = self.lock();
-        g.end(serial);
-        g.hold(seg, -1);
+        op.end(&mut g);
         let rec = Rec { serial, lba, len };
         // The destager is woken when a full batch is ready; younger, smaller ones wait for its
         // timer (`destage_delay_ms`).
