@@ -65,7 +65,7 @@ fn list_is_sorted() {
 #[test]
 fn refusals_have_exit_codes_and_reasons() {
     let t = tempfile::tempdir().unwrap();
-    let cases: [(&[&str], i32, &str); 5] = [
+    let cases: [(&[&str], i32, &str); 8] = [
         (
             &["create", "a/b", "--backing", "/dev/vda"],
             2,
@@ -81,6 +81,17 @@ fn refusals_have_exit_codes_and_reasons() {
             2,
             "is not a block device",
         ),
+        (
+            &["create", "v", "--backing", "/dev/vda", "--cache", "/dev/vdb", "--policy", "wbp"],
+            2,
+            "policy wbp needs replication",
+        ),
+        (
+            &["create", "v", "--backing", "/dev/vda", "--cache", "/dev/vdb", "--policy", "wx"],
+            2,
+            "[possible values: wt, wb, wbp]",
+        ),
+        (&["set-policy", "v", "wbp"], 2, "policy wbp needs replication"),
         (&["remove", "nothere"], 4, "volume nothere does not exist"),
         (&["status", "nothere"], 4, "volume nothere does not exist"),
     ];
