@@ -22,7 +22,7 @@ use kernel::page::PAGE_SIZE;
 use kernel::prelude::*;
 use kernel::str::{BStr, CString};
 use kernel::sync::{Arc, Mutex};
-use kernel::ModuleMetadata;
+use kernel::ThisModule;
 
 use crate::blk::bdev::BlockDev;
 use crate::blk::thread::Thread;
@@ -34,8 +34,11 @@ use crate::pfcore::errno::{self, Role};
 use crate::pfcore::{attr, geometry, names};
 use crate::volume::Volume;
 
-/// The configfs subsystem `peerflash`.
-pub(crate) fn subsystem() -> impl PinInit<configfs::Subsystem<Config>, Error> {
+/// Version of the module and of its control interface.
+pub(crate) const VERSION: &str = "0.1.0";
+
+/// The configfs subsystem `peerflash`; `module` owns the volumes' disks (an open disk pins it).
+pub(crate) fn subsystem(module: &'static ThisModule) -> impl PinInit<configfs::Subsystem<Config>, Error> {
     let item_type = configfs_attrs! {
         container: configfs::Subsystem<Config>,
         data: Config,
@@ -44,12 +47,14 @@ pub(crate) fn subsystem() -> impl PinInit<configfs::Subsystem<Config>, Error> {
             version: 0,
         ],
     };
-    configfs::Subsystem::new(c"peerflash", item_type, try_pin_init!(Config {}))
+    configfs::Subsystem::new(c"peerflash", item_type, try_pin_init!(Config { module }))
 }
 
-/// The subsystem's own data (none).
+/// The subsystem's own data: the module, for the volumes' disks.
 #[pin_data]
-pub(crate) struct Config {}
+pub(crate) struct Config {
+    module: &'static ThisModule,
+}
 
 #[vtable]
 impl AttributeOperations<0> for Config {
@@ -57,7 +62,7 @@ impl AttributeOperations<0> for Config {
 
     fn show(_this: &Config, page: &mut [u8; PAGE_SIZE]) -> Result<usize> {
         let mut w = kernel::str::Formatter::new(page);
-        w.write_str(crate::VERSION)?;
+        w.write_str(VERSION)?;
         w.write_str("\n")?;
         Ok(w.bytes_written())
     }
@@ -106,6 +111,7 @@ impl configfs::GroupOperations for Config {
                     replay: false,
                     last_error: "",
                     running: None,
+                    module: self.module,
                 }),
             }),
         ))
@@ -136,6 +142,8 @@ struct VolumeInner {
     /// Why the last refused write was refused ("" after a success).
     last_error: &'static str,
     running: Option<Running>,
+    /// The module, owner of the volume's disk.
+    module: &'static ThisModule,
 }
 
 /// Field order matters: the disk goes first (draining I/O), then the destager thread stops,
@@ -253,7 +261,7 @@ impl VolumeInner {
             },
             None => None,
         };
-        let module = &<crate::PeerflashModule as ModuleMetadata>::THIS_MODULE;
+        let module = self.module;
         let created = Disk::new(
             fmt!("{}{}", names::DISK_PREFIX, self.name.to_str()?),
             &limits,

@@ -19,9 +19,6 @@ mod volume;
 
 use kernel::prelude::*;
 
-/// Version of the module and of its control interface.
-pub(crate) const VERSION: &str = "0.1.0";
-
 module! {
     type: PeerflashModule,
     name: "peerflash",
@@ -37,8 +34,8 @@ struct PeerflashModule {
 }
 
 impl kernel::InPlaceModule for PeerflashModule {
-    fn init(_module: &'static ThisModule) -> impl PinInit<Self, Error> {
-        pin_init::pin_init_scope(|| {
+    fn init(module: &'static ThisModule) -> impl PinInit<Self, Error> {
+        pin_init::pin_init_scope(move || {
             // Every record checksum depends on it: refuse to load with a CRC32C that is not the
             // standard one (the helper checks its own the same way).
             if !pfcore::format::crc_self_test(klib::crc32c) {
@@ -49,8 +46,8 @@ impl kernel::InPlaceModule for PeerflashModule {
             unsafe { cache::attach::init() };
             // SAFETY: as above.
             unsafe { cache::turns::init() };
-            pr_info!("peerflash {} loaded (on-flash format {})\n", VERSION, pfcore::format::VERSION);
-            Ok(try_pin_init!(Self { configfs <- control::subsystem() }))
+            pr_info!("peerflash {} loaded (on-flash format {})\n", control::VERSION, pfcore::format::VERSION);
+            Ok(try_pin_init!(Self { configfs <- control::subsystem(module) }))
         })
     }
 }

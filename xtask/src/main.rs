@@ -9,6 +9,7 @@ mod demo;
 mod env;
 mod failover;
 mod fuzz;
+mod imports;
 mod setup;
 mod test;
 mod verdict;
@@ -106,6 +107,15 @@ enum Command {
         #[arg(long, default_value_t = 60)]
         secs: u64,
     },
+    /// Check that imports run one way: print the import circles between files (none expected).
+    Imports {
+        /// Print every file's imports too.
+        #[arg(long)]
+        verbose: bool,
+        /// Another checkout to check (default: this one).
+        #[arg(long)]
+        repo: Option<PathBuf>,
+    },
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {
@@ -144,6 +154,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Fuzz { target, secs } => {
             fuzz::run(&target, secs)?;
+        }
+        Command::Imports { verbose, repo } => {
+            imports::run(verbose, repo)?;
         }
         Command::Crash { rounds } => {
             let k = setup::setup()?;

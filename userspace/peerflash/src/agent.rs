@@ -49,7 +49,7 @@ pub struct Request {
 #[derive(Serialize, Deserialize, Debug)]
 pub struct Reply {
     pub done: bool,
-    /// Exit code of the final answer (see `crate::exit`).
+    /// Exit code of the final answer (see `crate::error::exit`).
     #[serde(default)]
     pub code: u8,
     pub message: String,
@@ -480,7 +480,7 @@ fn serve(agent: &Agent, stream: UnixStream) -> Result<()> {
         },
         Err(e) => Reply {
             done: true,
-            code: crate::exit_code(&e),
+            code: crate::failure::exit_code(&e),
             message: format!("{e:#}"),
         },
     };

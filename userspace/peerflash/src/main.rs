@@ -5,6 +5,7 @@ mod cache;
 mod config;
 mod configfs;
 mod error;
+mod failure;
 mod locks;
 mod running;
 mod sysfs;
@@ -410,43 +411,16 @@ fn run(cli: Cli) -> Result<()> {
     Ok(())
 }
 
-/// A failure the agent reported, with its exit code.
-#[derive(Debug, thiserror::Error)]
-#[error("{message}")]
-struct AgentFailure {
-    code: u8,
-    message: String,
-}
-
 fn agent_answer(r: &agent::Reply) -> Result<()> {
     if r.code == exit::OK {
         println!("{}", r.message);
         Ok(())
     } else {
-        Err(AgentFailure {
+        Err(failure::AgentFailure {
             code: r.code,
             message: r.message.clone(),
         }
         .into())
-    }
-}
-
-/// The exit code of a failure (documented in Documentation/control-interface.md).
-pub fn exit_code(e: &anyhow::Error) -> u8 {
-    if e.downcast_ref::<config::Invalid>().is_some() {
-        exit::INVALID
-    } else if let Some(a) = e.downcast_ref::<AgentFailure>() {
-        a.code
-    } else if let Some(l) = e.downcast_ref::<peerflash_lease::LeaseError>() {
-        match l {
-            peerflash_lease::LeaseError::Held { .. } => exit::BUSY,
-            peerflash_lease::LeaseError::Invalid(_) => exit::INVALID,
-            _ => exit::FAILURE,
-        }
-    } else {
-        e.downcast_ref::<error::VolumeError>()
-            .map(error::VolumeError::exit_code)
-            .unwrap_or(exit::FAILURE)
     }
 }
 
@@ -456,7 +430,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::from(exit::OK),
         Err(e) => {
             eprintln!("peerflash: error: {e:#}");
-            let code = exit_code(&e);
+            let code = failure::exit_code(&e);
             ExitCode::from(code)
         }
     }
