@@ -20,95 +20,22 @@ use super::attach::Refusal;
 use super::index::Index;
 use super::state::{Rec, Seg, State};
 
+fn oom<E>(_: E) -> Refusal {
+    ("out of memory for the volume's cache tables", ENOMEM)
+}
+
+fn io_error(e: Error) -> Refusal {
+    ("cannot read the volume's records on the cache device", e)
+}
+
 /// Reads the checkpoint copies and scans the slot's region: the state of the volume's
 /// cache after a restart (`pfcore::rebuild`'s rules decide what is replayed).
 pub(super) fn state_from_flash(dev: &BlockDev, sb: &Superblock, slot_index: u32, slot: &Slot, replay: bool) -> Result<State, Refusal> {
-    let io = |e| ("cannot read the volume's records on the cache device", e);
-    fn oom<E>(_: E) -> Refusal {
-        ("out of memory for the volume's cache tables", ENOMEM)
-    }
-    let bs = sb.block_size as usize;
-    let mut block = KVec::from_elem(0u8, bs, GFP_KERNEL).map_err(oom)?;
-    // An unreadable copy is no copy.
-    let mut cps = [None, None];
-    for (copy, cp) in cps.iter_mut().enumerate() {
-        if dev.read_sync(sb.checkpoint_sector(slot_index, copy as u32), &mut block).is_ok() {
-            *cp = Checkpoint::decode(&block, &slot.uuid, crc32c);
-        }
-    }
-    let checkpoint = rebuild::start(cps, slot.serial_floor, replay).map_err(|e| (e.describe(), EINVAL))?;
-    let checkpoint_seq = Checkpoint::newest(cps[0], cps[1]).map_or(0, |c| c.seq);
-    let n = usize::try_from(slot.segments).map_err(|_| ("the volume's slot is damaged", EINVAL))?;
-    let mut segs = KVVec::with_capacity(n, GFP_KERNEL).map_err(oom)?;
-    for _ in 0..n {
-        segs.push(Seg::default(), GFP_KERNEL).map_err(oom)?;
-    }
-    let seg_sectors = u64::from(sb.segment_sectors);
+    let (checkpoint, checkpoint_seq) = read_checkpoint(dev, sb, slot_index, slot, replay)?;
+    let mut st = empty_state(sb, slot, checkpoint, checkpoint_seq)?;
     let mut scan = rebuild::Scan::new(checkpoint);
-    let mut st = State {
-        index: Index { tree: RBTree::new() },
-        segs,
-        // Full, so that the first write moves to the next segment through the reuse check
-        // (a slot has at least two segments).
-        head: LogHead {
-            segments: slot.segments,
-            segment_sectors: seg_sectors,
-            segment: slot.segments.saturating_sub(1),
-            offset: seg_sectors,
-        },
-        next_serial: scan.next_serial(),
-        checkpoint,
-        checkpoint_seq,
-        dirty_q: RBTree::new(),
-        inflight: KVec::new(),
-        cached_sectors: 0,
-        dirty_sectors: 0,
-        policy: slot.policy,
-        mode: Mode::Normal,
-        replay_until: 0,
-        destage_failures: 0,
-        dirty_since_ms: None,
-        drain: false,
-        log_limit: slot.scan_segments(),
-        log_at_limit: false,
-        wb_submitted: 0,
-        floor: None,
-    };
-
-    // The scan: every segment the log may have written read whole, every record checked.
-    let bounds = rebuild::Bounds { backing_sectors: slot.backing_sectors, max_len: rebuild::MAX_RECORD_SECTORS };
     let start = kernel::time::Instant::<kernel::time::Monotonic>::now();
-    let seg_bytes = seg_sectors as usize * 512;
-    let pages = PageBuf::new(seg_bytes).map_err(oom)?;
-    let mut buf = KVVec::from_elem(0u8, seg_bytes, GFP_KERNEL).map_err(oom)?;
-    let bset = KBox::pin_init(BioSet::new(), GFP_KERNEL).map_err(oom)?;
-    let mut failed: Result = Ok(());
-    let scanned = slot.scan_segments() as usize;
-    for s in 0..scanned {
-        let base = sb.segment_sector(slot.first_segment + s as u64);
-        let mut bios = KVec::new();
-        let chunk = 256 * kernel::page::PAGE_SIZE;
-        let mut off = 0;
-        while off < seg_bytes {
-            let len = chunk.min(seg_bytes - off);
-            let mut b = Bio::new(dev, base + (off / 512) as u64, 256, Dir::Read, &bset).map_err(oom)?;
-            b.add_buf(&pages, off, len).map_err(oom)?;
-            bios.push(b, GFP_KERNEL).map_err(oom)?;
-            off += len;
-        }
-        io::run(bios).map_err(io)?;
-        pages.read(0, &mut buf).map_err(io)?;
-        format::scan_segment(&buf, sb.block_size, crc32c, |at, found| {
-            if let Some(h) = scan.note(s as u64, found, &slot.uuid, &bounds) {
-                let rec = Rec { serial: h.serial, lba: h.lba, len: u64::from(h.len) };
-                let flash = base + at + sb.block_sectors();
-                if let Err(e) = st.add_record(s, rec, flash, true) {
-                    failed = Err(e);
-                }
-            }
-        });
-        failed.map_err(oom)?;
-    }
+    scan_region(dev, sb, slot, &mut scan, &mut st)?;
     if let Some(s) = scan.max_seg {
         st.head.segment = s;
     }
@@ -125,13 +52,13 @@ pub(super) fn state_from_flash(dev: &BlockDev, sb: &Superblock, slot_index: u32,
     st.replay_until = scan.replay_until;
     // A replay starts at once (the volume is "replaying" until it is done).
     st.drain = !st.dirty_q.is_empty();
-    let ms = start.elapsed().as_millis();
+    let seg_sectors = u64::from(sb.segment_sectors);
     pr_info!(
         "cache slot {}: scanned {} of {} MiB in {} ms: {} valid records ({} to replay, {} dirty KiB), {} torn, {} invalid; checkpoint {}, next serial {}\n",
         slot_index,
-        (scanned as u64 * seg_sectors) >> 11,
-        (n as u64 * seg_sectors) >> 11,
-        ms,
+        slot.scan_segments().saturating_mul(seg_sectors) >> 11,
+        slot.segments.saturating_mul(seg_sectors) >> 11,
+        start.elapsed().as_millis(),
         scan.valid,
         scan.replay,
         st.dirty_sectors / 2,
@@ -148,4 +75,94 @@ pub(super) fn state_from_flash(dev: &BlockDev, sb: &Superblock, slot_index: u32,
         );
     }
     Ok(st)
+}
+
+/// The checkpoint the rebuild starts from and the seq of the newest copy, by the attach rules
+/// (`replay`: from the slot's floor when no copy is readable). An unreadable copy is no copy.
+fn read_checkpoint(dev: &BlockDev, sb: &Superblock, slot_index: u32, slot: &Slot, replay: bool) -> Result<(u64, u64), Refusal> {
+    let mut block = KVec::from_elem(0u8, sb.block_size as usize, GFP_KERNEL).map_err(oom)?;
+    let mut cps = [None, None];
+    for (copy, cp) in cps.iter_mut().enumerate() {
+        if dev.read_sync(sb.checkpoint_sector(slot_index, copy as u32), &mut block).is_ok() {
+            *cp = Checkpoint::decode(&block, &slot.uuid, crc32c);
+        }
+    }
+    let checkpoint = rebuild::start(cps, slot.serial_floor, replay).map_err(|e| (e.describe(), EINVAL))?;
+    Ok((checkpoint, Checkpoint::newest(cps[0], cps[1]).map_or(0, |c| c.seq)))
+}
+
+/// The state of a slot with nothing indexed yet: one entry per segment, the log head full at
+/// the last segment (so that the first write moves on through the reuse check; a slot has at
+/// least two segments).
+fn empty_state(sb: &Superblock, slot: &Slot, checkpoint: u64, checkpoint_seq: u64) -> Result<State, Refusal> {
+    let n = usize::try_from(slot.segments).map_err(|_| ("the volume's slot is damaged", EINVAL))?;
+    let mut segs = KVVec::with_capacity(n, GFP_KERNEL).map_err(oom)?;
+    for _ in 0..n {
+        segs.push(Seg::default(), GFP_KERNEL).map_err(oom)?;
+    }
+    let seg_sectors = u64::from(sb.segment_sectors);
+    Ok(State {
+        index: Index { tree: RBTree::new() },
+        segs,
+        head: LogHead {
+            segments: slot.segments,
+            segment_sectors: seg_sectors,
+            segment: slot.segments.saturating_sub(1),
+            offset: seg_sectors,
+        },
+        next_serial: rebuild::Scan::new(checkpoint).next_serial(),
+        checkpoint,
+        checkpoint_seq,
+        dirty_q: RBTree::new(),
+        inflight: KVec::new(),
+        cached_sectors: 0,
+        dirty_sectors: 0,
+        policy: slot.policy,
+        mode: Mode::Normal,
+        replay_until: 0,
+        destage_failures: 0,
+        dirty_since_ms: None,
+        drain: false,
+        log_limit: slot.scan_segments(),
+        log_at_limit: false,
+        wb_submitted: 0,
+        floor: None,
+    })
+}
+
+/// The scan: every segment the log may have written (below the slot's log limit) read whole,
+/// every record checked by `scan`'s rules and the valid ones indexed into `st`.
+fn scan_region(dev: &BlockDev, sb: &Superblock, slot: &Slot, scan: &mut rebuild::Scan, st: &mut State) -> Result<(), Refusal> {
+    let bounds = rebuild::Bounds { backing_sectors: slot.backing_sectors, max_len: rebuild::MAX_RECORD_SECTORS };
+    let seg_bytes = sb.segment_sectors as usize * 512;
+    let pages = PageBuf::new(seg_bytes).map_err(oom)?;
+    let mut buf = KVVec::from_elem(0u8, seg_bytes, GFP_KERNEL).map_err(oom)?;
+    let bset = KBox::pin_init(BioSet::new(), GFP_KERNEL).map_err(oom)?;
+    let mut failed: Result = Ok(());
+    for s in 0..slot.scan_segments() as usize {
+        let base = sb.segment_sector(slot.first_segment + s as u64);
+        let mut bios = KVec::new();
+        let chunk = 256 * kernel::page::PAGE_SIZE;
+        let mut off = 0;
+        while off < seg_bytes {
+            let len = chunk.min(seg_bytes - off);
+            let mut b = Bio::new(dev, base + (off / 512) as u64, 256, Dir::Read, &bset).map_err(oom)?;
+            b.add_buf(&pages, off, len).map_err(oom)?;
+            bios.push(b, GFP_KERNEL).map_err(oom)?;
+            off += len;
+        }
+        io::run(bios).map_err(io_error)?;
+        pages.read(0, &mut buf).map_err(io_error)?;
+        format::scan_segment(&buf, sb.block_size, crc32c, |at, found| {
+            if let Some(h) = scan.note(s as u64, found, &slot.uuid, &bounds) {
+                let rec = Rec { serial: h.serial, lba: h.lba, len: u64::from(h.len) };
+                let flash = base + at + sb.block_sectors();
+                if let Err(e) = st.add_record(s, rec, flash, true) {
+                    failed = Err(e);
+                }
+            }
+        });
+        failed.map_err(oom)?;
+    }
+    Ok(())
 }
