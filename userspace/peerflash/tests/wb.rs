@@ -15,6 +15,14 @@ fn peerflash(root: &Path, args: &[&str]) -> Output {
         .expect("run peerflash")
 }
 
+/// Replaces a fake sysfs file at once, as the kernel's files change (a plain write truncates
+/// first, and a reader polling meanwhile could see it empty).
+fn put(path: &Path, value: &str) {
+    let tmp = path.with_extension("new");
+    std::fs::write(&tmp, value).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
 /// A fake enabled volume `v` with a cache; `files` overrides sysfs values.
 fn fake(root: &Path, files: &[(&str, &str)]) {
     let d = root.join("config/v");
@@ -90,20 +98,20 @@ fn flush_waits_for_the_checkpoint() {
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_millis(500));
-    std::fs::write(s.join("dirty_bytes"), "0\n").unwrap();
+    put(&s.join("dirty_bytes"), "0\n");
     std::thread::sleep(Duration::from_millis(300));
     assert!(
         child.try_wait().unwrap().is_none(),
         "flush returned with the checkpoint behind"
     );
-    std::fs::write(s.join("checkpoint_serial"), "9\n").unwrap();
+    put(&s.join("checkpoint_serial"), "9\n");
     std::thread::sleep(Duration::from_millis(300));
     // Still one serial short of the last write seen at the start.
     assert!(
         child.try_wait().unwrap().is_none(),
         "flush returned one serial short"
     );
-    std::fs::write(s.join("checkpoint_serial"), "10\n").unwrap();
+    put(&s.join("checkpoint_serial"), "10\n");
     assert!(child.wait().unwrap().success());
 }
 
