@@ -15,7 +15,7 @@ use crate::pfcore::extent;
 use crate::pfcore::format::RecordHeader;
 use crate::pfcore::mode::Mode;
 
-use super::cache::{Backend, Cache};
+use super::cache::{Backend, Cache, InFlightOp};
 use super::state::{Pieces, Rec};
 use super::stats::bump;
 
@@ -65,6 +65,42 @@ impl Cache {
         let extend = fill.is_none() && g.log_at_limit;
         drop(g);
 
+        let (flash_r, san_r, hit) = self.read_pieces(b, rq, &pieces);
+        drop(pieces);
+        let mut g = self.lock();
+        let retry_on_san = match flash_r {
+            Ok(()) => false,
+            Err(e) => {
+                bump(&self.counters.cache_errors, 1);
+                g.cache_failed();
+                let now = if g.mode == Mode::Bypass { "bypassing the cache" } else { "failed" };
+                pr_err!("cache device read failed ({:?}); volume now {}\n", e, now);
+                true
+            }
+        };
+        let mode = g.mode;
+        drop(g);
+        if let Some((op, seg, at)) = fill {
+            self.finish_population(b, rq, op, seg, at, san_r.is_ok());
+        }
+        self.changed.notify_all();
+        if extend {
+            if let Err(e) = self.extend_log() {
+                pr_warn!("cannot write the slot to extend the log ({:?})\n", e);
+            }
+        }
+        if retry_on_san {
+            // Clean data only (bypass): the SAN has it. Dirty data: the volume has failed.
+            return if mode == Mode::Bypass { self.san_request(b, rq) } else { Err(EIO) };
+        }
+        bump(if hit { &self.counters.read_hits } else { &self.counters.read_misses }, 1);
+        san_r
+    }
+
+    /// The read's I/O: each piece from flash or the SAN, waited for together. Returns how the
+    /// flash and SAN reads went and whether it was a hit (nothing from the SAN).
+    fn read_pieces<H: Handler>(&self, b: &Backend<'_>, rq: &Request<H>, pieces: &Pieces) -> (Result, Result, bool) {
+        let lba = rq.sector();
         let mut flash_bios = KVec::new();
         let mut san_bios = KVec::new();
         let mut built = Ok(());
@@ -93,61 +129,36 @@ impl Cache {
                 (flash_io.as_ref().wait(), san_io.as_ref().wait())
             }
         };
+        (flash_r, san_r, hit)
+    }
 
-        drop(pieces);
+    /// Ends a read's population (`op` on segment `seg`, its record at `at`): writes what the
+    /// SAN returned (`san_ok`) to flash as a clean record and indexes it.
+    fn finish_population<H: Handler>(&self, b: &Backend<'_>, rq: &Request<H>, op: InFlightOp<'_>, seg: usize, at: u64, san_ok: bool) {
+        let (lba, len) = (rq.sector(), rq.sectors());
+        let serial = op.serial();
+        // Every path ends the in-flight mark (it holds back writes and the checkpoint).
+        // Not built (no memory, an odd request): not kept, and not a cache failure.
+        let write = if san_ok { self.populate(b, rq, serial, at).ok() } else { None };
         let mut g = self.lock();
-        let retry_on_san = match flash_r {
-            Ok(()) => false,
-            Err(e) => {
+        op.end(&mut g);
+        match write {
+            Some(Ok(())) => {
+                let rec = Rec { serial, lba, len };
+                if g.add_record(seg, rec, at + self.sb.block_sectors(), false).is_ok() {
+                    bump(&self.counters.populated_bytes, len * 512);
+                } else {
+                    // No memory to index it: forget it (the SAN has the data).
+                    let _ = g.invalidate(lba, len);
+                }
+            }
+            None => {}
+            Some(Err(e)) => {
                 bump(&self.counters.cache_errors, 1);
                 g.cache_failed();
-                let now = if g.mode == Mode::Bypass { "bypassing the cache" } else { "failed" };
-                pr_err!("cache device read failed ({:?}); volume now {}\n", e, now);
-                true
-            }
-        };
-        let mode = g.mode;
-        drop(g);
-        if let Some((op, seg, at)) = fill {
-            let serial = op.serial();
-            // Every path ends the in-flight mark (it holds back writes and the checkpoint).
-            // Not built (no memory, an odd request): not kept, and not a cache failure.
-            let write = match san_r {
-                Ok(()) => self.populate(b, rq, serial, at).ok(),
-                Err(_) => None,
-            };
-            let mut g = self.lock();
-            op.end(&mut g);
-            match write {
-                Some(Ok(())) => {
-                    let rec = Rec { serial, lba, len };
-                    if g.add_record(seg, rec, at + self.sb.block_sectors(), false).is_ok() {
-                        bump(&self.counters.populated_bytes, len * 512);
-                    } else {
-                        // No memory to index it: forget it (the SAN has the data).
-                        let _ = g.invalidate(lba, len);
-                    }
-                }
-                None => {}
-                Some(Err(e)) => {
-                    bump(&self.counters.cache_errors, 1);
-                    g.cache_failed();
-                    pr_err!("cache device write (read population) failed ({:?})\n", e);
-                }
+                pr_err!("cache device write (read population) failed ({:?})\n", e);
             }
         }
-        self.changed.notify_all();
-        if extend {
-            if let Err(e) = self.extend_log() {
-                pr_warn!("cannot write the slot to extend the log ({:?})\n", e);
-            }
-        }
-        if retry_on_san {
-            // Clean data only (bypass): the SAN has it. Dirty data: the volume has failed.
-            return if mode == Mode::Bypass { self.san_request(b, rq) } else { Err(EIO) };
-        }
-        bump(if hit { &self.counters.read_hits } else { &self.counters.read_misses }, 1);
-        san_r
     }
 
     /// Writes the data a read brought from the SAN to flash at `at` as a clean record: `Err`
