@@ -224,9 +224,11 @@ dead_after=$(calc "$t_dead - $t0")
 echo "module fenced ${fence_after} s after the freeze; agent dead (own timer) after ${dead_after} s"
 # The deadline is at most 70 s after the last renewal the agent saw (before the freeze); it is
 # the one the module showed at the freeze unless the agent saw a renewal in the last instant
-# before it (one renewal period, 4 s, later). Sampling every 0.25 s, one push per second.
+# before it: one renewal period (4 s) later, or a little more when that renewal came late
+# (under emulation sanlock's renewals drift by a second or more: seen 5.6 s once, with the
+# agent's own timer agreeing to the sample). One push per second, sampling every 0.25 s.
 lo=$(calc "$ms / 1000 - 1.5")
-hi=$(calc "$ms / 1000 + 5")
+hi=$(calc "$ms / 1000 + 6.5")
 [ "$(calc "$fence_after >= $lo && $fence_after <= $hi && $fence_after <= 71")" = 1 ] ||
     fail "fenced ${fence_after} s after the freeze, expected $lo..$hi s (and at most 71 s)"
 # The module is never fenced later than the agent dies (give or take a push's latency and the
