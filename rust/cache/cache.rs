@@ -436,7 +436,9 @@ impl Cache {
         WriteView {
             mode: g.mode,
             floor_pending: g.floor.is_some(),
-            san_allowed: self.san_writes_allowed(),
+            // Write-back in a healthy cache does not look at the lease: no clock read for it
+            // on the fast path.
+            san_allowed: (wt || g.mode != Mode::Normal) && self.san_writes_allowed(),
             write_through: wt,
             overlaps_san_in_flight: !wt && g.overlaps_inflight(lba, len, true),
             overlaps_in_flight: wt && g.overlaps_inflight(lba, len, false),
@@ -485,6 +487,13 @@ impl Cache {
 pub(super) struct HeldPieces<'a> {
     cache: &'a Cache,
     pieces: Pieces,
+}
+
+impl HeldPieces<'_> {
+    /// Reorders the pieces (the same pieces stay held).
+    pub(super) fn sort_by_key<K: Ord>(&mut self, key: impl FnMut(&(u64, u64, Option<u64>)) -> K) {
+        self.pieces.sort_unstable_by_key(key);
+    }
 }
 
 impl core::ops::Deref for HeldPieces<'_> {

@@ -206,14 +206,14 @@ impl Cache {
             });
         }
         err?;
-        pieces.sort_unstable_by_key(|p| p.0);
+        // Last under the lock: nothing fails while it and the holds are both held (the holds'
+        // drop takes the lock). The sorting is done outside it: the data path waits for it.
+        let mut pieces = self.hold_pieces(&mut g, pieces);
+        drop(g);
+        pieces.sort_by_key(|p| p.0);
         bump(&self.counters.batch_overlaps, destage::count_overlaps(pieces.iter().map(|p| (p.0, p.1))));
         // The log is read in flash order.
-        pieces.sort_unstable_by_key(|p| p.2);
-        // Last: nothing fails while the lock and the holds are both held (the holds' drop
-        // takes the lock).
-        let pieces = self.hold_pieces(&mut g, pieces);
-        drop(g);
+        pieces.sort_by_key(|p| p.2);
         Ok(Ok(Batch { recs, pieces, checkpoint }))
     }
 

@@ -4,8 +4,9 @@
 
 use super::mode::Mode;
 
-/// What the decision looks at, read under the state lock. The overlaps a policy does not look
-/// at may be left `false` (the module searches only for those it needs).
+/// What the decision looks at, read under the state lock. What a case does not look at may be
+/// left `false`: the overlaps a policy does not search, and the lease for write-back in a
+/// healthy cache (the module reads only what it needs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WriteView {
     pub mode: Mode,

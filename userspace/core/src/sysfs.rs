@@ -159,11 +159,17 @@ impl Attr {
             return Err(StoreError::ReadOnly);
         }
         let n = super::attr::parse_u64(raw).map_err(|_| StoreError::NotValid)?;
-        match access {
+        self.check(n)
+    }
+
+    /// Whether the file accepts the value `n`.
+    pub fn check(self, n: u64) -> Result<u64, StoreError> {
+        match self.spec().access {
             Access::Tunable { min, max, .. } if (min..=max).contains(&n) => Ok(n),
             Access::Tunable { .. } => Err(StoreError::OutOfRange),
             Access::Trigger if n == 1 => Ok(1),
-            _ => Err(StoreError::NotValid),
+            Access::Trigger => Err(StoreError::NotValid),
+            Access::Read => Err(StoreError::ReadOnly),
         }
     }
 

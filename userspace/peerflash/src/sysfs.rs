@@ -58,8 +58,7 @@ pub fn read_state(name: &str) -> Result<CacheState> {
 /// table's check of what the file accepts (the kernel checks the same).
 pub fn write(name: &str, file: Attr, value: u64) -> Result<()> {
     let p = dir(name).join(file.name());
-    let text = format!("{value}\n");
-    file.parse_store(text.as_bytes())
+    file.check(value)
         .map_err(|e| anyhow::anyhow!("{}: {value} refused: {e:?}", p.display()))?;
-    std::fs::write(&p, text).with_context(|| format!("cannot write {}", p.display()))
+    std::fs::write(&p, format!("{value}\n")).with_context(|| format!("cannot write {}", p.display()))
 }
