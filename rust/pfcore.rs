@@ -19,6 +19,8 @@ pub mod extent;
 pub mod format;
 #[path = "../userspace/core/src/geometry.rs"]
 pub mod geometry;
+#[path = "../userspace/core/src/handshake.rs"]
+pub mod handshake;
 #[path = "../userspace/core/src/inflight.rs"]
 pub mod inflight;
 #[path = "../userspace/core/src/mode.rs"]
@@ -29,5 +31,9 @@ pub mod names;
 pub mod policy;
 #[path = "../userspace/core/src/rebuild.rs"]
 pub mod rebuild;
+#[path = "../userspace/core/src/replication.rs"]
+pub mod replication;
 #[path = "../userspace/core/src/sysfs.rs"]
 pub mod sysfs;
+#[path = "../userspace/core/src/wire.rs"]
+pub mod wire;

@@ -100,7 +100,8 @@ enum Command {
     },
     /// Fuzz the on-flash parsers or the attach rules (libFuzzer through cargo-fuzz).
     Fuzz {
-        /// Fuzz target: `format` (the parsers) or `attach` (cache images rebuilt).
+        /// Fuzz target: `format` (the parsers), `attach` (cache images rebuilt) or `wire` (the peer
+        /// protocol: frames, sessions, handshake checks).
         #[arg(long, default_value = "format")]
         target: String,
         /// Seconds to run.

@@ -36,6 +36,7 @@ const PACKAGES: &[&str] = &[
     "kmod",
     "pahole",
     "iproute2",
+    "nftables",
     "iputils-ping",
     "bcache-tools",
     "dmsetup",
@@ -586,6 +587,12 @@ fn check_config(config: &Path, flavor: Flavor) -> Result<()> {
         "CONFIG_SYSVIPC=y",
         "CONFIG_DETECT_HUNG_TASK=y",
         "CONFIG_NET_SCH_NETEM=y",
+        "CONFIG_NET_SCH_PRIO=y",
+        "CONFIG_NET_CLS_U32=y",
+        "CONFIG_NET_SCH_INGRESS=y",
+        "CONFIG_NET_ACT_GACT=y",
+        "CONFIG_NF_TABLES=y",
+        "CONFIG_NF_TABLES_IPV4=y",
         "CONFIG_HUGETLBFS=y",
     ];
     let missing: Vec<&str> = need

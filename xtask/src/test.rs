@@ -218,8 +218,9 @@ pub fn run(filter: Option<&str>, host_only: bool, vm_only: bool) -> Result<ExitC
     } else {
         phase("host tests", host_tests)?
     };
-    // Short fuzz runs of the on-flash parsers and of the attach rules: a crash is a failed test.
-    let targets: &[&str] = if vm_only { &[] } else { &["format", "attach"] };
+    // Short fuzz runs of the on-flash parsers, the attach rules and the peer wire protocol: a
+    // crash is a failed test.
+    let targets: &[&str] = if vm_only { &[] } else { &["format", "attach", "wire"] };
     for &target in targets {
         match phase(&format!("fuzz {target}"), || crate::fuzz::run(target, 30)) {
             Ok(()) => passed += 1,
