@@ -29,6 +29,7 @@ use crate::blk::thread::Thread;
 use crate::blk::disk::{self, Disk};
 use crate::cache::attach;
 use crate::cache::Cache;
+use crate::peer::node::NodeOwner;
 use crate::pfcore::policy::{Policy, WBP_NOT_BUILT};
 use crate::pfcore::errno::{self, Role};
 use crate::pfcore::{attr, geometry, names};
@@ -45,15 +46,28 @@ pub(crate) fn subsystem(module: &'static ThisModule) -> impl PinInit<configfs::S
         child: VolumeConfig,
         attributes: [
             version: 0,
+            host_id: 1,
+            cluster_id: 2,
+            secret: 3,
+            hosts: 4,
+            listen: 5,
+            probe: 6,
+            peer_stats: 7,
         ],
     };
-    configfs::Subsystem::new(c"peerflash", item_type, try_pin_init!(Config { module }))
+    configfs::Subsystem::new(
+        c"peerflash",
+        item_type,
+        try_pin_init!(Config { module, node: NodeOwner::new()? }),
+    )
 }
 
-/// The subsystem's own data: the module, for the volumes' disks.
+/// The subsystem's own data: the module, for the volumes' disks, and this host's peer state
+/// (its attributes are in `crate::cluster`).
 #[pin_data]
 pub(crate) struct Config {
     module: &'static ThisModule,
+    pub(crate) node: NodeOwner,
 }
 
 #[vtable]

@@ -5,6 +5,7 @@
  * expression of the API it names. Prototypes are in this file (no header) to satisfy
  * -Wmissing-prototypes; the Rust declarations are in rust/blk/ffi.rs.
  */
+#include <crypto/sha2.h>
 #include <linux/bio.h>
 #include <linux/blk-mq.h>
 #include <linux/blkdev.h>
@@ -16,6 +17,7 @@
 #include <linux/workqueue.h>
 
 gfp_t pf_gfp_noio(void);
+void pf_hmac_sha256_update(struct hmac_sha256_ctx *ctx, const u8 *data, size_t len);
 blk_features_t pf_feat_write_cache_fua(void);
 blk_features_t pf_feat_stable_writes(void);
 blk_mode_t pf_open_mode_rw(void);
@@ -56,6 +58,7 @@ unsigned int pf_bdev_max_hw_sectors(struct block_device *bdev);
 const struct block_device_operations *pf_bdev_fops(struct block_device *bdev);
 
 gfp_t pf_gfp_noio(void) { return GFP_NOIO; }
+void pf_hmac_sha256_update(struct hmac_sha256_ctx *ctx, const u8 *data, size_t len) { hmac_sha256_update(ctx, data, len); }
 blk_features_t pf_feat_write_cache_fua(void) { return BLK_FEAT_WRITE_CACHE | BLK_FEAT_FUA; }
 blk_features_t pf_feat_stable_writes(void) { return BLK_FEAT_STABLE_WRITES; }
 blk_mode_t pf_open_mode_rw(void) { return BLK_OPEN_READ | BLK_OPEN_WRITE; }

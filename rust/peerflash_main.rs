@@ -7,13 +7,18 @@
 //! `control` is the configfs control interface; `volume` is a volume's request dispatch;
 //! `cache` is the cache wing (its state, requests, rebuild, destager, sysfs files); `blk` is the
 //! thin unsafe layer over the block layer; `pfcore` is the pure logic shared with userspace
-//! (compiled from `userspace/core/src`, tested on the host). The peer wing (replication) goes
-//! beside `cache`, its socket layer beside `blk`.
+//! (compiled from `userspace/core/src`, tested on the host). The peer wing is `peer` (this
+//! host's identity, its listener, authenticated links) beside `cache`, over `net`, the thin
+//! unsafe layer over kernel sockets beside `blk`; `cluster` is the control interface's cluster
+//! attributes.
 
 mod blk;
 mod cache;
+mod cluster;
 mod control;
 mod klib;
+mod net;
+mod peer;
 mod pfcore;
 mod volume;
 

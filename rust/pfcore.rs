@@ -21,6 +21,8 @@ pub mod format;
 pub mod geometry;
 #[path = "../userspace/core/src/handshake.rs"]
 pub mod handshake;
+#[path = "../userspace/core/src/hosts.rs"]
+pub mod hosts;
 #[path = "../userspace/core/src/inflight.rs"]
 pub mod inflight;
 #[path = "../userspace/core/src/mode.rs"]

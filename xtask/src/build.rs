@@ -50,7 +50,9 @@ pub fn build(k: &Kernel) -> Result<Built> {
             "-p",
             "pf-flushcheck",
             "-p",
-            "pf-craft"
+            "pf-craft",
+            "-p",
+            "pf-wire"
         )
         .dir(&repo)
         .run()

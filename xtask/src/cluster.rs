@@ -230,6 +230,13 @@ impl<'a> Cluster<'a> {
         }
     }
 
+    /// Freezes (`true`) or thaws node `i` (SIGSTOP/SIGCONT of its QEMU).
+    pub fn freeze(&mut self, i: usize, frozen: bool) -> Result<()> {
+        let vm = self.nodes[i].vm.as_mut().with_context(|| format!("node{i} is not running"))?;
+        vm.signal(if frozen { libc::SIGSTOP } else { libc::SIGCONT });
+        Ok(())
+    }
+
     /// Powers node `i` off cleanly and returns its kernel log.
     pub fn stop(&mut self, i: usize) -> Result<String> {
         let run = self.nodes[i].cfg.run_dir.clone();

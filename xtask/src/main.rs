@@ -10,6 +10,7 @@ mod env;
 mod failover;
 mod fuzz;
 mod imports;
+mod scenario;
 mod setup;
 mod test;
 mod verdict;
@@ -55,12 +56,16 @@ enum Command {
         #[arg(last = true, required = true)]
         command: Vec<String>,
     },
-    /// Boot a cluster of N VMs on a private network in a new network namespace and run its smoke
-    /// scenario (reachability, shared SAN, node kill and restart, link cut and restore).
+    /// Boot a cluster of N VMs on a private network in a new network namespace and run a
+    /// scenario: the smoke scenario (reachability, shared SAN, node kill and restart, link cut
+    /// and restore), or a host shell script (see xtask/src/scenario.rs for what it can do).
     Cluster {
         /// Number of nodes.
         #[arg(long, default_value_t = 2)]
         nodes: usize,
+        /// A scenario script (sh, run on the host with tests/vm/cluster-lib.sh sourced).
+        #[arg(long)]
+        script: Option<std::path::PathBuf>,
     },
     /// Run the host unit tests, then the VM tests; prints `N passed, N failed`.
     Test {
@@ -141,10 +146,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let code = vm::run_interactive(&k, &b, cache_image, san_image, mem, timeout, &command)?;
             return Ok(ExitCode::from(code));
         }
-        Command::Cluster { nodes } => {
+        Command::Cluster { nodes, script } => {
             let k = setup::setup()?;
             let b = build::build(&k)?;
-            cluster::smoke(&k, &b, nodes)?;
+            match script {
+                Some(s) => scenario::run(&k, &b, nodes, &s)?,
+                None => cluster::smoke(&k, &b, nodes)?,
+            }
         }
         Command::Test {
             filter,

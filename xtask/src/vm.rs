@@ -285,6 +285,14 @@ impl Vm {
         }
     }
 
+    /// Freezes (`SIGSTOP`) or thaws (`SIGCONT`) the VM's process group: a host that is alive but
+    /// mute, its clocks stopped, as a stalled hypervisor looks to its peers.
+    pub fn signal(&mut self, sig: libc::c_int) {
+        let pgid = self.child.id() as libc::pid_t;
+        // SAFETY: sends `sig` to the process group this VM was started in (its own).
+        unsafe { libc::kill(-pgid, sig) };
+    }
+
     /// Whether the VM is still running.
     pub fn running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))

@@ -247,10 +247,10 @@ pub fn on_welcome<M: Mac>(me: &Identity, sent: &Hello, w: &Welcome) -> Result<([
     Ok((t.client_proof::<M>(&me.secret), t.session_key::<M>(&me.secret)))
 }
 
-/// Parses a secret file's contents: 64 hex digits, surrounding whitespace allowed.
-pub fn parse_secret(text: &[u8]) -> Option<[u8; SECRET_BYTES]> {
+/// Parses `2 * N` hex digits (surrounding whitespace allowed).
+pub fn parse_hex<const N: usize>(text: &[u8]) -> Option<[u8; N]> {
     let t = text.trim_ascii();
-    if t.len() != 2 * SECRET_BYTES {
+    if t.len() != 2 * N {
         return None;
     }
     let digit = |c: u8| -> Option<u8> {
@@ -261,10 +261,20 @@ pub fn parse_secret(text: &[u8]) -> Option<[u8; SECRET_BYTES]> {
             _ => None,
         }
     };
-    let mut out = [0u8; SECRET_BYTES];
+    let mut out = [0u8; N];
     for (i, o) in out.iter_mut().enumerate() {
         *o = digit(*t.get(2 * i)?)? << 4 | digit(*t.get(2 * i + 1)?)?;
     }
-    // An all-zero secret is what an unset one looks like: refused.
-    (out != [0u8; SECRET_BYTES]).then_some(out)
+    Some(out)
+}
+
+/// Parses a secret file's contents: 64 hex digits, surrounding whitespace allowed. An all-zero
+/// secret (what an unset one looks like) is refused.
+pub fn parse_secret(text: &[u8]) -> Option<[u8; SECRET_BYTES]> {
+    parse_hex::<SECRET_BYTES>(text).filter(|s| *s != [0u8; SECRET_BYTES])
+}
+
+/// Parses a cluster id: 32 hex digits, not all zero.
+pub fn parse_cluster_id(text: &[u8]) -> Option<[u8; 16]> {
+    parse_hex::<16>(text).filter(|s| *s != [0u8; 16])
 }

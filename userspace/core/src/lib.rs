@@ -19,6 +19,7 @@ pub mod extent;
 pub mod format;
 pub mod geometry;
 pub mod handshake;
+pub mod hosts;
 pub mod inflight;
 pub mod lockrec;
 pub mod mode;

@@ -334,3 +334,26 @@ fn secrets_parse_from_hex_only() {
     let id = host(1, s);
     assert!(!format!("{id:?}").contains("17"));
 }
+
+#[test]
+fn endpoints_and_host_tables_parse() {
+    use peerflash_core::hosts::*;
+    let e = Endpoint::parse(b" 10.0.0.1:7790\n").unwrap();
+    assert_eq!((e.ip, e.port), ([10, 0, 0, 1], 7790));
+    assert_eq!(e.to_string(), "10.0.0.1:7790");
+    for bad in ["10.0.0.1", "10.0.0.1:0", "10.0.0.1:65536", "10.0.0:1", "10.0.0.1.2:1", "256.0.0.1:1", "a.b.c.d:1", ":1", "10.0.0.1:-1", "10..0.1:1"] {
+        assert_eq!(Endpoint::parse(bad.as_bytes()), Err(HostsError::BadEndpoint), "{bad}");
+    }
+    let t = HostTable::parse(b"1 10.0.0.1:7790\n\n2 10.0.0.2:7790\n3\t10.0.0.3:7791\n").unwrap();
+    assert_eq!(t.hosts().len(), 3);
+    assert_eq!(t.address(3), Some([10, 0, 0, 3]));
+    assert_eq!(t.endpoint(3).unwrap().port, 7791);
+    assert_eq!(t.endpoint(4), None);
+    assert_eq!(HostTable::parse(b"1 10.0.0.1:1\n1 10.0.0.2:1"), Err(HostsError::Duplicate));
+    assert_eq!(HostTable::parse(b"1 10.0.0.1:1\n2 10.0.0.1:1"), Err(HostsError::Duplicate));
+    assert_eq!(HostTable::parse(b"0 10.0.0.1:1"), Err(HostsError::BadLine));
+    assert_eq!(HostTable::parse(b"10.0.0.1:1"), Err(HostsError::BadLine));
+    let many: String = (1..=33).map(|i| format!("{i} 10.0.1.{i}:1\n")).collect();
+    assert_eq!(HostTable::parse(many.as_bytes()), Err(HostsError::TooMany));
+    assert!(HostTable::parse(b"").unwrap().hosts().is_empty());
+}

@@ -1,0 +1,121 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * The socket layer's C side: the fields of the opaque struct sock, the one-line wrappers of
+ * kernel_sendmsg/kernel_recvmsg (a msghdr set up in C, where its layout is known) and the
+ * socket setup every in-kernel TCP user of the block layer does (nvme-tcp, nbd, DRBD). No
+ * logic: each function is the API it names. The Rust declarations are in rust/net/ffi.rs.
+ */
+#include <linux/in.h>
+#include <linux/net.h>
+#include <linux/nsproxy.h>
+#include <linux/sched.h>
+#include <linux/socket.h>
+#include <linux/tcp.h>
+#include <linux/uio.h>
+#include <net/net_namespace.h>
+#include <net/sock.h>
+
+struct net *pf_current_net(void);
+int pf_sock_create(struct net *net, struct socket **res);
+void pf_sock_setup(struct socket *sock, long timeo);
+void pf_sock_release(struct socket *sock);
+int pf_sock_bind_v4(struct socket *sock, __be32 addr, __be16 port);
+int pf_sock_connect_v4(struct socket *sock, __be32 addr, __be16 port);
+int pf_sock_peer_v4(struct socket *sock, __be32 *addr, __be16 *port);
+int pf_sock_send(struct socket *sock, struct kvec *vec, size_t n, size_t len);
+int pf_sock_recv(struct socket *sock, void *buf, size_t len);
+void pf_sock_shutdown(struct socket *sock);
+long pf_msecs_to_jiffies(unsigned int ms);
+
+/* The network namespace of the writing process (the agent's): the module's sockets live there. */
+struct net *pf_current_net(void) { return current->nsproxy->net_ns; }
+
+/*
+ * A kernel TCP socket in net. sock_create_kern takes no reference on net; the sock takes one,
+ * as nvme-tcp does (the netns may go before the socket otherwise: CVE-2025-21884's class).
+ */
+int pf_sock_create(struct net *net, struct socket **res)
+{
+	int ret = sock_create_kern(net, AF_INET, SOCK_STREAM, IPPROTO_TCP, res);
+
+	if (!ret)
+		sk_net_refcnt_upgrade((*res)->sk);
+	return ret;
+}
+
+/*
+ * What a socket in the write-out path needs: no Nagle delay, no linger (data queued to a peer
+ * that was declared lost never reaches it later), two SYN retries, bounded blocking sends and
+ * receives (timeo jiffies; also bounds a blocking connect), allocations that never recurse into
+ * I/O and may use the reserves (SOCK_MEMALLOC), no task page fragments.
+ */
+void pf_sock_setup(struct socket *sock, long timeo)
+{
+	struct sock *sk = sock->sk;
+
+	tcp_sock_set_nodelay(sk);
+	sock_no_linger(sk);
+	tcp_sock_set_syncnt(sk, 2);
+	sock_set_reuseaddr(sk);
+	WRITE_ONCE(sk->sk_sndtimeo, timeo);
+	WRITE_ONCE(sk->sk_rcvtimeo, timeo);
+	sk->sk_allocation = GFP_NOIO;
+	sk->sk_use_task_frag = false;
+	sk_set_memalloc(sk);
+}
+
+/* Releases a socket from pf_sock_create or kernel_accept (after pf_sock_setup). */
+void pf_sock_release(struct socket *sock)
+{
+	if (sock->sk && sock_flag(sock->sk, SOCK_MEMALLOC))
+		sk_clear_memalloc(sock->sk);
+	sock_release(sock);
+}
+
+int pf_sock_bind_v4(struct socket *sock, __be32 addr, __be16 port)
+{
+	struct sockaddr_in sin = { .sin_family = AF_INET, .sin_port = port, .sin_addr.s_addr = addr };
+
+	return kernel_bind(sock, (struct sockaddr_unsized *)&sin, sizeof(sin));
+}
+
+int pf_sock_connect_v4(struct socket *sock, __be32 addr, __be16 port)
+{
+	struct sockaddr_in sin = { .sin_family = AF_INET, .sin_port = port, .sin_addr.s_addr = addr };
+
+	return kernel_connect(sock, (struct sockaddr_unsized *)&sin, sizeof(sin), 0);
+}
+
+int pf_sock_peer_v4(struct socket *sock, __be32 *addr, __be16 *port)
+{
+	struct sockaddr_in sin = {};
+	int ret = kernel_getpeername(sock, (struct sockaddr *)&sin);
+
+	if (ret < 0)
+		return ret;
+	*addr = sin.sin_addr.s_addr;
+	*port = sin.sin_port;
+	return 0;
+}
+
+/* kernel_sendmsg of n kvecs (len bytes in all); no SIGPIPE. Returns bytes sent or -errno. */
+int pf_sock_send(struct socket *sock, struct kvec *vec, size_t n, size_t len)
+{
+	struct msghdr msg = { .msg_flags = MSG_NOSIGNAL };
+
+	return kernel_sendmsg(sock, &msg, vec, n, len);
+}
+
+/* kernel_recvmsg of len bytes into buf, waiting for all of them (or the timeout, or a close). */
+int pf_sock_recv(struct socket *sock, void *buf, size_t len)
+{
+	struct msghdr msg = { .msg_flags = MSG_NOSIGNAL };
+	struct kvec vec = { .iov_base = buf, .iov_len = len };
+
+	return kernel_recvmsg(sock, &msg, &vec, 1, len, MSG_WAITALL | MSG_NOSIGNAL);
+}
+
+/* Wakes every thread blocked on the socket: their calls return an error. */
+void pf_sock_shutdown(struct socket *sock) { kernel_sock_shutdown(sock, SHUT_RDWR); }
+
+long pf_msecs_to_jiffies(unsigned int ms) { return msecs_to_jiffies(ms); }

@@ -1,0 +1,229 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The listener: a kernel thread that accepts peer connections on the configured address, runs
+//! the server's handshake on each (failed ones rate-limited) and serves the authenticated ones,
+//! each in its own thread.
+
+use core::sync::atomic::{AtomicBool, Ordering};
+
+use kernel::new_mutex;
+use kernel::prelude::*;
+use kernel::sync::{Arc, Mutex};
+
+use super::link::{Link, LinkError, CONTROL_PAYLOAD};
+use super::node::{bump, Node, SharedNode};
+use crate::blk::thread::{should_stop, Thread};
+use crate::net::sock::Sock;
+use crate::pfcore::hosts::Endpoint;
+use crate::pfcore::wire::{AttachRefuse, Msg, Role};
+
+/// How long a blocking accept waits before the thread looks at whether it should stop.
+const ACCEPT_WAIT_MS: u32 = 500;
+/// How long a handshake may take, each step (a silent client holds the listener this long).
+const HANDSHAKE_WAIT_MS: u32 = 2000;
+/// How long a served connection may stay silent (the dialer pings more often than this).
+const IDLE_MS: u32 = 30_000;
+/// `EOPNOTSUPP`: what a peer answers to ATTACH until replica slots are built.
+const EOPNOTSUPP: i32 = 95;
+
+/// A connection being served.
+#[pin_data]
+struct Served {
+    /// The link, until its thread takes it.
+    #[pin]
+    link: Mutex<Option<Link>>,
+    /// Its socket, for a shutdown from another thread (which wakes the serving thread).
+    sock: Arc<Sock>,
+    node: SharedNode,
+    done: AtomicBool,
+}
+
+/// The listener's shared state.
+#[pin_data]
+pub(crate) struct ListenState {
+    sock: Sock,
+    node: SharedNode,
+    /// The connections served and their threads (reaped by the listener when they end).
+    #[pin]
+    served: Mutex<KVec<(Arc<Served>, Thread<Served>)>>,
+}
+
+/// A running listener; dropping it stops it and ends every connection it serves.
+pub(crate) struct Listener {
+    state: Arc<ListenState>,
+    thread: Option<Thread<ListenState>>,
+}
+
+impl Listener {
+    /// Listens on `at` for `node`.
+    pub(crate) fn start(node: SharedNode, at: Endpoint) -> Result<Listener> {
+        let sock = Sock::listen(at, ACCEPT_WAIT_MS)?;
+        let state = Arc::pin_init(
+            try_pin_init!(ListenState { sock, node, served <- new_mutex!(KVec::new()) }),
+            GFP_KERNEL,
+        )?;
+        let thread = Thread::spawn(c"pf-listen", state.clone(), listen)?;
+        Ok(Listener { state, thread: Some(thread) })
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        // The accept wakes with an error; the thread sees the stop and ends.
+        self.state.sock.shutdown();
+        drop(self.thread.take());
+        // Then every served connection: its socket shut down, its thread stopped.
+        let served = core::mem::take(&mut *self.state.served.lock());
+        for (s, t) in served {
+            end(&s);
+            drop(t);
+        }
+    }
+}
+
+/// Shuts a served connection's socket down, so its thread's receive returns.
+fn end(s: &Served) {
+    s.sock.shutdown();
+}
+
+/// The listener thread.
+fn listen(st: &ListenState) {
+    while !should_stop() {
+        reap(st);
+        let sock = match st.sock.accept(HANDSHAKE_WAIT_MS) {
+            Ok(s) => s,
+            Err(_) => continue,
+        };
+        bump(&st.node.counters.accepted);
+        if !st.node.may_try_handshake() {
+            bump(&st.node.counters.rate_limited);
+            drop(sock);
+            continue;
+        }
+        match Link::accept(&st.node, sock) {
+            Ok(link) => {
+                if let Err(e) = serve(st, link) {
+                    pr_warn!("peer connection not served: {:?}\n", e);
+                }
+            }
+            Err((from, e)) => st.node.handshake_failed(from, e.describe(), matches!(e, LinkError::Refused(_))),
+        }
+    }
+}
+
+/// Drops the served connections whose threads have ended.
+fn reap(st: &ListenState) {
+    let mut gone = KVec::new();
+    {
+        let mut served = st.served.lock();
+        let mut i = 0;
+        while i < served.len() {
+            if served[i].0.done.load(Ordering::Acquire) {
+                let last = served.len() - 1;
+                served.swap(i, last);
+                if let Some(x) = served.pop() {
+                    // Dropped outside the lock: stopping a thread waits for it.
+                    if gone.push(x, GFP_KERNEL).is_err() {
+                        break;
+                    }
+                }
+            } else {
+                i += 1;
+            }
+        }
+    }
+    drop(gone);
+}
+
+/// Starts the thread that serves an authenticated connection.
+fn serve(st: &ListenState, link: Link) -> Result {
+    let served = Arc::pin_init(
+        try_pin_init!(Served {
+            sock: link.sock.clone(),
+            link <- new_mutex!(Some(link)),
+            node: st.node.clone(),
+            done: AtomicBool::new(false),
+        }),
+        GFP_KERNEL,
+    )?;
+    bump(&st.node.counters.served);
+    let thread = Thread::spawn(c"pf-peer", served.clone(), serve_link)?;
+    st.served.lock().push((served, thread), GFP_KERNEL)?;
+    Ok(())
+}
+
+/// A served connection's thread: answers pings; anything it cannot do yet is refused; any
+/// frame that does not verify ends the connection.
+fn serve_link(s: &Served) {
+    let mut buf = [0u8; CONTROL_PAYLOAD];
+    let Some(mut link) = s.link.lock().take() else {
+        s.done.store(true, Ordering::Release);
+        return;
+    };
+    let peer = link.peer;
+    // Receives time out every HANDSHAKE_WAIT_MS; a connection silent for IDLE_MS ends.
+    let mut idle_ms = 0;
+    loop {
+        if should_stop() {
+            break;
+        }
+        let reply = match link.recv(&mut buf) {
+            Err(LinkError::Idle) => {
+                idle_ms += HANDSHAKE_WAIT_MS;
+                if idle_ms >= IDLE_MS {
+                    pr_info!("peer {}: silent for {} ms; closing\n", peer, idle_ms);
+                    break;
+                }
+                continue;
+            }
+            Ok((_, Msg::Ping { stamp })) => {
+                idle_ms = 0;
+                bump(&s.node.counters.pings_answered);
+                Msg::PingAck { stamp }
+            }
+            Ok((h, Msg::Attach(a))) => {
+                let _ = h;
+                Msg::AttachRefuse(AttachRefuse { uuid: a.uuid, errno: -EOPNOTSUPP })
+            }
+            Ok((_, Msg::Detach { .. })) => break,
+            Ok((_, m)) => {
+                pr_warn!("peer {}: {} not expected here; closing\n", peer, m.cmd().name());
+                break;
+            }
+            Err(LinkError::Io(_)) => break,
+            Err(e) => {
+                bump(&s.node.counters.frames_refused);
+                pr_warn!("peer {}: {}; closing\n", peer, e.describe());
+                break;
+            }
+        };
+        if link.send(&reply, 0).is_err() {
+            break;
+        }
+    }
+    link.sock.shutdown();
+    let role = if link.role == Role::Data { "data" } else { "control" };
+    pr_info!("peer {}: {} connection ended\n", peer, role);
+    s.node.counters.served.fetch_sub(1, Ordering::Relaxed);
+    s.done.store(true, Ordering::Release);
+    drop(link);
+}
+
+impl Node {
+    /// Whether a listener runs.
+    pub(crate) fn listening(&self) -> Option<Endpoint> {
+        self.listener.lock().as_ref().map(|(e, _)| *e)
+    }
+}
+
+/// Starts (or, with `None`, stops) `node`'s listener.
+pub(crate) fn set_listen(node: &SharedNode, at: Option<Endpoint>) -> Result {
+    let old = node.listener.lock().take();
+    // Stopped outside the lock: it waits for threads.
+    drop(old);
+    if let Some(at) = at {
+        let l = Listener::start(node.clone(), at)?;
+        *node.listener.lock() = Some((at, l));
+    }
+    Ok(())
+}

@@ -1,0 +1,24 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The peer wing: what a host needs to talk to the other hosts of its cluster
+//! (Documentation/wire-protocol.md). Safe Rust over `net` (sockets) and `klib` (HMAC-SHA256,
+//! random bytes); the protocol and its rules are `pfcore::wire`, `pfcore::handshake` and
+//! `pfcore::replication`.
+//!
+//! - [`node`]: this host's identity in the cluster (host id, cluster id, secret, host table),
+//!   its counters, and its listener.
+//! - [`link`]: an authenticated connection: the handshake from either side, then sealed and
+//!   checked frames.
+//! - [`listener`]: the thread that accepts connections, and the connections it serves.
+//! - [`probe`]: dial a host and measure the round trip of authenticated pings.
+//!
+//! Built so far: the transport, the handshake, pings. Not built: replica slots, WRITE and its
+//! acks, checkpoints (issue 15); a peer refuses ATTACH with `EOPNOTSUPP`.
+//!
+//! Locks, in order: `Node::config` (the identity and host table, copied out under it; never held
+//! across a socket call) may be taken before `Listener`'s `served` list, never after.
+
+pub(crate) mod link;
+pub(crate) mod listener;
+pub(crate) mod node;
+pub(crate) mod probe;

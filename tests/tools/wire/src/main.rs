@@ -1,0 +1,397 @@
+//! pf-wire: a userspace peer of the peerflash wire protocol (Documentation/wire-protocol.md),
+//! built on the same codec and handshake as the module (`peerflash_core::wire`, `handshake`),
+//! with HMAC-SHA256 from the `hmac`/`sha2` crates. It talks to the module's listener or
+//! answers its dials, and mounts the attacks the wbp authentication must refuse. Each command
+//! prints one line saying what happened and exits 0 when that is what was asked for.
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+use hmac::Mac as _;
+use peerflash_core::handshake::{self, parse_cluster_id, parse_secret, Identity};
+use peerflash_core::wire::*;
+
+struct HmacSha256(hmac::Hmac<sha2::Sha256>);
+
+impl Mac for HmacSha256 {
+    fn new(key: &[u8; 32]) -> Self {
+        HmacSha256(hmac::Hmac::<sha2::Sha256>::new_from_slice(key).expect("any key length"))
+    }
+    fn update(&mut self, bytes: &[u8]) {
+        self.0.update(bytes)
+    }
+    fn finish(self) -> [u8; 32] {
+        self.0.finalize().into_bytes().into()
+    }
+}
+
+#[derive(Parser)]
+#[command(about = "A userspace peer of the peerflash wire protocol, for tests")]
+struct Cli {
+    /// This tool's host id.
+    #[arg(long)]
+    me: u32,
+    /// Cluster id (32 hex digits).
+    #[arg(long)]
+    cluster: String,
+    /// File holding the cluster secret (64 hex digits).
+    #[arg(long)]
+    secret_file: String,
+    #[command(subcommand)]
+    cmd: Cmd_,
+}
+
+#[derive(Subcommand)]
+#[allow(non_camel_case_types)]
+enum Cmd_ {
+    /// Dial the module's listener, authenticate and time pings.
+    Ping {
+        /// The listener, A.B.C.D:PORT.
+        #[arg(long)]
+        to: SocketAddrV4,
+        /// The listener's host id.
+        #[arg(long)]
+        server: u32,
+        /// Source address to connect from.
+        #[arg(long)]
+        from: Option<Ipv4Addr>,
+        #[arg(long, default_value_t = 10)]
+        count: u64,
+    },
+    /// Mount one attack on the listener; succeeds when the listener refused it.
+    Attack {
+        #[arg(long)]
+        to: SocketAddrV4,
+        #[arg(long)]
+        server: u32,
+        #[arg(long)]
+        from: Option<Ipv4Addr>,
+        #[arg(long, value_enum)]
+        kind: Attack,
+        /// Connections (junk) to make.
+        #[arg(long, default_value_t = 1)]
+        count: u64,
+    },
+    /// Listen as a peer: answer handshakes and pings until `connections` connections ended.
+    Serve {
+        #[arg(long)]
+        listen: SocketAddrV4,
+        /// The host id expected to dial, and the address it dials from.
+        #[arg(long)]
+        client: u32,
+        #[arg(long)]
+        client_addr: Ipv4Addr,
+        #[arg(long, default_value_t = 1)]
+        connections: u64,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq)]
+enum Attack {
+    /// The handshake under another secret (the proof sent anyway).
+    WrongSecret,
+    /// A handshake the listener must refuse at its HELLO: an unknown host id (`--me`), or a known
+    /// one from another address (`--from`).
+    Impostor,
+    /// A replayed handshake: a recorded HELLO and AUTH on a new connection.
+    Replay,
+    /// The listener's own proof sent back as the client's.
+    Reflect,
+    /// A valid session, then a ping with one byte flipped.
+    Flip,
+    /// A valid session, then a ping sent twice (the same sequence number).
+    ReplayFrame,
+    /// Connections sending random bytes.
+    Junk,
+}
+
+fn random<const N: usize>() -> [u8; N] {
+    let mut b = [0u8; N];
+    std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b)).expect("/dev/urandom");
+    b
+}
+
+fn identity(cli: &Cli, secret: Option<[u8; 32]>) -> Result<Identity> {
+    let text = std::fs::read(&cli.secret_file).with_context(|| format!("cannot read {}", cli.secret_file))?;
+    let secret = match secret {
+        Some(s) => s,
+        None => parse_secret(&text).context("the secret file does not hold 64 hex digits")?,
+    };
+    let cluster = parse_cluster_id(cli.cluster.as_bytes()).context("the cluster id is not 32 hex digits")?;
+    Ok(Identity { cluster, host: cli.me, secret })
+}
+
+fn connect(to: SocketAddrV4, from: Option<Ipv4Addr>) -> Result<TcpStream> {
+    let s = match from {
+        None => TcpStream::connect_timeout(&to.into(), Duration::from_secs(5))?,
+        // std cannot bind a source address before connecting.
+        Some(ip) => bind_connect(ip, to)?,
+    };
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    s.set_nodelay(true)?;
+    Ok(s)
+}
+
+/// Connects to `to` from source address `ip` (the wrong-address case needs a source other than
+/// the one the kernel picks).
+fn bind_connect(ip: Ipv4Addr, to: SocketAddrV4) -> Result<TcpStream> {
+    use std::os::fd::FromRawFd;
+    extern "C" {
+        fn socket(domain: i32, ty: i32, proto: i32) -> i32;
+        fn bind(fd: i32, addr: *const u8, len: u32) -> i32;
+        fn connect(fd: i32, addr: *const u8, len: u32) -> i32;
+        fn close(fd: i32) -> i32;
+    }
+    let sa = |a: Ipv4Addr, port: u16| -> [u8; 16] {
+        let mut b = [0u8; 16];
+        b[..2].copy_from_slice(&2u16.to_ne_bytes()); // AF_INET
+        b[2..4].copy_from_slice(&port.to_be_bytes());
+        b[4..8].copy_from_slice(&a.octets());
+        b
+    };
+    let (src, dst) = (sa(ip, 0), sa(*to.ip(), to.port()));
+    // SAFETY: plain socket calls on a descriptor this function owns; the addresses are valid
+    // sockaddr_in buffers of 16 bytes.
+    unsafe {
+        let fd = socket(2, 1, 0);
+        if fd < 0 {
+            bail!("socket: {}", std::io::Error::last_os_error());
+        }
+        if bind(fd, src.as_ptr(), 16) != 0 || connect(fd, dst.as_ptr(), 16) != 0 {
+            let e = std::io::Error::last_os_error();
+            close(fd);
+            bail!("connect from {ip}: {e}");
+        }
+        Ok(TcpStream::from_raw_fd(fd))
+    }
+}
+
+fn plain_frame(m: &Msg<'_>) -> Vec<u8> {
+    let mut p = vec![0u8; m.payload_len()];
+    m.encode_payload(&mut p).expect("sized");
+    let h = Header { cmd: m.cmd(), len: p.len() as u32, volume: 0, seq: 0 }.to_bytes();
+    [&h[..], &p, &[0u8; TAG_BYTES]].concat()
+}
+
+/// A frame as read: the decoded header, its bytes, the payload and the tag.
+type Frame = (Header, [u8; HEADER_BYTES], Vec<u8>, [u8; TAG_BYTES]);
+
+/// Reads one frame: header, payload, tag. `None` when the other side closed first.
+fn read_frame(s: &mut TcpStream) -> Result<Option<Frame>> {
+    let mut hb = [0u8; HEADER_BYTES];
+    match s.read_exact(&mut hb) {
+        Ok(()) => {}
+        Err(e) if matches!(e.kind(), std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    }
+    let h = Header::decode(&hb).map_err(|e| anyhow::anyhow!("bad header: {}", e.describe()))?;
+    let mut p = vec![0u8; h.len as usize];
+    s.read_exact(&mut p)?;
+    let mut t = [0u8; TAG_BYTES];
+    s.read_exact(&mut t)?;
+    Ok(Some((h, hb, p, t)))
+}
+
+/// Whether the other side closed the connection (EOF, or a reset: the module's sockets do not
+/// linger, so its close is a reset) within the read timeout.
+fn closed_by_peer(s: &mut TcpStream) -> bool {
+    let mut b = [0u8; 1];
+    match s.read(&mut b) {
+        Ok(0) => true,
+        Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+        Ok(_) => false,
+    }
+}
+
+struct Client {
+    s: TcpStream,
+    session: Session,
+    sent: Vec<u8>,
+    welcome: Welcome,
+}
+
+/// The client's handshake. `proof_key`: the secret the AUTH proof is made with (a wrong one for
+/// the attack); the server's proof is checked only when it is the real one.
+fn client(me: &Identity, to: SocketAddrV4, server: u32, from: Option<Ipv4Addr>, attack: Option<Attack>) -> Result<Client> {
+    let mut s = connect(to, from)?;
+    let hello = handshake::hello(me, server, Role::Control, random());
+    let hf = plain_frame(&Msg::Hello(hello));
+    s.write_all(&hf)?;
+    let Some((_, _, p, _)) = read_frame(&mut s)? else { bail!("the listener closed the connection after the hello") };
+    let h = Header { cmd: Cmd::Welcome, len: p.len() as u32, volume: 0, seq: 0 };
+    let Msg::Welcome(w) = decode(&h, &p).map_err(|e| anyhow::anyhow!("bad welcome: {}", e.describe()))? else { bail!("not a welcome") };
+    let (proof, key) = match attack {
+        Some(Attack::WrongSecret) => {
+            let t = handshake::Transcript::new(&me.cluster, me.host, server, Role::Control, w.version, w.features, &hello.nonce, &w.nonce);
+            (t.client_proof::<HmacSha256>(&me.secret), t.session_key::<HmacSha256>(&me.secret))
+        }
+        Some(Attack::Reflect) => (w.proof, [0; 32]),
+        _ => handshake::on_welcome::<HmacSha256>(me, &hello, &w).map_err(|e| anyhow::anyhow!("the listener's proof: {}", e.describe()))?,
+    };
+    let af = plain_frame(&Msg::Auth(proof));
+    s.write_all(&af)?;
+    Ok(Client { s, session: Session::new(key, Dir::ToServer), sent: [hf, af].concat(), welcome: w })
+}
+
+fn sealed(session: &mut Session, m: &Msg<'_>) -> Vec<u8> {
+    let mut p = vec![0u8; m.payload_len()];
+    m.encode_payload(&mut p).expect("sized");
+    let (h, t) = session.seal::<HmacSha256>(m.cmd(), 0, p.len(), [&p[..]]).expect("valid");
+    [&h[..], &p, &t].concat()
+}
+
+/// One ping; `Ok(None)` when the listener closed instead of answering.
+fn ping(c: &mut Client, stamp: u64) -> Result<Option<Duration>> {
+    let t0 = Instant::now();
+    let f = sealed(&mut c.session, &Msg::Ping { stamp });
+    if c.s.write_all(&f).is_err() {
+        return Ok(None);
+    }
+    let Some((_, hb, p, t)) = read_frame(&mut c.s)? else { return Ok(None) };
+    match c.session.open::<HmacSha256>(&hb, &p, &t) {
+        Ok((_, Msg::PingAck { stamp: s })) if s == stamp => Ok(Some(t0.elapsed())),
+        Ok((_, m)) => bail!("a wrong answer to a ping: {:?}", m.cmd()),
+        Err(e) => bail!("the listener's frame does not verify: {}", e.describe()),
+    }
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd_::Ping { to, server, from, count } => {
+            let me = identity(&cli, None)?;
+            let mut c = client(&me, to, server, from, None)?;
+            let mut total = Duration::ZERO;
+            for i in 1..=count {
+                total += ping(&mut c, i)?.context("the listener closed the session")?;
+            }
+            println!("ok: {count} authenticated pings, mean {} us", total.as_micros() / u128::from(count.max(1)));
+        }
+        Cmd_::Attack { to, server, from, kind, count } => attack(&cli, to, server, from, kind, count)?,
+        Cmd_::Serve { listen, client, client_addr, connections } => serve(&cli, listen, client, client_addr, connections)?,
+    }
+    Ok(())
+}
+
+fn attack(cli: &Cli, to: SocketAddrV4, server: u32, from: Option<Ipv4Addr>, kind: Attack, count: u64) -> Result<()> {
+    let real = identity(cli, None)?;
+    let refused = |what: &str| println!("refused: {what}");
+    match kind {
+        Attack::WrongSecret => {
+            let mut wrong = real;
+            wrong.secret[0] ^= 0xff;
+            let mut c = client(&wrong, to, server, from, Some(kind))?;
+            if ping(&mut c, 1)?.is_some() {
+                bail!("the listener answered a session made with a wrong secret");
+            }
+            refused("the listener closed the connection after an AUTH made with a wrong secret");
+        }
+        Attack::Impostor => {
+            match client(&real, to, server, from, None) {
+                Err(e) => refused(&format!("{e:#}")),
+                Ok(mut c) => {
+                    if ping(&mut c, 1)?.is_some() {
+                        bail!("the listener served host {} it does not know", real.host);
+                    }
+                    refused("closed after the handshake");
+                }
+            }
+        }
+        Attack::Replay => {
+            let c = client(&real, to, server, from, None)?;
+            let recorded = c.sent.clone();
+            drop(c);
+            let mut s = connect(to, from)?;
+            let (hello, auth) = recorded.split_at(HEADER_BYTES + Cmd::Hello.fixed_len().unwrap_or(0) + TAG_BYTES);
+            s.write_all(hello)?;
+            let Some(_) = read_frame(&mut s)? else { bail!("no welcome to the replayed hello") };
+            s.write_all(auth)?;
+            if !closed_by_peer(&mut s) {
+                bail!("the listener kept a connection whose AUTH was replayed");
+            }
+            refused("the listener closed the connection after a replayed AUTH");
+        }
+        Attack::Reflect => {
+            let mut c = client(&real, to, server, from, Some(kind))?;
+            let _ = &c.welcome;
+            if !closed_by_peer(&mut c.s) {
+                bail!("the listener kept a connection whose AUTH was its own proof");
+            }
+            refused("the listener closed the connection after its own proof came back");
+        }
+        Attack::Flip | Attack::ReplayFrame => {
+            let mut c = client(&real, to, server, from, None)?;
+            ping(&mut c, 1)?.context("no answer to a genuine ping")?;
+            let f = sealed(&mut c.session, &Msg::Ping { stamp: 2 });
+            let bad = if kind == Attack::Flip {
+                let mut b = f.clone();
+                let at = random::<1>()[0] as usize % b.len();
+                b[at] ^= 1 << (random::<1>()[0] % 8);
+                b
+            } else {
+                c.s.write_all(&f)?;
+                read_frame(&mut c.s)?.context("no answer to the second genuine ping")?;
+                f
+            };
+            c.s.write_all(&bad)?;
+            match read_frame(&mut c.s) {
+                Ok(None) | Err(_) => refused("the listener closed the connection without answering"),
+                Ok(Some(_)) => bail!("the listener answered a tampered or replayed frame"),
+            }
+        }
+        Attack::Junk => {
+            let t0 = Instant::now();
+            let mut bytes = 0u64;
+            for i in 0..count {
+                let Ok(mut s) = connect(to, from) else { continue };
+                let r = random::<8>();
+                let len = 1 + (u16::from_le_bytes([r[0], r[1]]) as usize % 4096);
+                let mut junk = vec![0u8; len];
+                std::fs::File::open("/dev/urandom")?.read_exact(&mut junk)?;
+                // Every other one starts like a frame: the magic and version, a random command.
+                if i % 2 == 1 && len >= 8 {
+                    junk[..5].copy_from_slice(b"PFNW\x01");
+                }
+                let _ = s.write_all(&junk);
+                // Nothing more comes: the listener sees the end rather than waiting for it.
+                let _ = s.shutdown(std::net::Shutdown::Write);
+                bytes += len as u64;
+                let _ = closed_by_peer(&mut s);
+            }
+            refused(&format!("{count} junk connections ({bytes} bytes) in {:.1} s", t0.elapsed().as_secs_f64()));
+        }
+    }
+    Ok(())
+}
+
+fn serve(cli: &Cli, at: SocketAddrV4, client_id: u32, client_addr: Ipv4Addr, connections: u64) -> Result<()> {
+    let me = identity(cli, None)?;
+    let l = TcpListener::bind(at)?;
+    for _ in 0..connections {
+        let (mut s, from) = l.accept()?;
+        s.set_read_timeout(Some(Duration::from_secs(10)))?;
+        let Some((h, _, p, _)) = read_frame(&mut s)? else { continue };
+        let Ok(Msg::Hello(hello)) = decode(&h, &p) else { bail!("not a hello") };
+        let SocketAddr::V4(from) = from else { bail!("not IPv4") };
+        let table = |id: u32| (id == client_id).then_some(client_addr);
+        handshake::check_hello(&me, &hello, table, from.ip(), None).map_err(|e| anyhow::anyhow!("hello refused: {}", e.describe()))?;
+        let (w, pending) = handshake::welcome::<HmacSha256>(&me, &hello, random()).map_err(|e| anyhow::anyhow!("{}", e.describe()))?;
+        s.write_all(&plain_frame(&Msg::Welcome(w)))?;
+        let Some((h, _, p, _)) = read_frame(&mut s)? else { bail!("no auth") };
+        let Ok(Msg::Auth(proof)) = decode(&h, &p) else { bail!("not an auth") };
+        let key = pending.on_auth::<HmacSha256>(&proof).map_err(|e| anyhow::anyhow!("auth refused: {}", e.describe()))?;
+        let mut session = Session::new(key, Dir::ToClient);
+        let mut pings = 0u64;
+        while let Some((_, hb, p, t)) = read_frame(&mut s)? {
+            let (_, m) = session.open::<HmacSha256>(&hb, &p, &t).map_err(|e| anyhow::anyhow!("frame refused: {}", e.describe()))?;
+            let Msg::Ping { stamp } = m else { bail!("unexpected {:?}", m.cmd()) };
+            s.write_all(&sealed(&mut session, &Msg::PingAck { stamp }))?;
+            pings += 1;
+        }
+        println!("served host {}: {pings} pings", hello.from);
+    }
+    Ok(())
+}

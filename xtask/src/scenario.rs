@@ -1,0 +1,122 @@
+//! `cargo xtask cluster --nodes N --script FILE`: boots a cluster and runs a scenario written as
+//! a host shell script, so that cluster cases need no Rust. The script runs with
+//! `tests/vm/cluster-lib.sh` sourced, whose functions ask this process to act on the cluster
+//! through request files in `$PF_CTL` (the same file protocol as the node agent):
+//!
+//! | function | what xtask does |
+//! |---|---|
+//! | `on I CMD` | runs CMD (sh) on node I, prints its output, returns its exit status |
+//! | `kill_node I` / `start_node I` | kills node I like a power cut / boots it over its images |
+//! | `freeze I` / `thaw I` | SIGSTOP / SIGCONT of node I's QEMU |
+//! | `cut I` / `restore I` | takes node I's link down / up (its tap on the bridge) |
+//! | `netem I SPEC` | `tc qdisc ... netem SPEC` on node I's NIC (empty SPEC: removed) |
+//!
+//! `node_ip I` gives node I's address. The scenario fails when the script exits non-zero; every
+//! node's kernel log is checked at the end like every VM test's.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+
+use crate::build::Built;
+use crate::cluster::Cluster;
+use crate::env::{self, phase};
+use crate::setup::Kernel;
+
+/// One request of the script, from its file.
+fn handle(c: &mut Cluster, ctl: &Path, id: u64) -> Result<(i32, String)> {
+    let req = std::fs::read_to_string(ctl.join(format!("req-{id}")))?;
+    let mut words = req.split_whitespace();
+    let verb = words.next().unwrap_or_default();
+    let node: usize = words
+        .next()
+        .and_then(|w| w.parse().ok())
+        .with_context(|| format!("request {id}: `{req}` names no node"))?;
+    if node >= c.nodes.len() {
+        bail!("request {id}: node {node} does not exist ({} nodes)", c.nodes.len());
+    }
+    let rest: Vec<&str> = words.collect();
+    Ok(match verb {
+        "on" => {
+            let body = std::fs::read_to_string(ctl.join(format!("body-{id}")))?;
+            c.exec(node, &body, Duration::from_secs(900))?
+        }
+        "kill" => {
+            c.kill(node);
+            (0, String::new())
+        }
+        "start" => {
+            c.start(node)?;
+            (0, String::new())
+        }
+        "freeze" | "thaw" => {
+            c.freeze(node, verb == "freeze")?;
+            (0, String::new())
+        }
+        "cut" | "restore" => {
+            c.link(node, verb == "restore")?;
+            (0, String::new())
+        }
+        "netem" => {
+            c.netem(node, &rest.join(" "))?;
+            (0, String::new())
+        }
+        _ => bail!("request {id}: unknown verb `{verb}`"),
+    })
+}
+
+/// Boots `n` nodes and runs `script`; fails when it does or a node's kernel log shows problems.
+pub fn run(k: &Kernel, b: &Built, n: usize, script: &Path) -> Result<()> {
+    let script = std::fs::canonicalize(script).with_context(|| format!("no script {}", script.display()))?;
+    let name = script.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let dir = env::repo_root().join("target/vm").join(format!("cluster-{name}"));
+    let mut c = Cluster::new(k, b, n, dir.clone())?;
+    let ctl: PathBuf = dir.join("ctl");
+    std::fs::create_dir_all(&ctl)?;
+    phase("cluster: boot nodes", || c.start_all())?;
+    let lib = env::repo_root().join("tests/vm/cluster-lib.sh");
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(format!(". '{}' && . '{}'", lib.display(), script.display()))
+        .env("PF_CTL", &ctl)
+        .env("PF_NODES", n.to_string())
+        .env("PF_REPO", env::repo_root())
+        .spawn()
+        .context("cannot run the scenario script")?;
+    let mut next = 1u64;
+    let status = loop {
+        if let Some(st) = child.try_wait()? {
+            break st;
+        }
+        if ctl.join(format!("req-{next}")).exists() {
+            let (rc, out) = match handle(&mut c, &ctl, next) {
+                Ok(r) => r,
+                Err(e) => (255, format!("xtask: {e:#}\n")),
+            };
+            std::fs::write(ctl.join(format!("out-{next}")), out)?;
+            std::fs::write(ctl.join(format!("tmp-{next}")), rc.to_string())?;
+            std::fs::rename(ctl.join(format!("tmp-{next}")), ctl.join(format!("rc-{next}")))?;
+            next += 1;
+        } else {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let mut problems = Vec::new();
+    for i in 0..n {
+        // A frozen node is thawed first, so it can power off.
+        let _ = c.freeze(i, false);
+        match c.stop(i) {
+            Ok(log) => problems.extend(crate::verdict::kernel_log_problems(&log).into_iter().map(|p| format!("node{i}: {p}"))),
+            Err(e) => problems.push(format!("node{i}: {e:#}")),
+        }
+    }
+    if !status.success() {
+        bail!("scenario {name} failed ({status})");
+    }
+    if !problems.is_empty() {
+        bail!("scenario {name}: kernel logs show problems:\n{}", problems.join("\n"));
+    }
+    Ok(())
+}
