@@ -297,6 +297,11 @@ pub fn smoke(k: &Kernel, b: &Built, n: usize) -> Result<()> {
     let dir = env::repo_root().join("target/vm/cluster-smoke");
     let mut c = Cluster::new(k, b, n, dir)?;
     phase("cluster: boot nodes", || c.start_all())?;
+    // The cluster secret, fresh for the run, where the nodes read it (the repository is shared).
+    let mut secret = [0u8; 32];
+    std::fs::File::open("/dev/urandom").and_then(|mut f| std::io::Read::read_exact(&mut f, &mut secret))?;
+    let hex: String = secret.iter().map(|b| format!("{b:02x}")).collect();
+    std::fs::write(env::repo_root().join("target/vm/cluster-secret"), hex + "\n")?;
     let ping = |c: &mut Cluster, from: usize, to: usize| -> Result<bool> {
         let (code, _) = c.exec(
             from,
@@ -313,6 +318,18 @@ pub fn smoke(k: &Kernel, b: &Built, n: usize) -> Result<()> {
         }
     }
     eprintln!("    every node reaches every other");
+
+    // The modules' peer transport: each node listens as host i+1; each dials every other and
+    // times authenticated pings.
+    for i in 0..n {
+        peer_setup(&mut c, i, n)?;
+    }
+    for i in 0..n {
+        for j in (0..n).filter(|&j| j != i) {
+            let out = c.check(i, &format!("echo '{} 20' > /sys/kernel/config/peerflash/probe && cat /sys/kernel/config/peerflash/probe", j + 1))?;
+            eprintln!("    node{i} -> node{j} (module to module, authenticated): {}", out.trim());
+        }
+    }
 
     // One SAN: what node0 writes (direct I/O), node1 reads back.
     c.check(0, "head -c 1048576 /dev/urandom > /tmp/pat && dd if=/tmp/pat of=$PF_SAN_DEV bs=1M count=1 seek=7 oflag=direct status=none && sha256sum < /tmp/pat > $PF_RUN_DIR/pat.sum")?;
@@ -359,12 +376,14 @@ pub fn smoke(k: &Kernel, b: &Built, n: usize) -> Result<()> {
         bail!("node1 is not reachable after its restart");
     }
     eprintln!("    node1 restarted over its own images and is reachable");
+    peer_setup(&mut c, 1, n)?;
 
-    // Cut and restore node1's link.
+    // Cut and restore node1's link; a dial of node1's module fails within its bound.
     c.link(1, false)?;
     if ping(&mut c, 0, 1)? {
         bail!("node1's link is cut but node0 still reaches it");
     }
+    peer_dial_bounded(&mut c, 0, 1)?;
     c.link(1, true)?;
     let start = Instant::now();
     while !ping(&mut c, 0, 1)? {
@@ -372,7 +391,15 @@ pub fn smoke(k: &Kernel, b: &Built, n: usize) -> Result<()> {
             bail!("node1 is unreachable 30 s after its link was restored");
         }
     }
-    eprintln!("    a cut link is seen as unreachable, and restored");
+    c.check(0, "echo '2 5' > /sys/kernel/config/peerflash/probe")?;
+    eprintln!("    a cut link is seen as unreachable, and restored (the peer dial works again)");
+
+    // A frozen node (SIGSTOP of its QEMU): the dial fails within its bound; thawed, it works.
+    c.freeze(1, true)?;
+    peer_dial_bounded(&mut c, 0, 1)?;
+    c.freeze(1, false)?;
+    c.check(0, "echo '2 5' > /sys/kernel/config/peerflash/probe")?;
+    eprintln!("    a frozen node's module is not reached; thawed, it is");
 
     // Latency on node1's NIC shows in node0's round trips.
     c.netem(1, "delay 50ms")?;
@@ -391,6 +418,7 @@ pub fn smoke(k: &Kernel, b: &Built, n: usize) -> Result<()> {
     eprintln!("    netem delay 50ms on node1 seen by node0 (min rtt {min_rtt:.1} ms)");
 
     for i in 0..n {
+        c.check(i, "echo > /sys/kernel/config/peerflash/listen && rmmod peerflash")?;
         let log = c.stop(i)?;
         let bad = crate::verdict::kernel_log_problems(&log);
         if !bad.is_empty() {
@@ -398,4 +426,33 @@ pub fn smoke(k: &Kernel, b: &Built, n: usize) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// A dial of node `to`'s module from node `from` must fail, within 10 s.
+fn peer_dial_bounded(c: &mut Cluster, from: usize, to: usize) -> Result<()> {
+    let t0 = Instant::now();
+    let (code, _) = c.exec(from, &format!("echo '{} 5' > /sys/kernel/config/peerflash/probe", to + 1), Duration::from_secs(60))?;
+    let took = t0.elapsed();
+    if code == 0 {
+        bail!("node{from} dialed node{to}'s module across a cut link or to a frozen node");
+    }
+    if took > Duration::from_secs(10) {
+        bail!("the dial of node{to} took {:.1} s to fail (bound 10 s)", took.as_secs_f64());
+    }
+    eprintln!("    node{from} -> node{to}: the dial failed after {:.1} s", took.as_secs_f64());
+    Ok(())
+}
+
+/// Loads the module on node `i` and makes it host i+1 of an `n`-host cluster, listening.
+fn peer_setup(c: &mut Cluster, i: usize, n: usize) -> Result<()> {
+    let hosts: String = (0..n).map(|j| format!("{} {}:7790\\n", j + 1, Cluster::ip(j))).collect();
+    c.check(
+        i,
+        &format!(
+            "modprobe peerflash && cd /sys/kernel/config/peerflash && echo {} > host_id && echo 5eed0000000000000000000000000001 > cluster_id && cat $PF_REPO/target/vm/cluster-secret > secret && printf '{hosts}' > hosts && echo {}:7790 > listen",
+            i + 1,
+            Cluster::ip(i)
+        ),
+    )
+    .map(|_| ())
 }

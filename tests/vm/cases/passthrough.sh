@@ -24,15 +24,18 @@ same "$(cat /sys/block/pf-vol/queue/fua)" "1" "fua"
 same "$(cat /sys/block/pf-vol/queue/max_hw_sectors_kb)" "$(cat /sys/block/${SAN#/dev/}/queue/max_hw_sectors_kb)" "max_hw_sectors_kb"
 same "$(cat /sys/block/pf-vol/queue/discard_max_bytes)" "$(cat /sys/block/${SAN#/dev/}/queue/discard_max_bytes)" "discard_max_bytes"
 
-# The four fio jobs, N:BS:QD; job N works on its own 256 MiB region.
+# The four fio jobs, N:BS:QD; job N works in its own 256 MiB region: all of it at 64k, its
+# first 64 MiB at 4k (16384 writes, each verified: the 4k jobs' time is per write under TCG).
 JOBS="0:4k:1 1:4k:16 2:64k:1 3:64k:16"
 # fio_job DEVICE JOB EXTRA...
 fio_job() {
     dev=$1 n=${2%%:*} bs=${2#*:}
     qd=${bs#*:} bs=${bs%%:*}
     shift 2
+    size=256M
+    [ "$bs" = 4k ] && size=64M
     fio --name="v-$bs-qd$qd" --filename="$dev" --rw=randwrite --bs="$bs" --iodepth="$qd" \
-        --ioengine=libaio --direct=1 --offset=$((n * 256))M --size=256M --verify=crc32c \
+        --ioengine=libaio --direct=1 --offset=$((n * 256))M --size=$size --verify=crc32c \
         --verify_fatal=1 --randseed=$((1000 + n)) "$@"
 }
 

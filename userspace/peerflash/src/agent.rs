@@ -498,6 +498,10 @@ pub fn run(cfg: Config, host: &str, socket: &Path) -> Result<()> {
         .ok_or_else(|| VolumeError::NotFound(format!("host {host} is not in the configuration")))?;
     let ds = crate::locks::datastore(&cfg)?;
     let root = Root::locate()?;
+    if let Some(p) = &cfg.peer {
+        crate::peer::configure(&root, p, &cfg.hosts, &me)?;
+        eprintln!("peerflash agent: peer transport: host {} listening on {}", me.id, me.address);
+    }
     eprintln!(
         "peerflash agent: joining lockspace {} as {} (id {})",
         ds.lockspace, me.name, me.id

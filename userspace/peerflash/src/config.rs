@@ -40,6 +40,7 @@ use toml::Spanned;
 struct RawConfig {
     cluster: Option<Spanned<String>>,
     datastore: Spanned<RawDatastore>,
+    peer: Option<Spanned<RawPeer>>,
     #[serde(default)]
     host: Vec<Spanned<RawHost>>,
     #[serde(default)]
@@ -53,6 +54,13 @@ struct RawDatastore {
     offset_mib: Option<Spanned<u64>>,
     size_mib: Spanned<u64>,
     io_timeout: Option<Spanned<u32>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPeer {
+    cluster_id: Spanned<String>,
+    secret_file: Spanned<String>,
 }
 
 #[derive(Deserialize)]
@@ -81,6 +89,8 @@ struct RawVolume {
 pub struct Config {
     pub cluster: Option<String>,
     pub datastore: Datastore,
+    /// The peer transport (Documentation/wire-protocol.md): absent, the agent leaves it off.
+    pub peer: Option<Peer>,
     pub hosts: Vec<Host>,
     pub volumes: Vec<Volume>,
 }
@@ -92,6 +102,15 @@ pub struct Datastore {
     pub size_mib: u64,
     /// sanlock I/O timeout in seconds (a dead host's leases are free after 8 × this + 60 s).
     pub io_timeout: u32,
+}
+
+/// The peer transport's settings: the same on every host.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Peer {
+    /// The cluster's id, 32 hex digits: a host of another cluster is refused at its handshake.
+    pub cluster_id: String,
+    /// A root-only file holding the cluster secret (64 hex digits); read by the agent.
+    pub secret_file: String,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -221,6 +240,7 @@ pub fn parse(file: &str, src: &str) -> Result<Config, Invalid> {
     let ds = raw.datastore.get_ref();
     let (offset_mib, io_timeout) = check_datastore(&mut c, ds);
     let (hosts, host_names) = check_hosts(&mut c, &raw.host);
+    let peer = raw.peer.as_ref().map(|p| check_peer(&mut c, p, &raw.host));
     // Slots the datastore region holds: 1 MiB of lockspace, then 2 MiB per slot.
     let slot_room = u32::try_from(ds.size_mib.get_ref().saturating_sub(1) / 2)
         .unwrap_or(u32::MAX)
@@ -248,9 +268,31 @@ pub fn parse(file: &str, src: &str) -> Result<Config, Invalid> {
             size_mib: *ds.size_mib.get_ref(),
             io_timeout,
         },
+        peer,
         hosts,
         volumes,
     })
+}
+
+/// The peer transport: a cluster id of 32 hex digits, an absolute secret file path, and IPv4
+/// host addresses (the module's transport speaks IPv4 only).
+fn check_peer(c: &mut Checker<'_>, p: &Spanned<RawPeer>, hosts: &[Spanned<RawHost>]) -> Peer {
+    let r = p.get_ref();
+    if peerflash_core::handshake::parse_cluster_id(r.cluster_id.get_ref().as_bytes()).is_none() {
+        c.at(r.cluster_id.span(), "peer.cluster_id", "expected 32 hex digits, not all zero");
+    }
+    c.absolute_path(&r.secret_file, "peer.secret_file".into());
+    for (i, h) in hosts.iter().enumerate() {
+        let a = h.get_ref().address.get_ref();
+        if a.parse::<SocketAddr>().is_ok_and(|a| a.is_ipv6()) {
+            c.at(
+                h.get_ref().address.span(),
+                format!("host[{i}].address"),
+                format!("{a} is IPv6: the peer transport speaks IPv4 only"),
+            );
+        }
+    }
+    Peer { cluster_id: r.cluster_id.get_ref().to_ascii_lowercase(), secret_file: r.secret_file.get_ref().clone() }
 }
 
 

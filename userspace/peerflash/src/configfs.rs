@@ -65,6 +65,18 @@ impl Root {
         Ok(s.trim_end_matches('\n').to_string())
     }
 
+    /// Reads attribute `attr` of the subsystem itself (the cluster attributes), without the
+    /// trailing newline.
+    pub fn read_root(&self, attr: &str) -> io::Result<String> {
+        let s = fs::read_to_string(self.path.join(attr))?;
+        Ok(s.trim_end_matches('\n').to_string())
+    }
+
+    /// Writes `value` to attribute `attr` of the subsystem itself, in one write.
+    pub fn write_root(&self, attr: &str, value: &str) -> io::Result<()> {
+        fs::write(self.path.join(attr), value.as_bytes())
+    }
+
     /// Writes `value` to attribute `attr` of volume `name` in one write, as configfs wants.
     pub fn write(&self, name: &str, attr: &str, value: &str) -> io::Result<()> {
         fs::write(self.dir(name).join(attr), value.as_bytes())

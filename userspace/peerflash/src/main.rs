@@ -7,6 +7,7 @@ mod configfs;
 mod error;
 mod failure;
 mod locks;
+mod peer;
 mod running;
 mod sysfs;
 mod volume;
@@ -120,6 +121,20 @@ enum Command {
     },
     /// List volume names, one per line.
     List,
+    /// This host's peer transport: host id, listen address, host table, counters.
+    Peers {
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Output::Human)]
+        output: Output,
+    },
+    /// Dial host ID through the module, authenticate, and time authenticated pings.
+    Probe {
+        /// The host id (from the configuration) to dial.
+        host_id: u64,
+        /// Pings to time (1-100000).
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+        count: u64,
+    },
     /// The cluster configuration file (TOML; Documentation/administration.md).
     Config {
         #[command(subcommand)]
@@ -389,6 +404,14 @@ fn run(cli: Cli) -> Result<()> {
                 println!("{name}");
             }
         }
+        Command::Peers { output } => {
+            let st = peer::status(&root)?;
+            match output {
+                Output::Json => println!("{}", serde_json::to_string_pretty(&st)?),
+                Output::Human => peer::print(&st),
+            }
+        }
+        Command::Probe { host_id, count } => println!("{}", peer::probe(&root, host_id, count)?),
         Command::Status { name, output } => {
             let names = match name {
                 Some(n) => vec![n],
