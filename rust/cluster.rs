@@ -15,7 +15,7 @@ use kernel::prelude::*;
 
 use crate::control::Config;
 use crate::peer::node::DisplayEp;
-use crate::peer::{listener, probe};
+use crate::peer::probe;
 use crate::pfcore::handshake::{parse_cluster_id, parse_secret};
 use crate::pfcore::hosts::{Endpoint, HostTable};
 
@@ -32,7 +32,7 @@ fn refuse(what: &str, why: &str, e: Error) -> Error {
 
 /// Identity settings change only while no listener runs.
 fn while_stopped(c: &Config, what: &str) -> Result {
-    if c.node.0.listening().is_some() {
+    if c.node.listening().is_some() {
         return Err(refuse(what, "refused while listening (write an empty line to `listen` first)", EBUSY));
     }
     Ok(())
@@ -43,7 +43,7 @@ impl AttributeOperations<1> for Config {
     type Data = Config;
 
     fn show(c: &Config, page: &mut [u8; PAGE_SIZE]) -> Result<usize> {
-        show_fmt(page, fmt!("{}\n", c.node.0.snapshot().host))
+        show_fmt(page, fmt!("{}\n", c.node.node.snapshot().host))
     }
 
     fn store(c: &Config, page: &[u8]) -> Result {
@@ -52,7 +52,7 @@ impl AttributeOperations<1> for Config {
         let Some(id) = id else {
             return Err(refuse("host_id", "expected a host id of 1 or more", EINVAL));
         };
-        c.node.0.config.lock().host = id;
+        c.node.node.config.lock().host = id;
         Ok(())
     }
 }
@@ -62,7 +62,7 @@ impl AttributeOperations<2> for Config {
     type Data = Config;
 
     fn show(c: &Config, page: &mut [u8; PAGE_SIZE]) -> Result<usize> {
-        let id = c.node.0.snapshot().cluster;
+        let id = c.node.node.snapshot().cluster;
         let mut w = kernel::str::Formatter::new(page);
         if id != [0; 16] {
             for b in id {
@@ -78,7 +78,7 @@ impl AttributeOperations<2> for Config {
         let Some(id) = parse_cluster_id(page) else {
             return Err(refuse("cluster_id", "expected 32 hex digits, not all zero", EINVAL));
         };
-        c.node.0.config.lock().cluster = id;
+        c.node.node.config.lock().cluster = id;
         Ok(())
     }
 }
@@ -89,7 +89,7 @@ impl AttributeOperations<3> for Config {
 
     /// Never the secret: only whether one is set.
     fn show(c: &Config, page: &mut [u8; PAGE_SIZE]) -> Result<usize> {
-        let set = c.node.0.snapshot().secret.is_some();
+        let set = c.node.node.snapshot().secret.is_some();
         show_fmt(page, fmt!("{}\n", if set { "set" } else { "unset" }))
     }
 
@@ -99,7 +99,7 @@ impl AttributeOperations<3> for Config {
         let Some(secret) = parse_secret(page) else {
             return Err(refuse("secret", "expected 64 hex digits, not all zero", EINVAL));
         };
-        c.node.0.config.lock().secret = Some(secret);
+        c.node.node.config.lock().secret = Some(secret);
         Ok(())
     }
 }
@@ -109,7 +109,7 @@ impl AttributeOperations<4> for Config {
     type Data = Config;
 
     fn show(c: &Config, page: &mut [u8; PAGE_SIZE]) -> Result<usize> {
-        let t = c.node.0.snapshot().hosts;
+        let t = c.node.node.snapshot().hosts;
         let mut w = kernel::str::Formatter::new(page);
         for &(id, ep) in t.hosts() {
             w.write_fmt(fmt!("{} {}\n", id, DisplayEp(ep)))?;
@@ -122,7 +122,7 @@ impl AttributeOperations<4> for Config {
     fn store(c: &Config, page: &[u8]) -> Result {
         match HostTable::parse(page) {
             Ok(t) => {
-                c.node.0.config.lock().hosts = t;
+                c.node.node.config.lock().hosts = t;
                 Ok(())
             }
             Err(e) => Err(refuse("hosts", e.describe(), EINVAL)),
@@ -135,7 +135,7 @@ impl AttributeOperations<5> for Config {
     type Data = Config;
 
     fn show(c: &Config, page: &mut [u8; PAGE_SIZE]) -> Result<usize> {
-        match c.node.0.listening() {
+        match c.node.listening() {
             Some(ep) => show_fmt(page, fmt!("{}\n", DisplayEp(ep))),
             None => show_fmt(page, fmt!("\n")),
         }
@@ -144,15 +144,14 @@ impl AttributeOperations<5> for Config {
     /// `A.B.C.D:PORT` starts listening there (host id, cluster id and secret set first); an
     /// empty line stops, ending every connection served.
     fn store(c: &Config, page: &[u8]) -> Result {
-        let node = &c.node.0;
         if page.trim_ascii().is_empty() {
-            return listener::set_listen(node, None);
+            return c.node.set_listen(None);
         }
         let at = Endpoint::parse(page).map_err(|e| refuse("listen", e.describe(), EINVAL))?;
-        if node.snapshot().identity().is_none() {
+        if c.node.node.snapshot().identity().is_none() {
             return Err(refuse("listen", "set host_id, cluster_id and secret first", EINVAL));
         }
-        listener::set_listen(node, Some(at)).map_err(|e| refuse("listen", "cannot listen on that address", e))
+        c.node.set_listen(Some(at)).map_err(|e| refuse("listen", "cannot listen on that address", e))
     }
 }
 
@@ -161,7 +160,7 @@ impl AttributeOperations<6> for Config {
     type Data = Config;
 
     fn show(c: &Config, page: &mut [u8; PAGE_SIZE]) -> Result<usize> {
-        let k = &c.node.0.counters;
+        let k = &c.node.node.counters;
         show_fmt(
             page,
             fmt!(
@@ -185,7 +184,7 @@ impl AttributeOperations<6> for Config {
         let (Some(id), Some(count), None) = (id, count, words.next()) else {
             return Err(refuse("probe", "expected a host id and optionally a ping count (1..100000)", EINVAL));
         };
-        match probe::probe(&c.node.0, id, count) {
+        match probe::probe(&c.node.node, id, count) {
             Ok(_) => Ok(()),
             Err(e) => {
                 pr_err!("cluster probe of host {}: {} (errno {})\n", id, e.describe(), e.errno());
@@ -200,7 +199,7 @@ impl AttributeOperations<7> for Config {
     type Data = Config;
 
     fn show(c: &Config, page: &mut [u8; PAGE_SIZE]) -> Result<usize> {
-        let n = &c.node.0;
+        let n = &c.node.node;
         let k = &n.counters;
         let v = |a: &core::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
         let why = *n.last_refusal.lock();

@@ -29,7 +29,7 @@ use crate::blk::thread::Thread;
 use crate::blk::disk::{self, Disk};
 use crate::cache::attach;
 use crate::cache::Cache;
-use crate::peer::node::NodeOwner;
+use crate::peer::host::PeerHost;
 use crate::pfcore::policy::{Policy, WBP_NOT_BUILT};
 use crate::pfcore::errno::{self, Role};
 use crate::pfcore::{attr, geometry, names};
@@ -58,7 +58,7 @@ pub(crate) fn subsystem(module: &'static ThisModule) -> impl PinInit<configfs::S
     configfs::Subsystem::new(
         c"peerflash",
         item_type,
-        try_pin_init!(Config { module, node: NodeOwner::new()? }),
+        try_pin_init!(Config { module, node: PeerHost::new()? }),
     )
 }
 
@@ -67,7 +67,7 @@ pub(crate) fn subsystem(module: &'static ThisModule) -> impl PinInit<configfs::S
 #[pin_data]
 pub(crate) struct Config {
     module: &'static ThisModule,
-    pub(crate) node: NodeOwner,
+    pub(crate) node: PeerHost,
 }
 
 #[vtable]

@@ -11,7 +11,7 @@ use kernel::prelude::*;
 use kernel::sync::{Arc, Mutex};
 
 use super::link::{Link, LinkError, CONTROL_PAYLOAD};
-use super::node::{bump, Node, SharedNode};
+use super::node::{bump, SharedNode};
 use crate::blk::thread::{should_stop, Thread};
 use crate::net::sock::Sock;
 use crate::pfcore::hosts::Endpoint;
@@ -207,23 +207,4 @@ fn serve_link(s: &Served) {
     s.node.counters.served.fetch_sub(1, Ordering::Relaxed);
     s.done.store(true, Ordering::Release);
     drop(link);
-}
-
-impl Node {
-    /// Whether a listener runs.
-    pub(crate) fn listening(&self) -> Option<Endpoint> {
-        self.listener.lock().as_ref().map(|(e, _)| *e)
-    }
-}
-
-/// Starts (or, with `None`, stops) `node`'s listener.
-pub(crate) fn set_listen(node: &SharedNode, at: Option<Endpoint>) -> Result {
-    let old = node.listener.lock().take();
-    // Stopped outside the lock: it waits for threads.
-    drop(old);
-    if let Some(at) = at {
-        let l = Listener::start(node.clone(), at)?;
-        *node.listener.lock() = Some((at, l));
-    }
-    Ok(())
 }

@@ -5,8 +5,9 @@
 //! random bytes); the protocol and its rules are `pfcore::wire`, `pfcore::handshake` and
 //! `pfcore::replication`.
 //!
-//! - [`node`]: this host's identity in the cluster (host id, cluster id, secret, host table),
-//!   its counters, and its listener.
+//! - [`node`]: this host's identity in the cluster (host id, cluster id, secret, host table)
+//!   and its counters.
+//! - [`host`]: the control interface's handle: the node and its listener.
 //! - [`link`]: an authenticated connection: the handshake from either side, then sealed and
 //!   checked frames.
 //! - [`listener`]: the thread that accepts connections, and the connections it serves.
@@ -15,9 +16,14 @@
 //! Built so far: the transport, the handshake, pings. Not built: replica slots, WRITE and its
 //! acks, checkpoints (issue 15); a peer refuses ATTACH with `EOPNOTSUPP`.
 //!
-//! Locks, in order: `Node::config` (the identity and host table, copied out under it; never held
-//! across a socket call) may be taken before `Listener`'s `served` list, never after.
+//! Imports: `host` -> `listener` -> `link` -> `node`.
+//!
+//! Locks: `Node::config` (the identity and host table, copied out under it; never held across a
+//! socket call), `PeerHost::listener` (never held while a listener stops) and the listener's
+//! `served` list (never held while a thread stops) are never held together; `last_refusal` and
+//! the failure bucket are leaves.
 
+pub(crate) mod host;
 pub(crate) mod link;
 pub(crate) mod listener;
 pub(crate) mod node;

@@ -9,7 +9,6 @@ use kernel::prelude::*;
 use kernel::sync::{Arc, Mutex};
 use kernel::time::{Instant, Monotonic};
 
-use super::listener::Listener;
 use crate::pfcore::handshake::{Identity, SECRET_BYTES};
 use crate::pfcore::hosts::{Endpoint, HostTable};
 
@@ -67,9 +66,6 @@ const FAILURES_PER_SECOND: u64 = 20;
 pub(crate) struct Node {
     #[pin]
     pub(crate) config: Mutex<NodeConfig>,
-    /// The listener while one runs, and the address it listens on.
-    #[pin]
-    pub(crate) listener: Mutex<Option<(Endpoint, Listener)>>,
     /// Why the last handshake failed (a fixed message: never any of the peer's bytes).
     #[pin]
     pub(crate) last_refusal: Mutex<&'static str>,
@@ -83,7 +79,6 @@ impl Node {
     pub(crate) fn new() -> impl PinInit<Self, Error> {
         try_pin_init!(Node {
             config <- new_mutex!(NodeConfig::default()),
-            listener <- new_mutex!(None),
             last_refusal <- new_mutex!(""),
             failures <- new_mutex!((FAILURE_BURST, None)),
             counters: PeerCounters::default(),
@@ -142,20 +137,3 @@ impl kernel::fmt::Display for DisplayEp {
 
 /// The node, shared by the control interface and the listener's threads.
 pub(crate) type SharedNode = Arc<Node>;
-
-/// The control interface's handle of the node: the listener's threads hold the node too, so
-/// dropping the handle (module unload) stops the listener, which ends that cycle.
-pub(crate) struct NodeOwner(pub(crate) SharedNode);
-
-impl NodeOwner {
-    pub(crate) fn new() -> Result<NodeOwner> {
-        Ok(NodeOwner(Arc::pin_init(Node::new(), GFP_KERNEL)?))
-    }
-}
-
-impl Drop for NodeOwner {
-    fn drop(&mut self) {
-        let l = self.0.listener.lock().take();
-        drop(l);
-    }
-}

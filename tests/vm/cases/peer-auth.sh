@@ -63,6 +63,11 @@ echo "probe: $(cat $CFS/probe)"
 case "$(cat $CFS/probe)" in "pings 200 mean_us "*) ;; *) fail "probe result: $(cat $CFS/probe)" ;; esac
 expect_write_refused $CFS/probe "3 10"
 expect_write_refused $CFS/probe "9 10"
+step "the helper shows the transport, and refuses a probe of a host that does not answer"
+peerflash peers || fail "peerflash peers"
+peerflash peers --output json > /tmp/peers.json || fail "peerflash peers --output json"
+python3 -c "import json; d = json.load(open('/tmp/peers.json')); assert d['host_id'] == 1 and d['listen'] == '127.0.0.1:7790' and d['secret'] == 'set' and d['counters']['pings_answered'] == '200', d" || fail "peers json: $(cat /tmp/peers.json)"
+expect_refusal 2 "the probe of host 3 failed" peerflash probe 3 --count 2
 
 # attack KIND COUNTER FROM PF-WIRE-ARGS...: the attack must be refused and move COUNTER, and no
 # ping is answered beyond the EXTRA genuine ones the attack starts with.

@@ -523,7 +523,7 @@ fn check_volume(
             c.at(
                 p.span(),
                 format!("volume[{i}].peers[{j}]"),
-                format!("unknown host {pn:?} (hosts: {})", known(&host_names)),
+                format!("unknown host {pn:?} (hosts: {})", known(host_names)),
             );
         } else if peers.contains(pn) {
             c.at(
@@ -552,7 +552,7 @@ fn check_volume(
             c.at(
                 h.span(),
                 format!("volume[{i}].cache.{hn}"),
-                format!("unknown host {hn:?} (hosts: {})", known(&host_names)),
+                format!("unknown host {hn:?} (hosts: {})", known(host_names)),
             );
         }
         c.absolute_path(dev, format!("volume[{i}].cache.{hn}"));

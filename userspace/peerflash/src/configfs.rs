@@ -39,6 +39,12 @@ impl Root {
         Err(VolumeError::NoModule(why).into())
     }
 
+    /// A tree at `path` (the unit tests' fake trees).
+    #[cfg(test)]
+    pub fn at(path: &Path) -> Root {
+        Root { path: path.to_path_buf() }
+    }
+
     /// The directory of volume `name`.
     pub fn dir(&self, name: &str) -> PathBuf {
         self.path.join(name)

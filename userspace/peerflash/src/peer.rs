@@ -83,14 +83,14 @@ pub fn status(root: &Root) -> Result<PeerStatus> {
 
 /// Prints a status for people.
 pub fn print(s: &PeerStatus) {
-    println!("host id:     {}", if s.host_id == 0 { "unset".to_string() } else { s.host_id.to_string() });
-    println!("listening:   {}", if s.listen.is_empty() { "no" } else { &s.listen });
-    println!("secret:      {}", s.secret);
-    println!("hosts:       {}", if s.hosts.is_empty() { "none".to_string() } else { s.hosts.join(", ") });
+    println!("host id:         {}", if s.host_id == 0 { "unset".to_string() } else { s.host_id.to_string() });
+    println!("listening:       {}", if s.listen.is_empty() { "no" } else { &s.listen });
+    println!("secret:          {}", s.secret);
+    println!("hosts:           {}", if s.hosts.is_empty() { "none".to_string() } else { s.hosts.join(", ") });
     for (k, v) in &s.counters {
-        println!("{:<12} {v}", format!("{k}:"));
+        println!("{:<16} {v}", format!("{k}:"));
     }
-    println!("last probe:  {}", s.last_probe);
+    println!("last probe:      {}", s.last_probe);
 }
 
 /// Dials host `id` through the module and times `count` authenticated pings.
@@ -133,5 +133,42 @@ mod tests {
 
     fn nix_uid_is_root() -> bool {
         std::fs::metadata("/proc/self").map(|m| m.uid() == 0).unwrap_or(false)
+    }
+}
+
+#[cfg(test)]
+mod configure_tests {
+    use super::*;
+
+    /// The agent's writes, in order, against a fake configfs tree: listening stops first, the
+    /// identity and host table follow, listening starts last; the secret file is refused when
+    /// others may read it, before anything is written.
+    #[test]
+    fn configure_writes_the_cluster_attributes() {
+        if std::fs::metadata("/proc/self").map(|m| m.uid()).unwrap_or(1) != 0 {
+            return; // The secret file must be root's: only as root can the test make one.
+        }
+        let d = tempfile::tempdir().unwrap();
+        let tree = d.path().join("peerflash");
+        std::fs::create_dir(&tree).unwrap();
+        let root = Root::at(&tree);
+        let secret = d.path().join("secret");
+        std::fs::write(&secret, format!("{}\n", "5a".repeat(32))).unwrap();
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let peer = Peer { cluster_id: "00112233445566778899aabbccddeeff".into(), secret_file: secret.display().to_string() };
+        let hosts: Vec<Host> = (1..=2)
+            .map(|i| Host { name: format!("hv{i}"), address: format!("10.0.0.{i}:7790").parse().unwrap(), id: i })
+            .collect();
+        configure(&root, &peer, &hosts, &hosts[1]).unwrap();
+        let read = |a: &str| std::fs::read_to_string(tree.join(a)).unwrap();
+        assert_eq!(read("host_id"), "2\n");
+        assert_eq!(read("cluster_id"), "00112233445566778899aabbccddeeff\n");
+        assert_eq!(read("secret"), format!("{}\n", "5a".repeat(32)));
+        assert_eq!(read("hosts"), "1 10.0.0.1:7790\n2 10.0.0.2:7790\n");
+        assert_eq!(read("listen"), "10.0.0.2:7790\n");
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o640)).unwrap();
+        std::fs::remove_file(tree.join("host_id")).unwrap();
+        assert!(configure(&root, &peer, &hosts, &hosts[0]).is_err());
+        assert!(!tree.join("host_id").exists(), "nothing is written with a secret file others may read");
     }
 }

@@ -393,3 +393,27 @@ fn positions_are_one_based() {
     assert_eq!(position("ab\ncd", 0), (1, 1));
     assert_eq!(position("ab\ncd", 4), (2, 2));
 }
+
+const PEER: &str = "\n[peer]\ncluster_id = \"00112233445566778899AABBCCDDEEFF\"\nsecret_file = \"/etc/peerflash/cluster.secret\"\n";
+
+/// The peer section: optional; with it, a cluster id, an absolute secret file and IPv4 hosts.
+#[test]
+fn the_peer_section() {
+    assert_eq!(parse("good.toml", GOOD).unwrap().peer, None);
+    let with = GOOD.replace("size_mib = 64\n", &format!("size_mib = 64\n{PEER}"));
+    let p = parse("peer.toml", &with).unwrap().peer.unwrap();
+    assert_eq!(p.cluster_id, "00112233445566778899aabbccddeeff");
+    assert_eq!(p.secret_file, "/etc/peerflash/cluster.secret");
+    let problems = |src: String| parse("peer.toml", &src).unwrap_err().problems;
+    let p = problems(with.replace("00112233445566778899AABBCCDDEEFF", "0011"));
+    assert_eq!((p.len(), p[0].field.as_str(), p[0].line), (1, "peer.cluster_id", 8), "{p:?}");
+    let p = problems(with.replace("\"/etc/peerflash/cluster.secret\"", "\"cluster.secret\""));
+    assert_eq!((p.len(), p[0].field.as_str()), (1, "peer.secret_file"), "{p:?}");
+    let p = problems(with.replace("192.168.10.2:7790", "[fd00::2]:7790"));
+    assert_eq!((p.len(), p[0].field.as_str()), (1, "host[1].address"), "{p:?}");
+    assert!(p[0].message.contains("IPv4 only"), "{p:?}");
+    // Without [peer], an IPv6 host is fine (nothing crosses the network yet).
+    assert!(parse("good.toml", &GOOD.replace("192.168.10.2:7790", "[fd00::2]:7790")).is_ok());
+    let p = problems(with.replace("secret_file", "secret"));
+    assert!(p[0].message.contains("unknown field"), "{p:?}");
+}
