@@ -4,8 +4,10 @@
 //! holds two copies of its lock record. Only the lease holder writes the record (it alternates the
 //! copies, so a torn write leaves the other one intact); any host reads it without the lease,
 //! which is the read-only copy hosts poll to watch a replay. The record says who owns the volume,
-//! the generation of that ownership, the volume's last checkpoint and policy, and whether writes
-//! acknowledged by its owner are still waiting on that owner's flash.
+//! the generation of that ownership, the volume's last checkpoint and policy, whether writes
+//! acknowledged by its owner are still waiting on that owner's flash, and (wbp) the volume's
+//! replica set and its epoch: the hosts whose flash holds a copy of every dirty record, the one
+//! authority on which replica a replay may use (Documentation/wire-protocol.md).
 //!
 //! One metadata block of [`META_BYTES`], little-endian, CRC32C over all but the last four bytes,
 //! canonical (non-zero reserved bytes or unknown codes are refused). Decoding never panics.
@@ -17,6 +19,7 @@ use super::format::{
 /// Magic of a lock record.
 pub const LOCK_MAGIC: [u8; 8] = *b"PFLOCKRC";
 pub use super::policy::Policy;
+use super::replication::{ReplicaSet, MAX_MEMBERS};
 
 /// Version of the lock record layout.
 pub const LOCK_VERSION: u32 = 1;
@@ -92,7 +95,14 @@ pub struct LockRecord {
     pub policy: Policy,
     /// State.
     pub state: LockState,
+    /// The replica set in force and its epoch (wbp; empty at epoch 0 otherwise).
+    pub replicas: ReplicaSet,
 }
+
+/// Where the replica set is in a lock record: epoch u64, member count u8, 3 zero bytes, then
+/// [`MAX_MEMBERS`] host ids u32 (unused ones zero).
+const SET_AT: usize = 72 + NAME_BYTES + HOST_BYTES;
+const SET_END: usize = SET_AT + 8 + 4 + 4 * MAX_MEMBERS;
 
 impl LockRecord {
     /// A first record for `volume` (no owner yet, clean).
@@ -108,6 +118,7 @@ impl LockRecord {
             last_serial: 0,
             policy,
             state: LockState::Clean,
+            replicas: ReplicaSet::default(),
         }
     }
 
@@ -149,6 +160,12 @@ impl LockRecord {
             put(b, 56, &self.volume_uuid);
             put(b, 72, &self.volume);
             put(b, 72 + NAME_BYTES, &self.owner_name);
+            put(b, SET_AT, &self.replicas.epoch.to_le_bytes());
+            let members = self.replicas.members();
+            put(b, SET_AT + 8, &[members.len() as u8]);
+            for (i, m) in members.iter().enumerate() {
+                put(b, SET_AT + 12 + 4 * i, &m.to_le_bytes());
+            }
         });
     }
 
@@ -160,11 +177,12 @@ impl LockRecord {
         if version != LOCK_VERSION {
             return Err(FormatError::BadVersion(version));
         }
-        let end = 72 + NAME_BYTES + HOST_BYTES;
+        let count = usize::from(r.u8(SET_AT + 8));
+        let zero = |from: usize, to: usize| buf.get(from..to).is_some_and(|b| b.iter().all(|&x| x == 0));
         let reserved_zero = r.u16(14) == 0
-            && buf
-                .get(end..META_BYTES - 4)
-                .is_some_and(|b| b.iter().all(|&x| x == 0));
+            && zero(SET_AT + 9, SET_AT + 12)
+            && zero(SET_AT + 12 + 4 * count.min(MAX_MEMBERS), SET_END)
+            && zero(SET_END, META_BYTES - 4);
         if !reserved_zero {
             return Err(FormatError::Inconsistent(
                 "non-zero reserved bytes in a lock record",
@@ -174,6 +192,14 @@ impl LockRecord {
             .ok_or(FormatError::Inconsistent("unknown policy in a lock record"))?;
         let state = LockState::from_code(r.u8(13))
             .ok_or(FormatError::Inconsistent("unknown state in a lock record"))?;
+        let mut members = [0u32; MAX_MEMBERS];
+        for (i, m) in members.iter_mut().enumerate() {
+            *m = r.u32(SET_AT + 12 + 4 * i);
+        }
+        let replicas = members
+            .get(..count)
+            .and_then(|m| ReplicaSet::new(r.u64(SET_AT), m))
+            .ok_or(FormatError::Inconsistent("a replica set that is not one (count, zero or repeated hosts)"))?;
         let rec = LockRecord {
             volume: r.bytes(72),
             owner_id: r.u64(16),
@@ -185,6 +211,7 @@ impl LockRecord {
             last_serial: r.u64(48),
             policy,
             state,
+            replicas,
         };
         if rec.volume_name().is_empty() {
             return Err(FormatError::Inconsistent(
@@ -263,6 +290,7 @@ mod tests {
         r.checkpoint = 100;
         r.last_serial = 130;
         r.state = LockState::Running;
+        r.replicas = ReplicaSet::new(4, &[3, 1]).unwrap();
         r
     }
 
@@ -323,6 +351,18 @@ mod tests {
         sample().encode(&mut buf, crc);
         reseal(&mut buf, 72 + 10, b'x');
         assert!(LockRecord::decode(&buf, crc).is_err());
+        // A replica set that is not one: 4 members, a zero or repeated member, a host id past
+        // the count, a non-zero pad byte.
+        for (at, v) in [(SET_AT + 8, 4), (SET_AT + 12, 0), (SET_AT + 12, 1), (SET_AT + 20, 2), (SET_AT + 9, 1)] {
+            sample().encode(&mut buf, crc);
+            reseal(&mut buf, at, v);
+            assert!(LockRecord::decode(&buf, crc).is_err(), "replica set byte {at} = {v} accepted");
+        }
+        // One member fewer is a valid (other) set.
+        sample().encode(&mut buf, crc);
+        reseal(&mut buf, SET_AT + 8, 1);
+        reseal(&mut buf, SET_AT + 16, 0);
+        assert_eq!(LockRecord::decode(&buf, crc).map(|r| r.replicas.members().to_vec()), Ok(vec![3]));
     }
 
     #[test]
@@ -373,7 +413,8 @@ mod tests {
         #[test]
         fn fields_round_trip(owner in any::<u64>(), generation in any::<u64>(), seq in any::<u64>(),
                              cp in any::<u64>(), last in any::<u64>(), p in 0u8..3, s in 0u8..4,
-                             name in "[a-z][a-z0-9-]{0,27}", host in "[a-z]{0,31}") {
+                             name in "[a-z][a-z0-9-]{0,27}", host in "[a-z]{0,31}",
+                             epoch in any::<u64>(), members in proptest::sample::subsequence(vec![1u32, 2, 7, 2000], 0..=3)) {
             let mut r = LockRecord::new(name.as_bytes(), Policy::from_code(p).unwrap());
             r.owner_id = owner;
             r.generation = generation;
@@ -382,6 +423,7 @@ mod tests {
             r.last_serial = last;
             r.state = LockState::from_code(s).unwrap();
             r.set_owner_name(host.as_bytes());
+            r.replicas = ReplicaSet::new(epoch, &members).unwrap();
             let mut buf = [0u8; 512];
             r.encode(&mut buf, crc);
             prop_assert_eq!(LockRecord::decode(&buf, crc), Ok(r));

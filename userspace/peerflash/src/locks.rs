@@ -63,6 +63,9 @@ pub struct RecordView {
     pub last_serial: u64,
     pub pending_writes: u64,
     pub sequence: u64,
+    /// The replica set's host ids and its epoch (wbp).
+    pub replica_set: Vec<u32>,
+    pub replica_epoch: u64,
 }
 
 impl RecordView {
@@ -77,6 +80,8 @@ impl RecordView {
             last_serial: r.last_serial,
             pending_writes: r.pending_writes(),
             sequence: r.seq,
+            replica_set: r.replicas.members().to_vec(),
+            replica_epoch: r.replicas.epoch,
         }
     }
 }
@@ -98,6 +103,11 @@ impl LockStatus {
                     "  generation: {}\n  checkpoint: {}\n  last serial: {}\n  pending writes: {}\n",
                     r.generation, r.checkpoint, r.last_serial, r.pending_writes
                 ));
+                if r.replica_epoch != 0 || !r.replica_set.is_empty() {
+                    let ids: Vec<String> = r.replica_set.iter().map(|h| format!("host {h}")).collect();
+                    let set = if ids.is_empty() { "none".to_string() } else { ids.join(", ") };
+                    s.push_str(&format!("  replica set: {set} (epoch {})\n", r.replica_epoch));
+                }
             }
         }
         s
