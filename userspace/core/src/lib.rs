@@ -22,6 +22,8 @@ pub mod handshake;
 pub mod hosts;
 pub mod inflight;
 pub mod lockrec;
+#[cfg(feature = "std")]
+pub mod mac;
 pub mod mode;
 pub mod names;
 pub mod policy;

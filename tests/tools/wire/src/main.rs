@@ -10,23 +10,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
-use hmac::Mac as _;
 use peerflash_core::handshake::{self, parse_cluster_id, parse_secret, Identity};
+use peerflash_core::mac::HmacSha256;
 use peerflash_core::wire::*;
-
-struct HmacSha256(hmac::Hmac<sha2::Sha256>);
-
-impl Mac for HmacSha256 {
-    fn new(key: &[u8; 32]) -> Self {
-        HmacSha256(hmac::Hmac::<sha2::Sha256>::new_from_slice(key).expect("any key length"))
-    }
-    fn update(&mut self, bytes: &[u8]) {
-        self.0.update(bytes)
-    }
-    fn finish(self) -> [u8; 32] {
-        self.0.finalize().into_bytes().into()
-    }
-}
 
 #[derive(Parser)]
 #[command(about = "A userspace peer of the peerflash wire protocol, for tests")]
@@ -41,34 +27,36 @@ struct Cli {
     #[arg(long)]
     secret_file: String,
     #[command(subcommand)]
-    cmd: Cmd_,
+    cmd: Action,
+}
+
+/// The listener a command talks to.
+#[derive(clap::Args)]
+struct Target {
+    /// The listener, A.B.C.D:PORT.
+    #[arg(long)]
+    to: SocketAddrV4,
+    /// The listener's host id.
+    #[arg(long)]
+    server: u32,
+    /// Source address to connect from.
+    #[arg(long)]
+    from: Option<Ipv4Addr>,
 }
 
 #[derive(Subcommand)]
-#[allow(non_camel_case_types)]
-enum Cmd_ {
+enum Action {
     /// Dial the module's listener, authenticate and time pings.
     Ping {
-        /// The listener, A.B.C.D:PORT.
-        #[arg(long)]
-        to: SocketAddrV4,
-        /// The listener's host id.
-        #[arg(long)]
-        server: u32,
-        /// Source address to connect from.
-        #[arg(long)]
-        from: Option<Ipv4Addr>,
+        #[command(flatten)]
+        target: Target,
         #[arg(long, default_value_t = 10)]
         count: u64,
     },
     /// Mount one attack on the listener; succeeds when the listener refused it.
     Attack {
-        #[arg(long)]
-        to: SocketAddrV4,
-        #[arg(long)]
-        server: u32,
-        #[arg(long)]
-        from: Option<Ipv4Addr>,
+        #[command(flatten)]
+        target: Target,
         #[arg(long, value_enum)]
         kind: Attack,
         /// Connections (junk) to make.
@@ -261,7 +249,7 @@ fn ping(c: &mut Client, stamp: u64) -> Result<Option<Duration>> {
 fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.cmd {
-        Cmd_::Ping { to, server, from, count } => {
+        Action::Ping { target: Target { to, server, from }, count } => {
             let me = identity(&cli, None)?;
             let mut c = client(&me, to, server, from, None)?;
             let mut total = Duration::ZERO;
@@ -270,8 +258,8 @@ fn main() -> Result<()> {
             }
             println!("ok: {count} authenticated pings, mean {} us", total.as_micros() / u128::from(count.max(1)));
         }
-        Cmd_::Attack { to, server, from, kind, count } => attack(&cli, to, server, from, kind, count)?,
-        Cmd_::Serve { listen, client, client_addr, connections } => serve(&cli, listen, client, client_addr, connections)?,
+        Action::Attack { target: Target { to, server, from }, kind, count } => attack(&cli, to, server, from, kind, count)?,
+        Action::Serve { listen, client, client_addr, connections } => serve(&cli, listen, client, client_addr, connections)?,
     }
     Ok(())
 }

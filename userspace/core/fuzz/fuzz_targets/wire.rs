@@ -5,24 +5,10 @@
 //! never. Run with `cargo xtask fuzz --target wire`.
 #![no_main]
 
-use hmac::Mac as _;
 use libfuzzer_sys::fuzz_target;
 use peerflash_core::handshake::*;
+use peerflash_core::mac::HmacSha256;
 use peerflash_core::wire::*;
-
-struct HmacSha256(hmac::Hmac<sha2::Sha256>);
-
-impl Mac for HmacSha256 {
-    fn new(key: &[u8; 32]) -> Self {
-        HmacSha256(hmac::Hmac::<sha2::Sha256>::new_from_slice(key).expect("any key length"))
-    }
-    fn update(&mut self, bytes: &[u8]) {
-        self.0.update(bytes)
-    }
-    fn finish(self) -> [u8; 32] {
-        self.0.finalize().into_bytes().into()
-    }
-}
 
 const ME: Identity = Identity { cluster: *b"fuzz-cluster-id!", host: 2, secret: [0x5a; 32] };
 
