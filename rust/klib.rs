@@ -33,10 +33,10 @@ pub(crate) fn random_bytes(buf: &mut [u8]) {
     unsafe { bindings::get_random_bytes(buf.as_mut_ptr().cast(), buf.len()) };
 }
 
-/// HMAC-SHA256 from the kernel's crypto library, for `pfcore::wire::Mac`.
+/// HMAC-SHA256 from the kernel's crypto library, for `pfcore::session::Mac`.
 pub(crate) struct HmacSha256(bindings::hmac_sha256_ctx);
 
-impl crate::pfcore::wire::Mac for HmacSha256 {
+impl crate::pfcore::session::Mac for HmacSha256 {
     fn new(key: &[u8; 32]) -> Self {
         let mut ctx = bindings::hmac_sha256_ctx::default();
         // SAFETY: `ctx` is a writable context; `key` is valid for reads of 32 bytes; the call

@@ -35,6 +35,8 @@ pub mod policy;
 pub mod rebuild;
 #[path = "../userspace/core/src/replication.rs"]
 pub mod replication;
+#[path = "../userspace/core/src/session.rs"]
+pub mod session;
 #[path = "../userspace/core/src/sysfs.rs"]
 pub mod sysfs;
 #[path = "../userspace/core/src/wire.rs"]

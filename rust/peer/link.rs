@@ -11,7 +11,8 @@ use crate::klib::{random_bytes, HmacSha256};
 use crate::net::sock::Sock;
 use crate::pfcore::handshake::{self, HandshakeError, Identity};
 use crate::pfcore::hosts::Endpoint;
-use crate::pfcore::wire::{self, Cmd, Dir, Header, Msg, Role, Session, WireError, HEADER_BYTES, NONCE_BYTES, TAG_BYTES};
+use crate::pfcore::session::Session;
+use crate::pfcore::wire::{self, Cmd, Dir, Header, Msg, Role, WireError, HEADER_BYTES, NONCE_BYTES, TAG_BYTES};
 
 /// Longest payload a control connection accepts (every control message is smaller).
 pub(crate) const CONTROL_PAYLOAD: usize = 128;

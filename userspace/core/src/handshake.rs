@@ -18,7 +18,8 @@
 //! replayed later never does. The server allocates nothing for a connection before its HELLO
 //! passed [`check_hello`] (the caller rate-limits the failures).
 
-use super::wire::{ct_eq, Hello, Mac, Role, Welcome, FEATURES_KNOWN, MIN_VERSION, NONCE_BYTES, VERSION};
+use super::session::{ct_eq, Mac};
+use super::wire::{Hello, Role, Welcome, FEATURES_KNOWN, MIN_VERSION, NONCE_BYTES, VERSION};
 
 /// Bytes of the cluster secret (the configuration's secret file holds them as 64 hex digits).
 pub const SECRET_BYTES: usize = 32;

@@ -29,5 +29,6 @@ pub mod names;
 pub mod policy;
 pub mod rebuild;
 pub mod replication;
+pub mod session;
 pub mod sysfs;
 pub mod wire;

@@ -1,5 +1,5 @@
 //! HMAC-SHA256 for userspace (feature `std`): the `hmac` and `sha2` crates behind
-//! [`wire::Mac`](super::wire::Mac). The module uses the kernel's crypto library instead
+//! [`session::Mac`](super::session::Mac). The module uses the kernel's crypto library instead
 //! (`rust/klib.rs`); this file is not compiled into it.
 
 use hmac::Mac as _;
@@ -7,7 +7,7 @@ use hmac::Mac as _;
 /// HMAC-SHA256 from the `hmac` and `sha2` crates.
 pub struct HmacSha256(hmac::Hmac<sha2::Sha256>);
 
-impl super::wire::Mac for HmacSha256 {
+impl super::session::Mac for HmacSha256 {
     fn new(key: &[u8; 32]) -> Self {
         // HMAC takes a key of any length: this cannot fail.
         match hmac::Hmac::<sha2::Sha256>::new_from_slice(key) {

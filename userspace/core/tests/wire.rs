@@ -6,6 +6,7 @@
 use hmac::{Hmac, Mac as _};
 use peerflash_core::handshake::*;
 use peerflash_core::mac::HmacSha256;
+use peerflash_core::session::*;
 use peerflash_core::wire::*;
 use proptest::prelude::*;
 

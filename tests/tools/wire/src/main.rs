@@ -12,6 +12,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use peerflash_core::handshake::{self, parse_cluster_id, parse_secret, Identity};
 use peerflash_core::mac::HmacSha256;
+use peerflash_core::session::*;
 use peerflash_core::wire::*;
 
 #[derive(Parser)]

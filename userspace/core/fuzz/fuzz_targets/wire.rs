@@ -8,6 +8,7 @@
 use libfuzzer_sys::fuzz_target;
 use peerflash_core::handshake::*;
 use peerflash_core::mac::HmacSha256;
+use peerflash_core::session::*;
 use peerflash_core::wire::*;
 
 const ME: Identity = Identity { cluster: *b"fuzz-cluster-id!", host: 2, secret: [0x5a; 32] };
