@@ -206,11 +206,12 @@ impl AttributeOperations<7> for Config {
         show_fmt(
             page,
             fmt!(
-                "accepted {}\nhandshakes {}\nauth_failures {}\nrate_limited {}\nframes_refused {}\npings_answered {}\nserved {}\nlast_refusal {}\n",
+                "accepted {}\nhandshakes {}\nauth_failures {}\nrate_limited {}\nstrangers {}\nframes_refused {}\npings_answered {}\nserved {}\nlast_refusal {}\n",
                 v(&k.accepted),
                 v(&k.handshakes),
                 v(&k.auth_failures),
                 v(&k.rate_limited),
+                v(&k.strangers),
                 v(&k.frames_refused),
                 v(&k.pings_answered),
                 v(&k.served),

@@ -95,6 +95,14 @@ fn listen(st: &ListenState) {
             Err(_) => continue,
         };
         bump(&st.node.counters.accepted);
+        match sock.peer() {
+            Ok(from) if st.node.known_address(from.ip) => {}
+            Ok(from) => {
+                st.node.stranger(from);
+                continue;
+            }
+            Err(_) => continue,
+        }
         if !st.node.may_try_handshake() {
             bump(&st.node.counters.rate_limited);
             drop(sock);

@@ -41,6 +41,8 @@ pub(crate) struct PeerCounters {
     pub(crate) auth_failures: AtomicU64,
     /// Connections closed unread because failed handshakes came too fast.
     pub(crate) rate_limited: AtomicU64,
+    /// Connections closed unread because they came from an address that is no host's.
+    pub(crate) strangers: AtomicU64,
     /// Frames refused after the handshake (a bad tag, sequence or field): the connection ended.
     pub(crate) frames_refused: AtomicU64,
     /// Pings answered.
@@ -72,6 +74,9 @@ pub(crate) struct Node {
     /// The token bucket of failed handshakes: tokens, and when it was last filled.
     #[pin]
     failures: Mutex<(u64, Option<Instant<Monotonic>>)>,
+    /// When a stranger's connection was last logged (at most one line a second).
+    #[pin]
+    stranger_logged: Mutex<Option<Instant<Monotonic>>>,
     pub(crate) counters: PeerCounters,
 }
 
@@ -81,6 +86,7 @@ impl Node {
             config <- new_mutex!(NodeConfig::default()),
             last_refusal <- new_mutex!(""),
             failures <- new_mutex!((FAILURE_BURST, None)),
+            stranger_logged <- new_mutex!(None),
             counters: PeerCounters::default(),
         })
     }
@@ -103,6 +109,26 @@ impl Node {
         }
         let mut f = self.failures.lock();
         f.0 = f.0.saturating_sub(1);
+    }
+
+    /// Whether `ip` is the address of a host of the table (a connection from any other is
+    /// closed before a byte of it is read).
+    pub(crate) fn known_address(&self, ip: [u8; 4]) -> bool {
+        self.config.lock().hosts.hosts().iter().any(|(_, e)| e.ip == ip)
+    }
+
+    /// Counts a connection from an address that is no host's (logged at most once a second:
+    /// anyone can make these).
+    pub(crate) fn stranger(&self, from: Endpoint) {
+        bump(&self.counters.strangers);
+        bump(&self.counters.auth_failures);
+        *self.last_refusal.lock() = "a connection from an address that is no host's";
+        let now = Instant::<Monotonic>::now();
+        let mut last = self.stranger_logged.lock();
+        if last.is_none_or(|t| (now - t).as_millis() >= 1000) {
+            *last = Some(now);
+            pr_warn!("peer connection from {} closed: not the address of a host of the cluster\n", DisplayEp(from));
+        }
     }
 
     /// Whether the listener may run another handshake now (a token of the failure bucket is

@@ -84,8 +84,10 @@ attack() {
 }
 step "refused: a wrong secret"
 attack wrong-secret auth_failures 127.0.0.2 pf-wire --cluster $CLUSTER --secret-file $WRONG --me 2
-step "refused: an unknown host id"
-attack impostor auth_failures 127.0.0.9 $W --me 9
+step "refused: an unknown host id (from a host's address)"
+attack impostor auth_failures 127.0.0.2 $W --me 9
+step "closed unread: a connection from an address that is no host's"
+attack impostor strangers 127.0.0.9 $W --me 2
 step "refused: a known host id from another host's address"
 attack impostor auth_failures 127.0.0.2 $W --me 3
 step "refused: a replayed handshake"
