@@ -116,6 +116,12 @@ pub(crate) fn should_stop() -> bool {
     unsafe { bindings::kthread_should_stop() }
 }
 
+/// Sleeps `ms` milliseconds, or less when the thread is woken (e.g. by `kthread_stop`).
+pub(crate) fn nap(ms: u32) {
+    // SAFETY: sleeping in process context; no lock of ours is held by the callers.
+    unsafe { bindings::msleep_interruptible(ms) };
+}
+
 /// A `memalloc_noio` scope: allocations of the current task do no I/O until it is dropped.
 pub(crate) struct NoIo(u32, core::marker::PhantomData<*const ()>);
 

@@ -12,7 +12,7 @@ use kernel::sync::{Arc, Mutex};
 
 use super::link::{Link, LinkError, CONTROL_PAYLOAD};
 use super::node::{bump, SharedNode};
-use crate::blk::thread::{should_stop, Thread};
+use crate::blk::thread::{nap, should_stop, Thread};
 use crate::net::sock::Sock;
 use crate::pfcore::hosts::Endpoint;
 use crate::pfcore::wire::{AttachRefuse, Msg, Role};
@@ -92,7 +92,12 @@ fn listen(st: &ListenState) {
         reap(st);
         let sock = match st.sock.accept(HANDSHAKE_WAIT_MS) {
             Ok(s) => s,
-            Err(_) => continue,
+            Err(e) if e == EAGAIN => continue,
+            Err(_) => {
+                // Shut down (the stop follows at once) or out of memory: do not spin.
+                nap(100);
+                continue;
+            }
         };
         bump(&st.node.counters.accepted);
         match sock.peer() {
@@ -127,13 +132,15 @@ fn reap(st: &ListenState) {
         let mut i = 0;
         while i < served.len() {
             if served[i].0.done.load(Ordering::Acquire) {
+                // Room first, so that nothing is dropped (and no thread stopped) under the lock.
+                if gone.reserve(1, GFP_KERNEL).is_err() {
+                    break;
+                }
                 let last = served.len() - 1;
                 served.swap(i, last);
                 if let Some(x) = served.pop() {
                     // Dropped outside the lock: stopping a thread waits for it.
-                    if gone.push(x, GFP_KERNEL).is_err() {
-                        break;
-                    }
+                    let _ = gone.push(x, GFP_KERNEL);
                 }
             } else {
                 i += 1;
@@ -154,9 +161,24 @@ fn serve(st: &ListenState, link: Link) -> Result {
         }),
         GFP_KERNEL,
     )?;
+    // Counted before the thread can end (it uncounts itself when it does).
     bump(&st.node.counters.served);
-    let thread = Thread::spawn(c"pf-peer", served.clone(), serve_link)?;
-    st.served.lock().push((served, thread), GFP_KERNEL)?;
+    let thread = match Thread::spawn(c"pf-peer", served.clone(), serve_link) {
+        Ok(t) => t,
+        Err(e) => {
+            st.node.counters.served.fetch_sub(1, Ordering::Relaxed);
+            return Err(e);
+        }
+    };
+    let mut list = st.served.lock();
+    if let Err(e) = list.reserve(1, GFP_KERNEL) {
+        drop(list);
+        // Not kept: the connection ends (its thread is stopped here, outside the lock).
+        end(&served);
+        drop(thread);
+        return Err(e.into());
+    }
+    let _ = list.push((served, thread), GFP_KERNEL);
     Ok(())
 }
 
