@@ -9,21 +9,15 @@
 use core::sync::atomic::Ordering;
 
 use kernel::configfs::AttributeOperations;
-use kernel::fmt::{self, Write as _};
+use kernel::fmt::Write as _;
 use kernel::page::PAGE_SIZE;
 use kernel::prelude::*;
 
-use crate::control::Config;
+use crate::control::{show_fmt, Config};
 use crate::peer::node::DisplayEp;
 use crate::peer::probe;
 use crate::pfcore::handshake::{parse_cluster_id, parse_secret};
 use crate::pfcore::hosts::{Endpoint, HostTable};
-
-fn show_fmt(page: &mut [u8; PAGE_SIZE], args: fmt::Arguments<'_>) -> Result<usize> {
-    let mut w = kernel::str::Formatter::new(page);
-    w.write_fmt(args)?;
-    Ok(w.bytes_written())
-}
 
 fn refuse(what: &str, why: &str, e: Error) -> Error {
     pr_err!("cluster {}: {}\n", what, why);

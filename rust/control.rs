@@ -330,7 +330,7 @@ fn show_path(page: &mut [u8; PAGE_SIZE], path: Option<&CStr>) -> Result<usize> {
 }
 
 /// Writes `args` to a configfs page and returns the length.
-fn show_fmt(page: &mut [u8; PAGE_SIZE], args: fmt::Arguments<'_>) -> Result<usize> {
+pub(crate) fn show_fmt(page: &mut [u8; PAGE_SIZE], args: fmt::Arguments<'_>) -> Result<usize> {
     let mut w = kernel::str::Formatter::new(page);
     w.write_fmt(args)?;
     Ok(w.bytes_written())

@@ -132,13 +132,12 @@ impl Link {
         Ok(Link { sock, session: Session::new(key, Dir::ToServer), peer: to, role })
     }
 
-    /// Runs the server's side of the handshake on an accepted socket. Nothing is allocated for
-    /// the connection before its HELLO passed the checks.
-    pub(crate) fn accept(node: &Node, sock: Sock) -> Result<Link, (Endpoint, LinkError)> {
-        let from = sock.peer().map_err(|e| (Endpoint::default(), LinkError::Io(e)))?;
-        let (key, peer, role) = Self::server_handshake(node, &sock, from).map_err(|e| (from, e))?;
+    /// Runs the server's side of the handshake on a socket accepted from `from`. Nothing is
+    /// allocated for the connection before its HELLO passed the checks.
+    pub(crate) fn accept(node: &Node, sock: Sock, from: Endpoint) -> Result<Link, LinkError> {
+        let (key, peer, role) = Self::server_handshake(node, &sock, from)?;
         bump(&node.counters.handshakes);
-        let sock = Arc::new(sock, GFP_KERNEL).map_err(|e| (from, LinkError::Io(e.into())))?;
+        let sock = Arc::new(sock, GFP_KERNEL).map_err(|e| LinkError::Io(e.into()))?;
         Ok(Link { sock, session: Session::new(key, Dir::ToClient), peer, role })
     }
 

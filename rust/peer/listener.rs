@@ -100,26 +100,26 @@ fn listen(st: &ListenState) {
             }
         };
         bump(&st.node.counters.accepted);
-        match sock.peer() {
-            Ok(from) if st.node.known_address(from.ip) => {}
+        let from = match sock.peer() {
+            Ok(from) if st.node.known_address(from.ip) => from,
             Ok(from) => {
                 st.node.stranger(from);
                 continue;
             }
             Err(_) => continue,
-        }
+        };
         if !st.node.may_try_handshake() {
             bump(&st.node.counters.rate_limited);
             drop(sock);
             continue;
         }
-        match Link::accept(&st.node, sock) {
+        match Link::accept(&st.node, sock, from) {
             Ok(link) => {
                 if let Err(e) = serve(st, link) {
                     pr_warn!("peer connection not served: {:?}\n", e);
                 }
             }
-            Err((from, e)) => st.node.handshake_failed(from, e.describe(), matches!(e, LinkError::Refused(_))),
+            Err(e) => st.node.handshake_failed(from, e.describe(), matches!(e, LinkError::Refused(_))),
         }
     }
 }
@@ -211,8 +211,7 @@ fn serve_link(s: &Served) {
                 bump(&s.node.counters.pings_answered);
                 Msg::PingAck { stamp }
             }
-            Ok((h, Msg::Attach(a))) => {
-                let _ = h;
+            Ok((_, Msg::Attach(a))) => {
                 Msg::AttachRefuse(AttachRefuse { uuid: a.uuid, errno: -EOPNOTSUPP })
             }
             Ok((_, Msg::Detach { .. })) => break,

@@ -100,6 +100,12 @@ pub fn probe(root: &Root, id: u64, count: u64) -> Result<String> {
     Ok(root.read_root("probe")?)
 }
 
+/// Whether the tests run as root (only root can make a root-owned secret file).
+#[cfg(test)]
+fn is_root() -> bool {
+    std::fs::metadata("/proc/self").map(|m| m.uid() == 0).unwrap_or(false)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -116,14 +122,14 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let hex = "ab".repeat(32);
         let ok = file(d.path(), "ok", &format!("{hex}\n"), 0o600);
-        if nix_uid_is_root() {
+        if is_root() {
             assert_eq!(read_secret(&ok).unwrap(), hex);
         }
         let open = file(d.path(), "open", &hex, 0o644);
         let e = read_secret(&open).unwrap_err().to_string();
         assert!(e.contains("readable by no one else"), "{e}");
         let short = file(d.path(), "short", "abcd", 0o600);
-        if nix_uid_is_root() {
+        if is_root() {
             let e = read_secret(&short).unwrap_err().to_string();
             assert!(e.contains("64 hex digits") && !e.contains("abcd"), "{e}");
         }
@@ -131,9 +137,6 @@ mod tests {
         assert!(read_secret("/nonexistent/secret").is_err());
     }
 
-    fn nix_uid_is_root() -> bool {
-        std::fs::metadata("/proc/self").map(|m| m.uid() == 0).unwrap_or(false)
-    }
 }
 
 #[cfg(test)]
@@ -145,7 +148,7 @@ mod configure_tests {
     /// others may read it, before anything is written.
     #[test]
     fn configure_writes_the_cluster_attributes() {
-        if std::fs::metadata("/proc/self").map(|m| m.uid()).unwrap_or(1) != 0 {
+        if !is_root() {
             return; // The secret file must be root's: only as root can the test make one.
         }
         let d = tempfile::tempdir().unwrap();
