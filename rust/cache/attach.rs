@@ -213,6 +213,8 @@ pub(crate) fn attach(path: &CStr, backing: &BlockDev, want: &Want<'_>) -> Result
         log_limit: count.min(LOG_LIMIT_STEP),
         closed_dirty: 0,
         closed_at: 0,
+        origin: 0,
+        epoch: 0,
     };
     // Both checkpoint copies first (serial 0): a slot always has a readable checkpoint, so a
     // slot whose copies are both unreadable later is damaged, never merely new
@@ -252,8 +254,8 @@ struct SlotScan {
     free: Option<u32>,
     /// The regions of the other volumes' slots, as (first segment, segments).
     used: KVec<(u64, u64)>,
-    /// The slots of other volumes that are not running here (a forced attach may take them
-    /// back).
+    /// The slots of other volumes of this host that are not running here (a forced attach may
+    /// take them back; never a replica slot).
     idle: KVec<(u32, Slot)>,
     /// A slot is damaged (its region is unknown).
     damaged: bool,
@@ -275,10 +277,14 @@ fn scan_slots(dev: &BlockDev, sb: &Superblock, tables: &KVec<(u32, u32)>, name: 
             Ok(None) => {
                 free.get_or_insert(i);
             }
-            Ok(Some(s)) if s.name_bytes() == name => mine = Some((i, s)),
+            // By name, and only a slot of this host's volumes: a replica slot (a peer's volume,
+            // found by origin and uuid) is never a local volume's, whatever its name says.
+            Ok(Some(s)) if s.is_local_named(name) => mine = Some((i, s)),
             Ok(Some(s)) => {
                 used.push((s.first_segment, s.segments), GFP_KERNEL).map_err(oom)?;
-                if !tables.iter().any(|&c| c == (devno, i)) {
+                // A replica slot may hold the only copy of a peer's acknowledged writes: a
+                // forced attach never takes it back.
+                if !s.is_replica() && !tables.iter().any(|&c| c == (devno, i)) {
                     idle.push((i, s), GFP_KERNEL).map_err(oom)?;
                 }
             }

@@ -343,13 +343,42 @@ pub struct Slot {
     pub closed_dirty: u64,
     /// When it was removed with dirty data, in seconds since the Unix epoch (0: unknown).
     pub closed_at: u64,
+    /// 0: the slot of a volume of this host. Otherwise a *replica slot* (policy wbp): the host
+    /// id of the volume's primary, whose writes this region holds (same records, same serials,
+    /// the primary's uuid). A replica slot is found by (origin, uuid), never by name: a volume
+    /// of this host never attaches to one by its name ([`Slot::is_local_named`]).
+    pub origin: u16,
+    /// Replica slots: the replica-set epoch of the primary's last ATTACH (0 for a local slot).
+    pub epoch: u64,
 }
+
+/// Slot state code of a volume of this host.
+const SLOT_LOCAL: u32 = 1;
+/// Slot state code of a replica slot (a peer's volume).
+const SLOT_REPLICA: u32 = 2;
 
 /// How far [`Slot::log_limit`] moves ahead of the log at a time, in segments: one slot write per
 /// this many segments during the log's first lap.
 pub const LOG_LIMIT_STEP: u64 = 1024;
 
 impl Slot {
+    /// Whether this is a replica slot (a peer's volume, policy wbp).
+    pub fn is_replica(&self) -> bool {
+        self.origin != 0
+    }
+
+    /// Whether this is the slot of this host's volume `name`: a replica slot never is, whatever
+    /// its name says (the primary's name is only informational there).
+    pub fn is_local_named(&self, name: &[u8]) -> bool {
+        !self.is_replica() && self.name_bytes() == name
+    }
+
+    /// Whether this is the replica slot of the volume `uuid` of host `origin` (never a local
+    /// slot: `origin` 0 matches nothing).
+    pub fn is_replica_of(&self, origin: u16, uuid: &[u8; 16]) -> bool {
+        origin != 0 && self.origin == origin && &self.uuid == uuid
+    }
+
     /// The segments a rebuild must scan: `0..scan_segments()` of the region.
     pub fn scan_segments(&self) -> u64 {
         if self.log_limit == 0 {
@@ -389,7 +418,8 @@ impl Slot {
     /// Encodes into `buf` (at least [`META_BYTES`]).
     pub fn encode(&self, buf: &mut [u8], crc: Crc32c) {
         seal_meta(buf, &SLOT_MAGIC, crc, |b| {
-            put(b, 8, &1u32.to_le_bytes());
+            let state = if self.is_replica() { SLOT_REPLICA } else { SLOT_LOCAL };
+            put(b, 8, &state.to_le_bytes());
             put(b, 12, &[self.policy.code()]);
             put(b, 16, &self.uuid);
             put(b, 32, &self.name);
@@ -402,6 +432,8 @@ impl Slot {
             put(b, 360, &self.log_limit.to_le_bytes());
             put(b, 368, &self.closed_dirty.to_le_bytes());
             put(b, 376, &self.closed_at.to_le_bytes());
+            put(b, 384, &self.origin.to_le_bytes());
+            put(b, 392, &self.epoch.to_le_bytes());
         });
     }
 
@@ -416,8 +448,14 @@ impl Slot {
         }
         check_meta(meta, &SLOT_MAGIC, crc)?;
         let r = Le(meta);
-        if r.u32(8) != 1 {
-            return Err(FormatError::Inconsistent("unknown slot state"));
+        let origin = r.u16(384);
+        let epoch = r.u64(392);
+        match r.u32(8) {
+            SLOT_LOCAL if origin == 0 && epoch == 0 => {}
+            SLOT_LOCAL => return Err(FormatError::Inconsistent("a local slot names an origin host")),
+            SLOT_REPLICA if origin != 0 => {}
+            SLOT_REPLICA => return Err(FormatError::Inconsistent("a replica slot without an origin host")),
+            _ => return Err(FormatError::Inconsistent("unknown slot state")),
         }
         let policy = Policy::from_code(r.u8(12)).ok_or(FormatError::Inconsistent("unknown policy in slot"))?;
         let slot = Slot {
@@ -433,6 +471,8 @@ impl Slot {
             log_limit: r.u64(360),
             closed_dirty: r.u64(368),
             closed_at: r.u64(376),
+            origin,
+            epoch,
         };
         if slot.segments < 2
             || slot

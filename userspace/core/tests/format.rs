@@ -84,7 +84,43 @@ fn slot() -> Slot {
         log_limit: 0,
         closed_dirty: 0,
         closed_at: 0,
+        origin: 0,
+        epoch: 0,
     }
+}
+
+/// A replica slot (a peer's volume) keeps its origin and epoch, is found by (origin, uuid) only,
+/// and never matches a local volume by its name; a state that contradicts its origin is refused.
+#[test]
+fn replica_slot_is_never_a_local_volume() {
+    let s = sb();
+    let replica = Slot { origin: 3, epoch: 7, ..slot() };
+    let mut buf = [0u8; 512];
+    replica.encode(&mut buf, crc);
+    let back = Slot::decode(&buf, &s, crc).unwrap().unwrap();
+    assert_eq!(back, replica);
+    assert!(back.is_replica());
+    assert!(!back.is_local_named(b"vm1"), "a replica slot matched a local volume by name");
+    assert!(back.is_replica_of(3, &[9; 16]));
+    assert!(!back.is_replica_of(4, &[9; 16]));
+    assert!(!back.is_replica_of(3, &[8; 16]));
+    assert!(slot().is_local_named(b"vm1"));
+    assert!(!slot().is_replica_of(0, &[9; 16]), "origin 0 names no peer");
+
+    // State 2 (replica) with origin 0, and state 1 (local) with an origin: both refused.
+    let reseal = |buf: &mut [u8; 512]| {
+        let c = crc(0, &buf[..508]);
+        buf[508..512].copy_from_slice(&c.to_le_bytes());
+    };
+    let mut orphan = buf;
+    orphan[384..386].copy_from_slice(&0u16.to_le_bytes());
+    reseal(&mut orphan);
+    assert!(Slot::decode(&orphan, &s, crc).is_err());
+    let mut local = [0u8; 512];
+    slot().encode(&mut local, crc);
+    local[384..386].copy_from_slice(&5u16.to_le_bytes());
+    reseal(&mut local);
+    assert!(Slot::decode(&local, &s, crc).is_err());
 }
 
 #[test]
@@ -208,11 +244,12 @@ proptest! {
 
     /// Slots and superblocks round-trip for any field values that make sense.
     #[test]
-    fn slot_round_trips(first in 0u64..100, n in 2u64..100, floor in any::<u64>(), gen in any::<u64>(), wb in any::<bool>(), limit in any::<u64>(), closed in any::<u64>()) {
+    fn slot_round_trips(first in 0u64..100, n in 2u64..100, floor in any::<u64>(), gen in any::<u64>(), wb in any::<bool>(), limit in any::<u64>(), closed in any::<u64>(), origin in any::<u16>(), epoch in any::<u64>()) {
         let s = sb();
         prop_assume!(first + n <= s.segments);
+        let epoch = if origin == 0 { 0 } else { epoch };
         let sl = Slot { first_segment: first, segments: n, serial_floor: floor, generation: gen, log_limit: limit, closed_dirty: closed, closed_at: closed / 3,
-            policy: if wb { Policy::WriteBack } else { Policy::WriteThrough }, ..slot() };
+            origin, epoch, policy: if wb { Policy::WriteBack } else { Policy::WriteThrough }, ..slot() };
         let mut buf = [0u8; 4096];
         sl.encode(&mut buf, crc);
         prop_assert_eq!(Slot::decode(&buf, &s, crc), Ok(Some(sl)));

@@ -245,6 +245,11 @@ pub struct VolumeReport {
     pub uuid: String,
     /// Policy the volume last ran with.
     pub policy: &'static str,
+    /// 0: a volume of this host; otherwise a replica slot holding the writes of this host id's
+    /// volume (policy wbp).
+    pub origin: u16,
+    /// Replica slots: the replica-set epoch of the primary's last attach.
+    pub epoch: u64,
     /// Backing path recorded when the slot was made.
     pub backing: String,
     /// First segment and number of segments of its region.
@@ -337,6 +342,8 @@ pub fn inspect(path: &str, progress: bool) -> Result<Report> {
             name: String::from_utf8_lossy(slot.name_bytes()).into_owned(),
             uuid: uuid::Uuid::from_bytes(slot.uuid).to_string(),
             policy: slot.policy.name(),
+            origin: slot.origin,
+            epoch: slot.epoch,
             backing: String::from_utf8_lossy(slot.backing_path_bytes()).into_owned(),
             region: (slot.first_segment, slot.segments),
             checkpoint,
@@ -417,11 +424,16 @@ impl Report {
         );
         for v in &self.volumes {
             s.push_str(&format!(
-                "volume {} (slot {})\n  uuid: {}\n  policy: {}\n  backing: {}\n  region: segments {}..{}\n  \
+                "volume {} (slot {}){}\n  uuid: {}\n  policy: {}\n  backing: {}\n  region: segments {}..{}\n  \
                  checkpoint serial: {}{}\n  last serial: {}\n  records: {} valid, {} torn, {} invalid\n  \
                  dirty after checkpoint: {} records, {} bytes{}\n",
                 v.name,
                 v.slot,
+                if v.origin != 0 {
+                    format!(", replica of host {}'s volume, epoch {}", v.origin, v.epoch)
+                } else {
+                    String::new()
+                },
                 v.uuid,
                 v.policy,
                 v.backing,

@@ -96,6 +96,8 @@ fn format_then_inspect_counts_records_and_dirty_bytes() {
         log_limit: 0,
         closed_dirty: 0,
         closed_at: 0,
+        origin: 0,
+        epoch: 0,
     };
     let mut block = vec![0u8; 512];
     slot.encode(&mut block, crc);
