@@ -11,8 +11,10 @@ use core::sync::atomic::Ordering;
 use kernel::configfs::AttributeOperations;
 use kernel::fmt::Write as _;
 use kernel::page::PAGE_SIZE;
+use kernel::str::CString;
 use kernel::prelude::*;
 
+use crate::blk::bdev::BlockDev;
 use crate::control::{show_fmt, Config};
 use crate::peer::node::DisplayEp;
 use crate::peer::probe;
@@ -200,7 +202,8 @@ impl AttributeOperations<7> for Config {
         show_fmt(
             page,
             fmt!(
-                "accepted {}\nhandshakes {}\nauth_failures {}\nrate_limited {}\nstrangers {}\nframes_refused {}\npings_answered {}\nserved {}\nlast_refusal {}\n",
+                "accepted {}\nhandshakes {}\nauth_failures {}\nrate_limited {}\nstrangers {}\nframes_refused {}\npings_answered {}\nserved {}\n\
+                 replicas_attached {}\nreplicas_refused {}\nreplica_writes {}\nreplica_bytes {}\nreplica_nacks {}\nreplica_checkpoints {}\nlast_refusal {}\n",
                 v(&k.accepted),
                 v(&k.handshakes),
                 v(&k.auth_failures),
@@ -209,8 +212,44 @@ impl AttributeOperations<7> for Config {
                 v(&k.frames_refused),
                 v(&k.pings_answered),
                 v(&k.served),
+                v(&k.replicas_attached),
+                v(&k.replicas_refused),
+                v(&k.replica_writes),
+                v(&k.replica_bytes),
+                v(&k.replica_nacks),
+                v(&k.replica_checkpoints),
                 why
             ),
         )
+    }
+}
+
+#[vtable]
+impl AttributeOperations<8> for Config {
+    type Data = Config;
+
+    fn show(c: &Config, page: &mut [u8; PAGE_SIZE]) -> Result<usize> {
+        match &*c.node.node.replica_cache.lock() {
+            Some((_, p)) => show_fmt(page, fmt!("{}\n", p.to_str().unwrap_or("?"))),
+            None => show_fmt(page, fmt!("\n")),
+        }
+    }
+
+    /// The path of this host's cache device that holds the peers' replicas (a device formatted
+    /// with `peerflash format-cache`, usually the one its own volumes use); an empty line: none
+    /// (ATTACH is refused). Replicas already open keep their device.
+    fn store(c: &Config, page: &[u8]) -> Result {
+        let path = page.trim_ascii();
+        if path.is_empty() {
+            *c.node.node.replica_cache.lock() = None;
+            return Ok(());
+        }
+        if path.first() != Some(&b'/') || path.len() > 255 || path.contains(&0) {
+            return Err(refuse("replica_cache", "expected the absolute path of a cache device", EINVAL));
+        }
+        let p = CString::try_from_fmt(fmt!("{}", kernel::str::BStr::from_bytes(path)))?;
+        let dev = BlockDev::lookup(&p).map_err(|e| refuse("replica_cache", "no block device at that path", e))?;
+        *c.node.node.replica_cache.lock() = Some((dev, p));
+        Ok(())
     }
 }

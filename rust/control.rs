@@ -53,6 +53,7 @@ pub(crate) fn subsystem(module: &'static ThisModule) -> impl PinInit<configfs::S
             listen: 5,
             probe: 6,
             peer_stats: 7,
+            replica_cache: 8,
         ],
     };
     configfs::Subsystem::new(

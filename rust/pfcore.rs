@@ -33,6 +33,8 @@ pub mod names;
 pub mod policy;
 #[path = "../userspace/core/src/rebuild.rs"]
 pub mod rebuild;
+#[path = "../userspace/core/src/replica_log.rs"]
+pub mod replica_log;
 #[path = "../userspace/core/src/replication.rs"]
 pub mod replication;
 #[path = "../userspace/core/src/session.rs"]

@@ -20,7 +20,8 @@ pub(crate) type OpenFn = unsafe extern "C" fn(*mut bindings::gendisk, bindings::
 ///
 /// # Invariants
 ///
-/// `file` was returned by a successful `bdev_file_open_by_path` and is released only in `drop`;
+/// `file` was returned by a successful `bdev_file_open_by_path` or `bdev_file_open_by_dev` and
+/// is released only in `drop`;
 /// `bdev` is `file_bdev(file)` and stays valid as long as `file` is held.
 pub(crate) struct BlockDev {
     file: NonNull<bindings::file>,
@@ -46,8 +47,33 @@ impl BlockDev {
                 core::ptr::null(),
             )
         })?;
+        Self::from_file(file)
+    }
+
+    /// Opens the device numbered `dev` like [`BlockDev::open`]: for threads, whose path lookups
+    /// see the initial mount namespace and not the administrator's `/dev`.
+    pub(crate) fn open_dev(dev: u32, holder: *mut c_void) -> Result<Self> {
+        // SAFETY: `holder` is an opaque cookie the block layer only compares; a NULL `hops` is
+        // allowed.
+        let file = from_err_ptr(unsafe {
+            bindings::bdev_file_open_by_dev(dev, ffi::pf_open_mode_rw(), holder, core::ptr::null())
+        })?;
+        Self::from_file(file)
+    }
+
+    /// The device number of the block device at `path` (resolved in the caller's namespace).
+    pub(crate) fn lookup(path: &CStr) -> Result<u32> {
+        let mut dev: bindings::dev_t = 0;
+        // SAFETY: `path` is a valid C string and `dev` a valid out-parameter; lookup_bdev only
+        // resolves the path.
+        kernel::error::to_result(unsafe { bindings::lookup_bdev(path.as_char_ptr(), &mut dev) })?;
+        Ok(dev)
+    }
+
+    fn from_file(file: *mut bindings::file) -> Result<Self> {
         let file = NonNull::new(file).ok_or(EINVAL)?;
-        // SAFETY: `file` is a block device file returned by `bdev_file_open_by_path` above.
+        // SAFETY: `file` is a block device file returned by `bdev_file_open_by_path` or
+        // `bdev_file_open_by_dev`.
         let bdev = unsafe { bindings::file_bdev(file.as_ptr()) };
         let Some(bdev) = NonNull::new(bdev) else {
             // SAFETY: `file` was opened above and is not used after this.

@@ -153,7 +153,7 @@ pub(crate) fn attach(path: &CStr, backing: &BlockDev, want: &Want<'_>) -> Result
     let devno = dev.dev_t();
     // From here to the slot write, no other attach may read or change the slot table.
     let mut tables = SLOT_TABLES.lock();
-    let scan = scan_slots(&dev, &sb, &tables, want.name, &mut block)?;
+    let scan = scan_slots(&dev, &sb, &tables, |s| s.is_local_named(want.name), &mut block)?;
 
     if let Some((i, s)) = scan.mine {
         if s.backing_sectors != want.backing_sectors {
@@ -261,9 +261,107 @@ struct SlotScan {
     damaged: bool,
 }
 
+/// What a replica attach needs to know of the primary's volume (from its ATTACH).
+pub(crate) struct ReplicaWant<'a> {
+    /// The primary's host id (the records' origin; never 0).
+    pub(crate) origin: u16,
+    /// The primary's volume uuid.
+    pub(crate) uuid: [u8; 16],
+    /// The primary's volume name (informational).
+    pub(crate) name: &'a [u8],
+    /// The volume's size in sectors.
+    pub(crate) sectors: u64,
+    /// The primary's cache block size (its records' alignment).
+    pub(crate) block_size: u32,
+    /// The replica set's epoch the primary runs with.
+    pub(crate) epoch: u64,
+    /// Bytes the replica's region should hold at least.
+    pub(crate) region_bytes: u64,
+}
+
+/// Opens the cache device numbered `devno` for a peer's replica and finds its replica slot by
+/// (origin, uuid), or makes one in free space (never taking another slot back). An existing
+/// slot keeps its region; its epoch follows the primary's.
+pub(crate) fn attach_replica(devno: u32, want: &ReplicaWant<'_>) -> Result<Attached, Refusal> {
+    if want.origin == 0 {
+        return Err(("a replica needs its primary's host id", EINVAL));
+    }
+    let holder = core::ptr::addr_of!(CACHE_HOLDER).cast_mut().cast::<c_void>();
+    let dev = BlockDev::open_dev(devno, holder).map_err(open_refusal)?;
+    if disk::is_ours(&dev) {
+        return Err(("the replica cache device is a peerflash volume", EINVAL));
+    }
+    let geo = dev.geometry();
+    let bs = geo.logical_block_size.max(META_BYTES as u32);
+    let mut block = KVec::from_elem(0u8, bs as usize, GFP_KERNEL).map_err(|_| ("out of memory", ENOMEM))?;
+    dev.read_sync(0, &mut block).map_err(|e| ("cannot read the cache device's superblock", e))?;
+    let sb = Superblock::decode(&block, geo.sectors, crc32c).map_err(format_refusal)?;
+    if sb.block_size != bs {
+        return Err(("the cache device's block size changed since it was formatted", EINVAL));
+    }
+    // Records keep the primary's lengths: they must be whole blocks of this device too.
+    if want.block_size < sb.block_size || !want.block_size.is_multiple_of(sb.block_size) {
+        return Err(("this host's cache blocks are larger than the primary's: its records would not be aligned", EINVAL));
+    }
+    let devno = dev.dev_t();
+    let mut tables = SLOT_TABLES.lock();
+    let scan = scan_slots(&dev, &sb, &tables, |s| s.is_replica_of(want.origin, &want.uuid), &mut block)?;
+    if let Some((i, s)) = scan.mine {
+        if s.backing_sectors != want.sectors {
+            return Err(("the replica slot holds this volume for another size", EINVAL));
+        }
+        if tables.iter().any(|&c| c == (devno, i)) {
+            return Err(("the replica is already open (another connection of the primary holds it)", EBUSY));
+        }
+        let mut slot = s;
+        if slot.epoch != want.epoch {
+            slot.epoch = want.epoch;
+            slot.generation = slot.generation.wrapping_add(1);
+            block.fill(0);
+            slot.encode(&mut block, crc32c);
+            dev.write_sync(sb.slot_sector(i), &block).map_err(|e| ("cannot write the replica slot", e))?;
+        }
+        return Ok(Attached { claim: claim(&mut tables, devno, i)?, dev, sb, slot_index: i, slot, created: false, reclaimed: KVec::new() });
+    }
+    if scan.damaged {
+        return Err(("a slot of the cache device is damaged: no replica slot can be made while its region is unknown", EIO));
+    }
+    let seg_bytes = u64::from(sb.segment_sectors) * 512;
+    let wanted = want.region_bytes.div_ceil(seg_bytes).max(2);
+    let (index, first, count, _) = make_room(&dev, &sb, false, Some(wanted), scan, &mut block)?;
+    let slot = Slot {
+        uuid: want.uuid,
+        name: Slot::pack_name(want.name),
+        policy: Policy::WriteBack,
+        first_segment: first,
+        segments: count,
+        backing_sectors: want.sectors,
+        serial_floor: 0,
+        generation: 1,
+        backing_path: Slot::pack_path(b""),
+        // The replica's log goes round the whole region (no log limit to keep).
+        log_limit: count,
+        closed_dirty: 0,
+        closed_at: 0,
+        origin: want.origin,
+        epoch: want.epoch,
+    };
+    let cp = Checkpoint { uuid: want.uuid, serial: 0, seq: 0 };
+    for copy in 0..2 {
+        block.fill(0);
+        cp.encode(&mut block, crc32c);
+        dev.write_sync(sb.checkpoint_sector(index, copy), &block)
+            .map_err(|e| ("cannot write the replica's checkpoint", e))?;
+    }
+    block.fill(0);
+    slot.encode(&mut block, crc32c);
+    dev.write_sync(sb.slot_sector(index), &block).map_err(|e| ("cannot write the replica slot", e))?;
+    Ok(Attached { claim: claim(&mut tables, devno, index)?, dev, sb, slot_index: index, slot, created: true, reclaimed: KVec::new() })
+}
+
 /// One pass over the slots of the device (`tables`: the locked registry of running slots;
 /// `block`: a buffer of one block).
-fn scan_slots(dev: &BlockDev, sb: &Superblock, tables: &KVec<(u32, u32)>, name: &[u8], block: &mut KVec<u8>) -> Result<SlotScan, Refusal> {
+fn scan_slots(dev: &BlockDev, sb: &Superblock, tables: &KVec<(u32, u32)>, is_mine: impl Fn(&Slot) -> bool, block: &mut KVec<u8>) -> Result<SlotScan, Refusal> {
     let oom = |_| ("out of memory", ENOMEM);
     let devno = dev.dev_t();
     let mut mine: Option<(u32, Slot)> = None;
@@ -277,9 +375,9 @@ fn scan_slots(dev: &BlockDev, sb: &Superblock, tables: &KVec<(u32, u32)>, name: 
             Ok(None) => {
                 free.get_or_insert(i);
             }
-            // By name, and only a slot of this host's volumes: a replica slot (a peer's volume,
-            // found by origin and uuid) is never a local volume's, whatever its name says.
-            Ok(Some(s)) if s.is_local_named(name) => mine = Some((i, s)),
+            // A local volume's by name, and only a slot of this host's volumes
+            // (`Slot::is_local_named`); a replica by origin and uuid.
+            Ok(Some(s)) if is_mine(&s) => mine = Some((i, s)),
             Ok(Some(s)) => {
                 used.push((s.first_segment, s.segments), GFP_KERNEL).map_err(oom)?;
                 // A replica slot may hold the only copy of a peer's acknowledged writes: a

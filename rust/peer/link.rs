@@ -172,15 +172,16 @@ impl Link {
         Ok(())
     }
 
-    /// Receives and checks the next control frame into `buf` (its header first, then exactly its
-    /// payload, then the tag; the session checks sequence and tag before decoding).
-    pub(crate) fn recv<'a>(&mut self, buf: &'a mut [u8; CONTROL_PAYLOAD]) -> Result<(Header, Msg<'a>), LinkError> {
+    /// Receives and checks the next frame into `buf` (its header first, then exactly its
+    /// payload, then the tag; the session checks sequence and tag before decoding). `buf` bounds
+    /// what is accepted: [`CONTROL_PAYLOAD`] on a control connection, `wire::MAX_PAYLOAD` on a
+    /// data connection; a longer frame ends the connection before its payload is read.
+    pub(crate) fn recv<'a>(&mut self, buf: &'a mut [u8]) -> Result<(Header, Msg<'a>), LinkError> {
         let mut hb = [0u8; HEADER_BYTES];
         if !self.sock.recv_or_idle(&mut hb)? {
             return Err(LinkError::Idle);
         }
         let h = Header::decode(&hb)?;
-        // A WRITE (the only message larger than a control buffer) is not built yet.
         let payload = buf.get_mut(..h.len as usize).ok_or(WireError::BadLength)?;
         self.sock.recv_exact(payload)?;
         let mut tag = [0u8; TAG_BYTES];

@@ -15,7 +15,8 @@ use super::node::{bump, SharedNode};
 use crate::blk::thread::{nap, should_stop, Thread};
 use crate::net::sock::Sock;
 use crate::pfcore::hosts::Endpoint;
-use crate::pfcore::wire::{AttachRefuse, Msg, Role};
+use super::replica::{answer, Replica};
+use crate::pfcore::wire::{Msg, Role, MAX_PAYLOAD};
 
 /// How long a blocking accept waits before the thread looks at whether it should stop.
 const ACCEPT_WAIT_MS: u32 = 500;
@@ -23,8 +24,6 @@ const ACCEPT_WAIT_MS: u32 = 500;
 const HANDSHAKE_WAIT_MS: u32 = 2000;
 /// How long a served connection may stay silent (the dialer pings more often than this).
 const IDLE_MS: u32 = 30_000;
-/// `EOPNOTSUPP`: what a peer answers to ATTACH until replica slots are built.
-const EOPNOTSUPP: i32 = 95;
 
 /// A connection being served.
 #[pin_data]
@@ -182,22 +181,34 @@ fn serve(st: &ListenState, link: Link) -> Result {
     Ok(())
 }
 
-/// A served connection's thread: answers pings; anything it cannot do yet is refused; any
-/// frame that does not verify ends the connection.
+/// A served connection's thread: answers pings; on a data connection, the replica messages of
+/// one replica (`replica::answer`); any frame that does not verify, or is not expected on its
+/// connection, ends the connection.
 fn serve_link(s: &Served) {
-    let mut buf = [0u8; CONTROL_PAYLOAD];
     let Some(mut link) = s.link.lock().take() else {
         s.done.store(true, Ordering::Release);
         return;
     };
     let peer = link.peer;
+    // A data connection takes frames up to a whole WRITE (allocated only now, after the
+    // handshake); a control connection only control messages.
+    let mut small = [0u8; CONTROL_PAYLOAD];
+    let mut big = KVVec::new();
+    let data = link.role == Role::Data;
+    if data && big.resize(MAX_PAYLOAD, 0, GFP_KERNEL).is_err() {
+        pr_warn!("peer {}: no memory for a data connection's receive buffer; closing\n", peer);
+        end_served(s, link);
+        return;
+    }
+    let buf: &mut [u8] = if data { &mut big } else { &mut small };
+    let mut replica: Option<Replica> = None;
     // Receives time out every HANDSHAKE_WAIT_MS; a connection silent for IDLE_MS ends.
     let mut idle_ms = 0;
     loop {
         if should_stop() {
             break;
         }
-        let reply = match link.recv(&mut buf) {
+        let reply = match link.recv(&mut *buf) {
             Err(LinkError::Idle) => {
                 idle_ms += HANDSHAKE_WAIT_MS;
                 if idle_ms >= IDLE_MS {
@@ -211,13 +222,20 @@ fn serve_link(s: &Served) {
                 bump(&s.node.counters.pings_answered);
                 Msg::PingAck { stamp }
             }
-            Ok((_, Msg::Attach(a))) => {
-                Msg::AttachRefuse(AttachRefuse { uuid: a.uuid, errno: -EOPNOTSUPP })
-            }
             Ok((_, Msg::Detach { .. })) => break,
             Ok((_, m)) => {
-                pr_warn!("peer {}: {} not expected here; closing\n", peer, m.cmd().name());
-                break;
+                idle_ms = 0;
+                match data.then(|| answer(&s.node, peer, &mut replica, &m)).flatten() {
+                    Some(Ok(reply)) => reply,
+                    Some(Err(e)) => {
+                        pr_warn!("peer {}: {} failed (errno {}); closing\n", peer, m.cmd().name(), e.to_errno());
+                        break;
+                    }
+                    None => {
+                        pr_warn!("peer {}: {} not expected here; closing\n", peer, m.cmd().name());
+                        break;
+                    }
+                }
             }
             Err(LinkError::Io(_)) => break,
             Err(e) => {
@@ -230,6 +248,14 @@ fn serve_link(s: &Served) {
             break;
         }
     }
+    // The replica's slot is released before the connection counts as ended.
+    drop(replica);
+    end_served(s, link);
+}
+
+/// The end of a served connection: closed, logged, uncounted.
+fn end_served(s: &Served, link: Link) {
+    let peer = link.peer;
     link.sock.shutdown();
     let role = if link.role == Role::Data { "data" } else { "control" };
     pr_info!("peer {}: {} connection ended\n", peer, role);

@@ -11,20 +11,25 @@
 //! - [`link`]: an authenticated connection: the handshake from either side, then sealed and
 //!   checked frames.
 //! - [`listener`]: the thread that accepts connections, and the connections it serves.
+//! - [`replica`]: a peer's volume held on this host: its replica slot, records, flushes and
+//!   checkpoints, and the answers of a data connection.
 //! - [`probe`]: dial a host and measure the round trip of authenticated pings.
 //!
-//! Built so far: the transport, the handshake, pings. Not built: replica slots, WRITE and its
-//! acks, checkpoints (issue 15); a peer refuses ATTACH with `EOPNOTSUPP`.
+//! Built so far: the transport, the handshake, pings, and the peer's side of replication
+//! (replica slots written from ATTACH, WRITE, FLUSH and CHECKPOINT). Not built: the primary's
+//! side (sending its writes, the ack rule, issue 15).
 //!
-//! Imports: `host` -> `listener` -> `link` -> `node`.
+//! Imports: `host` -> `listener` -> `replica`, `link` -> `node`; `replica` -> `cache::attach`.
 //!
 //! Locks: `Node::config` (the identity and host table, copied out under it; never held across a
 //! socket call), `PeerHost::listener` (never held while a listener stops) and the listener's
 //! `served` list (never held while a thread stops) are never held together; `last_refusal` and
-//! the failure bucket are leaves.
+//! the failure bucket are leaves, and so is `Node::replica_cache` (the path is copied out). A
+//! replica's attach takes `cache::attach`'s slot table lock under none of them.
 
 pub(crate) mod host;
 pub(crate) mod link;
 pub(crate) mod listener;
 pub(crate) mod node;
 pub(crate) mod probe;
+pub(crate) mod replica;

@@ -6,6 +6,7 @@ use core::sync::atomic::{AtomicU64, Ordering};
 
 use kernel::new_mutex;
 use kernel::prelude::*;
+use kernel::str::CString;
 use kernel::sync::{Arc, Mutex};
 use kernel::time::{Instant, Monotonic};
 
@@ -53,6 +54,16 @@ pub(crate) struct PeerCounters {
     pub(crate) probe_pings: AtomicU64,
     pub(crate) probe_mean_us: AtomicU64,
     pub(crate) probe_min_us: AtomicU64,
+    /// Replicas opened for primaries (ATTACH answered ATTACH_OK), and refused.
+    pub(crate) replicas_attached: AtomicU64,
+    pub(crate) replicas_refused: AtomicU64,
+    /// Replica records written and acknowledged, and their bytes.
+    pub(crate) replica_writes: AtomicU64,
+    pub(crate) replica_bytes: AtomicU64,
+    /// Replica writes refused (WRITE_NACK: no room, an I/O error, a bad record).
+    pub(crate) replica_nacks: AtomicU64,
+    /// Checkpoints persisted in replica slots.
+    pub(crate) replica_checkpoints: AtomicU64,
 }
 
 pub(crate) fn bump(c: &AtomicU64) {
@@ -77,6 +88,12 @@ pub(crate) struct Node {
     /// When a stranger's connection was last logged (at most one line a second).
     #[pin]
     stranger_logged: Mutex<Option<Instant<Monotonic>>>,
+    /// The cache device that holds the peers' replicas, as its device number (resolved when it
+    /// is set: the serving threads do not see the administrator's `/dev`) and the path it was
+    /// set as (None: this host holds none and refuses ATTACH). A leaf: copied out, never held
+    /// across I/O.
+    #[pin]
+    pub(crate) replica_cache: Mutex<Option<(u32, CString)>>,
     pub(crate) counters: PeerCounters,
 }
 
@@ -87,6 +104,7 @@ impl Node {
             last_refusal <- new_mutex!(""),
             failures <- new_mutex!((FAILURE_BURST, None)),
             stranger_logged <- new_mutex!(None),
+            replica_cache <- new_mutex!(None),
             counters: PeerCounters::default(),
         })
     }

@@ -8,6 +8,13 @@
 #    address, a replayed handshake, the listener's own proof reflected, a ping with one byte
 #    flipped, a ping replayed; junk connections (rate-limited) crash nothing, leak no memory,
 #    and a genuine peer is served afterwards;
+#  - replicas: ATTACH is refused without a replica cache device; with one, a primary's writes
+#    (pf-wire as host 2) land in a replica slot in the on-flash format (`peerflash inspect`: the
+#    primary's uuid and serials, origin 2, checksums valid), a re-attach finds the same slot by
+#    (origin, uuid) and goes on after its records, a checkpoint is persisted and leaves only the
+#    records after it dirty, another host's replica of the same uuid gets its own slot, a local
+#    volume of the same name never attaches to a replica slot, and a write flipped in transit
+#    cuts the connection with nothing written;
 #  - the secret appears in no attribute and no kernel log line; stopping the listener ends the
 #    served connections and the module unloads.
 . "$PF_REPO/tests/vm/lib.sh"
@@ -112,6 +119,61 @@ echo "slab: $slab0 kB before, $slab1 kB after; accepted $(ps accepted), rate_lim
 [ "$(ps rate_limited)" -gt 0 ] || fail "no junk connection was rate-limited"
 out=$($W --me 2 ping --to 127.0.0.1:7790 --server 1 --from 127.0.0.2 --count 10) || fail "ping after the junk: $out"
 same "$(ps served)" 0 "connections served after the clients left"
+
+step "replicas: ATTACH is refused while this host holds no replicas"
+U=0123456789abcdef0123456789abcdef
+R="--to 127.0.0.1:7790 --server 1 --uuid $U"
+out=$($W --me 2 replicate $R --from 127.0.0.2 --count 1 2>&1) && fail "a replica attached without a replica cache: $out"
+echo "$out"
+case "$out" in *"errno -19"*) ;; *) fail "expected ENODEV: $out" ;; esac
+expect_write_refused $CFS/replica_cache relative/path
+peerflash format-cache "$PF_CACHE_DEV" --force > /dev/null || fail "format-cache"
+echo "$PF_CACHE_DEV" > $CFS/replica_cache || fail "replica_cache"
+same "$(cat $CFS/replica_cache)" "$PF_CACHE_DEV" "replica_cache"
+# replica_check ORIGIN RECORDS LAST DIRTY CHECKPOINT VOLUMES: what inspect finds in ORIGIN's slot
+replica_check() {
+    peerflash inspect "$PF_CACHE_DEV" --output json > /tmp/insp.json || fail "inspect"
+    python3 - "$U" "$@" <<'PY' || fail "inspect of the replica: $(cat /tmp/insp.json)"
+import json, sys
+u, origin, records, last, dirty, cp, volumes = sys.argv[1], *map(int, sys.argv[2:])
+d = json.load(open('/tmp/insp.json'))
+assert len(d['volumes']) == volumes, ('volumes', len(d['volumes']))
+v = [v for v in d['volumes'] if v['origin'] == origin]
+assert len(v) == 1, ('slots of origin', origin, v)
+v = v[0]
+got = (v['uuid'].replace('-', ''), v['records'], v['last_serial'], v['dirty_records'], v['checkpoint'], v['torn'], v['invalid'])
+want = (u, records, last, dirty, cp, 0, 0)
+assert got == want, (got, want)
+print('replica of host %d: %d records, last serial %d, %d dirty after checkpoint %d' % (origin, records, last, dirty, cp))
+PY
+}
+step "replicas: a primary's writes land in a replica slot of this host's cache device"
+out=$($W --me 2 replicate $R --from 127.0.0.2 --count 40) || fail "replicate: $out"
+echo "$out"
+same "$(ps replica_writes)" 40 "replica writes"
+same "$(ps replicas_attached)" 1 "replicas attached"
+replica_check 2 40 40 40 0 1
+peerflash inspect "$PF_CACHE_DEV" | grep -q "replica of host 2's volume, epoch 1" || fail "human inspect shows no replica"
+step "replicas: found again by origin and uuid; a checkpoint leaves only what follows it dirty"
+out=$($W --me 2 replicate $R --from 127.0.0.2 --first 41 --count 10 --checkpoint 30) || fail "replicate again: $out"
+echo "$out"
+replica_check 2 50 50 20 30 1
+same "$(ps replica_checkpoints)" 1 "replica checkpoints"
+step "replicas: another host's volume of the same uuid has its own slot"
+out=$($W --me 3 replicate $R --from 127.0.0.3 --count 2) || fail "replicate from host 3: $out"
+replica_check 3 2 2 2 0 2
+step "replicas: a local volume of the replica's name never attaches to the replica slot"
+peerflash create pf-wire-volume --backing "$PF_SAN_DEV" --cache "$PF_CACHE_DEV" --policy wb --cache-mib 8 > /dev/null || fail "create a local volume"
+peerflash remove pf-wire-volume > /dev/null || fail "remove the local volume"
+replica_check 2 50 50 20 30 3
+step "refused: a replica write flipped in transit cuts the connection, nothing written"
+before=$(ps frames_refused)
+out=$($W --me 2 replicate $R --from 127.0.0.2 --first 51 --count 3 --flip) || fail "flip: $out"
+echo "$out"
+[ "$(ps frames_refused)" -gt "$before" ] || fail "the flipped write was not refused"
+replica_check 2 52 52 22 30 3
+sleep 1
+same "$(ps served)" 0 "connections served after the primaries left"
 
 step "the secret is in no attribute and no log"
 for f in $CFS/*; do

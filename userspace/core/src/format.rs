@@ -129,7 +129,7 @@ pub(crate) fn pad<const N: usize>(bytes: &[u8]) -> [u8; N] {
 }
 
 /// A NUL-padded field without its padding.
-pub(crate) fn unpad(field: &[u8]) -> &[u8] {
+pub fn unpad(field: &[u8]) -> &[u8] {
     let end = field.iter().position(|&b| b == 0).unwrap_or(field.len());
     field.get(..end).unwrap_or(&[])
 }

@@ -28,6 +28,7 @@ pub mod mode;
 pub mod names;
 pub mod policy;
 pub mod rebuild;
+pub mod replica_log;
 pub mod replication;
 pub mod session;
 pub mod sysfs;

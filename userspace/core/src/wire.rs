@@ -202,7 +202,7 @@ impl Cmd {
             Cmd::Hello => 4 + 8 + 16 + 4 + 4 + NONCE_BYTES,
             Cmd::Welcome => 4 + 8 + NONCE_BYTES + 32,
             Cmd::Auth => 32,
-            Cmd::Attach => 16 + 4 + 4 + 8 + 8 + 8 + NAME_BYTES,
+            Cmd::Attach => 16 + 4 + 4 + 8 + 8 + 8 + NAME_BYTES + 8,
             Cmd::AttachOk => 16 + 8 + 8 + 8 + 8,
             Cmd::AttachRefuse => 16 + 4 + 4,
             Cmd::Write => return None,
@@ -399,6 +399,8 @@ pub struct Attach {
     pub region_bytes: u64,
     /// The volume's name, NUL-padded (informational).
     pub name: [u8; NAME_BYTES],
+    /// The volume's size in sectors (records past it are not the volume's).
+    pub sectors: u64,
 }
 
 /// The replica is open.
@@ -539,6 +541,7 @@ impl Msg<'_> {
                 put(b, 32, &a.epoch.to_le_bytes());
                 put(b, 40, &a.region_bytes.to_le_bytes());
                 put(b, 48, &a.name);
+                put(b, 80, &a.sectors.to_le_bytes());
             }
             Msg::AttachOk(a) => {
                 put(b, 0, &a.uuid);
@@ -639,6 +642,7 @@ pub fn decode<'a>(h: &Header, payload: &'a [u8]) -> Result<Msg<'a>, WireError> {
                 epoch: r.u64(32),
                 region_bytes: r.u64(40),
                 name: r.bytes(48),
+                sectors: r.u64(80),
             })
         }
         Cmd::AttachOk => Msg::AttachOk(AttachOk {

@@ -46,7 +46,7 @@ fn message() -> impl Strategy<Value = Owned> {
     let u = any::<[u8; 16]>();
     prop_oneof![
         (any::<[u8; 16]>(), any::<u32>(), prop_oneof![Just(512u32), Just(4096u32)], any::<u64>(), any::<u64>(), any::<u64>(), any::<[u8; 32]>())
-            .prop_map(|(uuid, owner, block_size, gen, epoch, region_bytes, name)| Owned::Fixed(Msg::Attach(Attach { uuid, owner, block_size, gen, epoch, region_bytes, name }))),
+            .prop_map(|(uuid, owner, block_size, gen, epoch, region_bytes, name)| Owned::Fixed(Msg::Attach(Attach { uuid, owner, block_size, gen, epoch, region_bytes, name, sectors: region_bytes.rotate_left(7) }))),
         (u, any::<u64>(), any::<u64>(), any::<u64>(), any::<u64>())
             .prop_map(|(uuid, gen, contiguous, checkpoint, credit)| Owned::Fixed(Msg::AttachOk(AttachOk { uuid, gen, contiguous, checkpoint, credit }))),
         (u, errno()).prop_map(|(uuid, errno)| Owned::Fixed(Msg::AttachRefuse(AttachRefuse { uuid, errno }))),

@@ -64,6 +64,33 @@ enum Action {
         #[arg(long, default_value_t = 1)]
         count: u64,
     },
+    /// Act as a primary on a data connection: ATTACH a replica of volume `uuid`, send `count`
+    /// writes of `sectors` sectors (serials from `first`, data a pattern of the serial), FLUSH,
+    /// and a CHECKPOINT when asked. With `flip`, the last write goes out with one data byte
+    /// flipped after sealing: it succeeds when the peer cuts the connection without an ack.
+    Replicate {
+        #[command(flatten)]
+        target: Target,
+        /// Volume uuid, 32 hex digits.
+        #[arg(long)]
+        uuid: String,
+        /// Volume size in sectors.
+        #[arg(long, default_value_t = 1 << 21)]
+        volume_sectors: u64,
+        /// Bytes the replica region should hold.
+        #[arg(long, default_value_t = 8 << 20)]
+        region_bytes: u64,
+        #[arg(long, default_value_t = 16)]
+        count: u64,
+        #[arg(long, default_value_t = 1)]
+        first: u64,
+        #[arg(long, default_value_t = 8)]
+        sectors: u32,
+        #[arg(long)]
+        checkpoint: Option<u64>,
+        #[arg(long)]
+        flip: bool,
+    },
     /// Listen as a peer: answer handshakes and pings until `connections` connections ended.
     Serve {
         #[arg(long)]
@@ -205,8 +232,13 @@ struct Client {
 /// The client's handshake. `proof_key`: the secret the AUTH proof is made with (a wrong one for
 /// the attack); the server's proof is checked only when it is the real one.
 fn client(me: &Identity, to: SocketAddrV4, server: u32, from: Option<Ipv4Addr>, attack: Option<Attack>) -> Result<Client> {
+    client_as(me, to, server, from, attack, Role::Control)
+}
+
+/// [`client`] for a connection of `role`.
+fn client_as(me: &Identity, to: SocketAddrV4, server: u32, from: Option<Ipv4Addr>, attack: Option<Attack>, role: Role) -> Result<Client> {
     let mut s = connect(to, from)?;
-    let hello = handshake::hello(me, server, Role::Control, random());
+    let hello = handshake::hello(me, server, role, random());
     let hf = plain_frame(&Msg::Hello(hello));
     s.write_all(&hf)?;
     let Some((_, _, p, _)) = read_frame(&mut s)? else { bail!("the listener closed the connection after the hello") };
@@ -214,7 +246,7 @@ fn client(me: &Identity, to: SocketAddrV4, server: u32, from: Option<Ipv4Addr>, 
     let Msg::Welcome(w) = decode(&h, &p).map_err(|e| anyhow::anyhow!("bad welcome: {}", e.describe()))? else { bail!("not a welcome") };
     let (proof, key) = match attack {
         Some(Attack::WrongSecret) => {
-            let t = handshake::Transcript::new(&me.cluster, me.host, server, Role::Control, w.version, w.features, &hello.nonce, &w.nonce);
+            let t = handshake::Transcript::new(&me.cluster, me.host, server, role, w.version, w.features, &hello.nonce, &w.nonce);
             (t.client_proof::<HmacSha256>(&me.secret), t.session_key::<HmacSha256>(&me.secret))
         }
         Some(Attack::Reflect) => (w.proof, [0; 32]),
@@ -261,6 +293,13 @@ fn main() -> Result<()> {
         }
         Action::Attack { target: Target { to, server, from }, kind, count } => attack(&cli, to, server, from, kind, count)?,
         Action::Serve { listen, client, client_addr, connections } => serve(&cli, listen, client, client_addr, connections)?,
+        Action::Replicate { target: Target { to, server, from }, ref uuid, volume_sectors, region_bytes, count, first, sectors, checkpoint, flip } => {
+            let uuid: [u8; 16] = handshake::parse_hex(uuid.as_bytes()).context("--uuid: expected 32 hex digits")?;
+            let me = identity(&cli, None)?;
+            let mut c = client_as(&me, to, server, from, None, Role::Data)?;
+            let want = Replicate { uuid, volume_sectors, region_bytes, count, first, sectors, checkpoint, flip };
+            replicate(&mut c, me.host, &want)?;
+        }
     }
     Ok(())
 }
@@ -382,5 +421,119 @@ fn serve(cli: &Cli, at: SocketAddrV4, client_id: u32, client_addr: Ipv4Addr, con
         }
         println!("served host {}: {pings} pings", hello.from);
     }
+    Ok(())
+}
+
+/// What `replicate` sends.
+struct Replicate {
+    uuid: [u8; 16],
+    volume_sectors: u64,
+    region_bytes: u64,
+    count: u64,
+    first: u64,
+    sectors: u32,
+    checkpoint: Option<u64>,
+    flip: bool,
+}
+
+/// The data of the write with `serial`: every byte a function of the serial and its place.
+fn pattern(serial: u64, len: usize) -> Vec<u8> {
+    (0..len).map(|i| (serial.wrapping_mul(31).wrapping_add(i as u64 / 512 * 7) & 0xff) as u8).collect()
+}
+
+/// Sends `m` and reads the answer; `None` when the peer closed instead.
+fn call(c: &mut Client, m: &Msg<'_>) -> Result<Option<Vec<u8>>> {
+    let f = sealed(&mut c.session, m);
+    if c.s.write_all(&f).is_err() {
+        return Ok(None);
+    }
+    answer_frame(c)
+}
+
+/// The next answer's payload, checked by the session, re-encoded for the caller to decode.
+fn answer_frame(c: &mut Client) -> Result<Option<Vec<u8>>> {
+    let Ok(Some((_, hb, p, t))) = read_frame(&mut c.s) else { return Ok(None) };
+    c.session.open::<HmacSha256>(&hb, &p, &t).map_err(|e| anyhow::anyhow!("the peer's frame does not verify: {}", e.describe()))?;
+    Ok(Some([&hb[..], &p].concat()))
+}
+
+fn decoded(frame: &[u8]) -> Result<Msg<'_>> {
+    let h = Header::decode(&frame[..HEADER_BYTES]).map_err(|e| anyhow::anyhow!("{}", e.describe()))?;
+    decode(&h, &frame[HEADER_BYTES..]).map_err(|e| anyhow::anyhow!("{}", e.describe()))
+}
+
+fn replicate(c: &mut Client, me: u32, w: &Replicate) -> Result<()> {
+    let attach = Msg::Attach(Attach {
+        uuid: w.uuid,
+        owner: me,
+        block_size: 4096,
+        gen: 1,
+        epoch: 1,
+        region_bytes: w.region_bytes,
+        name: *b"pf-wire-volume\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0",
+        sectors: w.volume_sectors,
+    });
+    let f = call(c, &attach)?.context("the peer closed the connection at ATTACH")?;
+    let ok = match decoded(&f)? {
+        Msg::AttachOk(ok) => ok,
+        Msg::AttachRefuse(r) => bail!("ATTACH refused: errno {}", r.errno),
+        m => bail!("a wrong answer to ATTACH: {}", m.cmd().name()),
+    };
+    let mut acked = 0u64;
+    let mut credit = ok.credit;
+    let len = w.sectors as usize * 512;
+    for i in 0..w.count {
+        let serial = w.first + i;
+        let lba = (serial * u64::from(w.sectors) * 3) % (w.volume_sectors - u64::from(w.sectors));
+        let lba = lba - lba % 8;
+        let data = pattern(serial, len);
+        let m = Msg::Write(WriteHead { serial, lba, sectors: w.sectors, flags: if serial % 4 == 0 { WRITE_FUA } else { 0 } }, &data);
+        let last = i + 1 == w.count;
+        if w.flip && last {
+            let mut f = sealed(&mut c.session, &m);
+            let at = HEADER_BYTES + WRITE_FIXED_BYTES + len / 2;
+            f[at] ^= 0x10;
+            c.s.write_all(&f)?;
+            if answer_frame(c)?.is_some() {
+                bail!("the peer answered a WRITE whose data was flipped in transit");
+            }
+            println!("refused: a write flipped in transit cut the connection ({acked} writes acked before it)");
+            return Ok(());
+        }
+        let f = call(c, &m)?.context("the peer closed the connection at a WRITE")?;
+        match decoded(&f)? {
+            Msg::WriteAck { serial: s, credit: k } if s == serial => {
+                acked += 1;
+                credit = k;
+            }
+            Msg::WriteNack { serial: s, errno } => bail!("WRITE {s} refused: errno {errno}"),
+            m => bail!("a wrong answer to WRITE {serial}: {}", m.cmd().name()),
+        }
+    }
+    let f = call(c, &Msg::Flush { id: 7 })?.context("the peer closed the connection at FLUSH")?;
+    match decoded(&f)? {
+        Msg::FlushAck { id: 7, errno: 0 } => {}
+        m => bail!("a wrong answer to FLUSH: {:?}", m),
+    }
+    let mut cp = String::new();
+    if let Some(serial) = w.checkpoint {
+        let f = call(c, &Msg::Checkpoint { gen: 1, epoch: 1, serial })?.context("the peer closed the connection at CHECKPOINT")?;
+        match decoded(&f)? {
+            Msg::CheckpointAck { serial: s, .. } if s == serial => cp = format!(", checkpoint {serial} acked"),
+            m => bail!("a wrong answer to CHECKPOINT: {:?}", m),
+        }
+    }
+    // DETACH, then the peer's close: by then it has released the replica, so the next attach
+    // of the same replica finds it free.
+    let _ = c.s.write_all(&sealed(&mut c.session, &Msg::Detach { uuid: w.uuid, gen: 1 }));
+    if !closed_by_peer(&mut c.s) {
+        bail!("the peer did not close the connection after DETACH");
+    }
+    println!(
+        "ok: replica attached (checkpoint {}, credit {} KiB), {acked} writes acked, flush ok{cp}, credit now {} KiB",
+        ok.checkpoint,
+        ok.credit / 1024,
+        credit / 1024
+    );
     Ok(())
 }

@@ -1,0 +1,335 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! A replica on this host (policy wbp): a peer's volume's records, written into a replica slot
+//! of this host's cache device in the on-flash format of the primary's own log (same serials,
+//! the primary's uuid, `origin` = the primary's host id), so that a scan of this device finds
+//! them as an offline replay would. Where each record goes is `pfcore::replica_log`: the log
+//! never overwrites a record the replica's checkpoint does not cover; without room a write is
+//! refused (`ENOSPC`), never dropped after an ack.
+//!
+//! A replica belongs to the one connection that attached it; its slot is claimed in the slot
+//! registry (`cache::attach`) while it lives, so no second connection or forced attach can
+//! take it.
+
+use core::sync::atomic::Ordering;
+
+use kernel::prelude::*;
+
+use super::node::{bump, Node};
+use crate::blk::bioset::BioSet;
+use crate::blk::dir::Dir;
+use crate::blk::io::{self, Bio, PageBuf};
+use crate::cache::attach::{self, Attached, Refusal, ReplicaWant};
+use crate::klib::crc32c;
+use crate::pfcore::format::{self, Checkpoint, Found, RecordHeader, RECORD_DIRTY};
+use crate::pfcore::rebuild::{self, SERIAL_LIMIT};
+use crate::pfcore::replica_log::ReplicaLog;
+use crate::pfcore::wire::{AttachOk, AttachRefuse, Msg, WriteHead, WRITE_FUA};
+
+fn oom<E>(_: E) -> Refusal {
+    ("out of memory for the replica", ENOMEM)
+}
+
+/// An open replica.
+pub(crate) struct Replica {
+    att: Attached,
+    /// Highest serial recorded per segment of the region (0: none).
+    seg_max: KVVec<u64>,
+    log: ReplicaLog,
+    /// Seq of the newest checkpoint copy.
+    checkpoint_seq: u64,
+    /// One record: a header block and up to `rebuild::MAX_RECORD_SECTORS` of data.
+    rec: PageBuf,
+    /// A header block.
+    block: KVec<u8>,
+    bset: Pin<KBox<BioSet>>,
+    /// Records written since the attach.
+    pub(crate) written: u64,
+}
+
+impl Replica {
+    /// Opens (or makes) the replica slot of `want` on the cache device numbered `dev`; an
+    /// existing one is scanned so its log goes on after its newest record.
+    pub(crate) fn open(dev: u32, want: &ReplicaWant<'_>) -> Result<Replica, Refusal> {
+        let att = attach::attach_replica(dev, want)?;
+        let bs = att.sb.block_size as usize;
+        let n = usize::try_from(att.slot.segments).map_err(|_| ("the replica slot is damaged", EINVAL))?;
+        let mut seg_max = KVVec::with_capacity(n, GFP_KERNEL).map_err(oom)?;
+        for _ in 0..n {
+            seg_max.push(0u64, GFP_KERNEL).map_err(oom)?;
+        }
+        let mut block = KVec::from_elem(0u8, bs, GFP_KERNEL).map_err(oom)?;
+        let mut cps = [None, None];
+        for (copy, cp) in cps.iter_mut().enumerate() {
+            if att.dev.read_sync(att.sb.checkpoint_sector(att.slot_index, copy as u32), &mut block).is_ok() {
+                *cp = Checkpoint::decode(&block, &att.slot.uuid, crc32c);
+            }
+        }
+        // A replica is always replayed from what it holds: no copy readable is the floor.
+        let checkpoint = rebuild::start(cps, att.slot.serial_floor, true).map_err(|e| (e.describe(), EINVAL))?;
+        let checkpoint_seq = Checkpoint::newest(cps[0], cps[1]).map_or(0, |c| c.seq);
+        let rec = PageBuf::new(bs + rebuild::MAX_RECORD_SECTORS as usize * 512).map_err(oom)?;
+        let bset = KBox::pin_init(BioSet::new(), GFP_KERNEL).map_err(oom)?;
+        let seg_sectors = u64::from(att.sb.segment_sectors);
+        let mut r = Replica {
+            log: ReplicaLog::full_at(att.slot.segments, seg_sectors, att.slot.segments.saturating_sub(1), checkpoint),
+            att,
+            seg_max,
+            checkpoint_seq,
+            rec,
+            block,
+            bset,
+            written: 0,
+        };
+        if !r.att.created {
+            r.scan()?;
+        }
+        Ok(r)
+    }
+
+    /// Reads the region: the highest serial of each segment, and the log's head after the
+    /// newest record.
+    fn scan(&mut self) -> Result<(), Refusal> {
+        let sb = &self.att.sb;
+        let slot = &self.att.slot;
+        let seg_bytes = sb.segment_sectors as usize * 512;
+        let pages = PageBuf::new(seg_bytes).map_err(oom)?;
+        let mut buf = KVVec::from_elem(0u8, seg_bytes, GFP_KERNEL).map_err(oom)?;
+        let mut newest: Option<(u64, u64)> = None;
+        let mut held = 0u64;
+        for s in 0..slot.scan_segments() {
+            let base = sb.segment_sector(slot.first_segment.checked_add(s).ok_or(("the replica slot is damaged", EINVAL))?);
+            let mut bios = KVec::new();
+            let chunk = 256 * kernel::page::PAGE_SIZE;
+            let mut off = 0;
+            while off < seg_bytes {
+                let len = chunk.min(seg_bytes - off);
+                let mut b = Bio::new(&self.att.dev, base + (off / 512) as u64, 256, Dir::Read, &self.bset).map_err(oom)?;
+                b.add_buf(&pages, off, len).map_err(oom)?;
+                bios.push(b, GFP_KERNEL).map_err(oom)?;
+                off += len;
+            }
+            io::run(bios).map_err(|e| ("cannot read the replica's records", e))?;
+            pages.read(0, &mut buf).map_err(|e| ("cannot read the replica's records", e))?;
+            let mut max = 0u64;
+            format::scan_segment(&buf, sb.block_size, crc32c, |_, found| {
+                let h = match found {
+                    Found::Valid(h) | Found::Torn(h) => h,
+                };
+                if h.uuid == slot.uuid && h.serial < SERIAL_LIMIT {
+                    max = max.max(h.serial);
+                    if h.serial > self.log.checkpoint {
+                        held = held.saturating_add(1);
+                    }
+                }
+            });
+            if let Some(m) = usize::try_from(s).ok().and_then(|i| self.seg_max.get_mut(i)) {
+                *m = max;
+            }
+            if max != 0 && newest.is_none_or(|(serial, _)| max > serial) {
+                newest = Some((max, s));
+            }
+        }
+        if let Some((_, s)) = newest {
+            self.log = ReplicaLog::full_at(slot.segments, u64::from(sb.segment_sectors), s, self.log.checkpoint);
+        }
+        pr_info!(
+            "replica of host {}'s volume (slot {}): {} records after checkpoint {}\n",
+            slot.origin,
+            self.att.slot_index,
+            held,
+            self.log.checkpoint
+        );
+        Ok(())
+    }
+
+    /// The checkpoint the replica holds.
+    pub(crate) fn checkpoint(&self) -> u64 {
+        self.log.checkpoint
+    }
+
+    /// Bytes of records the replica can take now (its credit to the primary).
+    pub(crate) fn credit(&self) -> u64 {
+        self.log.free_sectors(&self.seg_max).saturating_mul(512)
+    }
+
+    /// Writes one record of the primary (`data`: its sectors) and waits until it is on this
+    /// device (with FUA when the primary's write had it). A serial the checkpoint already covers
+    /// is not written (it is on the SAN).
+    pub(crate) fn write(&mut self, w: &WriteHead, data: &[u8]) -> Result {
+        let slot = &self.att.slot;
+        let bs = self.att.sb.block_size as usize;
+        if w.sectors == 0 || w.sectors > rebuild::MAX_RECORD_SECTORS || w.serial == 0 || w.serial >= SERIAL_LIMIT {
+            return Err(EINVAL);
+        }
+        let len = w.sectors as usize * 512;
+        if data.len() != len || len % bs != 0 {
+            return Err(EINVAL);
+        }
+        if w.lba.checked_add(u64::from(w.sectors)).is_none_or(|end| end > slot.backing_sectors) {
+            return Err(EINVAL);
+        }
+        if w.serial <= self.log.checkpoint {
+            return Ok(());
+        }
+        let footprint = RecordHeader::footprint(w.sectors, self.att.sb.block_size);
+        let mut log = self.log;
+        let Some((seg, off)) = log.place(&mut self.seg_max, footprint, w.serial) else {
+            return Err(ENOSPC);
+        };
+        let mut h = RecordHeader {
+            flags: RECORD_DIRTY,
+            origin: slot.origin,
+            len: w.sectors,
+            uuid: slot.uuid,
+            serial: w.serial,
+            lba: w.lba,
+            crc: 0,
+        };
+        h.crc = h.checksum([data], crc32c);
+        h.encode(&mut self.block);
+        self.rec.write(0, &self.block)?;
+        self.rec.write(bs, data)?;
+        let sector = self
+            .att
+            .sb
+            .segment_sector(slot.first_segment.checked_add(seg).ok_or(EINVAL)?)
+            .checked_add(off)
+            .ok_or(EINVAL)?;
+        let dir = if w.flags & WRITE_FUA != 0 { Dir::WriteFua } else { Dir::Write };
+        let total = bs + len;
+        let vecs = u16::try_from(total.div_ceil(kernel::page::PAGE_SIZE)).map_err(|_| EINVAL)?;
+        let mut bio = Bio::new(&self.att.dev, sector, vecs, dir, &self.bset)?;
+        bio.add_buf(&self.rec, 0, total)?;
+        let mut bios = KVec::new();
+        bios.push(bio, GFP_KERNEL)?;
+        // The head moves even when the write fails: the place may hold part of a record, which
+        // its checksum makes a torn one, never served.
+        self.log = log;
+        io::run(bios)?;
+        self.written = self.written.saturating_add(1);
+        Ok(())
+    }
+
+    /// Makes every acknowledged write of the replica stable.
+    pub(crate) fn flush(&self) -> Result {
+        io::flush(&self.att.dev)
+    }
+
+    /// Persists the primary's checkpoint at `serial` in the replica slot (both copies in turn,
+    /// like the primary's); the records it covers may then be overwritten. An older one is a
+    /// no-op.
+    pub(crate) fn set_checkpoint(&mut self, serial: u64) -> Result {
+        if serial >= SERIAL_LIMIT {
+            return Err(EINVAL);
+        }
+        if serial <= self.log.checkpoint {
+            return Ok(());
+        }
+        let seq = self.checkpoint_seq.wrapping_add(1);
+        let cp = Checkpoint { uuid: self.att.slot.uuid, serial, seq };
+        self.block.fill(0);
+        cp.encode(&mut self.block, crc32c);
+        self.att
+            .dev
+            .write_sync(self.att.sb.checkpoint_sector(self.att.slot_index, Checkpoint::copy_for(seq)), &self.block)?;
+        self.checkpoint_seq = seq;
+        self.log.checkpoint = serial;
+        Ok(())
+    }
+}
+
+/// The answer of a data connection to a replica message from host `peer` (`replica`: what the
+/// connection has open); `None` for a message that is not one. `Err`: the connection must end
+/// (a checkpoint that cannot be persisted: the primary must not count on it).
+pub(crate) fn answer(node: &Node, peer: u32, replica: &mut Option<Replica>, m: &Msg<'_>) -> Option<Result<Msg<'static>>> {
+    let reply = match m {
+        Msg::Attach(a) => Ok(attach(node, peer, replica, a)),
+        Msg::Write(w, data) => Ok(match replica.as_mut() {
+            None => Msg::WriteNack { serial: w.serial, errno: ENXIO.to_errno() },
+            Some(r) => match r.write(w, data) {
+                Ok(()) => {
+                    bump(&node.counters.replica_writes);
+                    node.counters.replica_bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
+                    Msg::WriteAck { serial: w.serial, credit: r.credit() }
+                }
+                Err(e) => {
+                    bump(&node.counters.replica_nacks);
+                    Msg::WriteNack { serial: w.serial, errno: e.to_errno() }
+                }
+            },
+        }),
+        Msg::Flush { id } => Ok(Msg::FlushAck {
+            id: *id,
+            errno: match replica.as_ref().map(Replica::flush) {
+                None => ENXIO.to_errno(),
+                Some(Ok(())) => 0,
+                Some(Err(e)) => e.to_errno(),
+            },
+        }),
+        Msg::Checkpoint { gen, epoch, serial } => match replica.as_mut() {
+            None => Err(ENXIO),
+            Some(r) => r.set_checkpoint(*serial).map(|()| {
+                bump(&node.counters.replica_checkpoints);
+                Msg::CheckpointAck { gen: *gen, epoch: *epoch, serial: *serial }
+            }),
+        },
+        _ => return None,
+    };
+    Some(reply)
+}
+
+/// ATTACH: the replica opened (or made) on the replica cache device, for its primary only.
+fn attach(node: &Node, peer: u32, replica: &mut Option<Replica>, a: &crate::pfcore::wire::Attach) -> Msg<'static> {
+    let refuse = |why: &str, e: Error| {
+        bump(&node.counters.replicas_refused);
+        pr_warn!("peer {}: replica refused: {}\n", peer, why);
+        Msg::AttachRefuse(AttachRefuse { uuid: a.uuid, errno: e.to_errno() })
+    };
+    // The records' origin is the authenticated host, never what the message claims.
+    if a.owner != peer {
+        return refuse("the ATTACH names another host as the primary", EPERM);
+    }
+    let Ok(origin) = u16::try_from(peer) else {
+        return refuse("host ids of replicas' primaries are at most 65535", EINVAL);
+    };
+    if replica.is_some() {
+        return refuse("this connection has a replica open already", EBUSY);
+    }
+    let Some(dev) = node.replica_cache.lock().as_ref().map(|&(dev, _)| dev) else {
+        return refuse("this host holds no replicas (replica_cache is not set)", ENODEV);
+    };
+    let want = ReplicaWant {
+        origin,
+        uuid: a.uuid,
+        name: format::unpad(&a.name),
+        sectors: a.sectors,
+        block_size: a.block_size,
+        epoch: a.epoch,
+        region_bytes: a.region_bytes,
+    };
+    match Replica::open(dev, &want) {
+        Ok(r) => {
+            bump(&node.counters.replicas_attached);
+            pr_info!(
+                "peer {}: replica open in slot {} ({}; checkpoint {}, credit {} KiB)\n",
+                peer,
+                r.att.slot_index,
+                if r.att.created { "new" } else { "found" },
+                r.checkpoint(),
+                r.credit() / 1024
+            );
+            let ok = Msg::AttachOk(AttachOk {
+                uuid: a.uuid,
+                gen: a.gen,
+                // Everything after the checkpoint is sent again after an attach.
+                contiguous: r.checkpoint(),
+                checkpoint: r.checkpoint(),
+                credit: r.credit(),
+            });
+            *replica = Some(r);
+            ok
+        }
+        Err((why, e)) => refuse(why, e),
+    }
+}
