@@ -24,6 +24,7 @@ use crate::klib::crc32c;
 use crate::pfcore::format::{self, Checkpoint, Found, RecordHeader, RECORD_DIRTY};
 use crate::pfcore::rebuild::{self, SERIAL_LIMIT};
 use crate::pfcore::replica_log::ReplicaLog;
+use crate::pfcore::replication::checkpoint_applies;
 use crate::pfcore::wire::{AttachOk, AttachRefuse, Msg, WriteHead, WRITE_FUA};
 
 fn oom<E>(_: E) -> Refusal {
@@ -45,12 +46,16 @@ pub(crate) struct Replica {
     bset: Pin<KBox<BioSet>>,
     /// Records written since the attach.
     pub(crate) written: u64,
+    /// The primary's ownership generation and replica-set epoch of the ATTACH: a CHECKPOINT of
+    /// another is stale (`replication::checkpoint_applies`).
+    gen: u64,
+    epoch: u64,
 }
 
 impl Replica {
     /// Opens (or makes) the replica slot of `want` on the cache device numbered `dev`; an
     /// existing one is scanned so its log goes on after its newest record.
-    pub(crate) fn open(dev: u32, want: &ReplicaWant<'_>) -> Result<Replica, Refusal> {
+    pub(crate) fn open(dev: u32, want: &ReplicaWant<'_>, gen: u64) -> Result<Replica, Refusal> {
         let att = attach::attach_replica(dev, want)?;
         let bs = att.sb.block_size as usize;
         let n = usize::try_from(att.slot.segments).map_err(|_| ("the replica slot is damaged", EINVAL))?;
@@ -80,6 +85,8 @@ impl Replica {
             block,
             bset,
             written: 0,
+            gen,
+            epoch: want.epoch,
         };
         if !r.att.created {
             r.scan()?;
@@ -269,6 +276,9 @@ pub(crate) fn answer(node: &Node, peer: u32, replica: &mut Option<Replica>, m: &
         }),
         Msg::Checkpoint { gen, epoch, serial } => match replica.as_mut() {
             None => Err(ENXIO),
+            // A stale primary's checkpoint (another ownership or set) is neither persisted nor
+            // acknowledged: its connection ends.
+            Some(r) if !checkpoint_applies(*gen, *epoch, r.gen, r.epoch) => Err(ESTALE),
             Some(r) => r.set_checkpoint(*serial).map(|()| {
                 bump(&node.counters.replica_checkpoints);
                 Msg::CheckpointAck { gen: *gen, epoch: *epoch, serial: *serial }
@@ -308,7 +318,7 @@ fn attach(node: &Node, peer: u32, replica: &mut Option<Replica>, a: &crate::pfco
         epoch: a.epoch,
         region_bytes: a.region_bytes,
     };
-    match Replica::open(dev, &want) {
+    match Replica::open(dev, &want, a.gen) {
         Ok(r) => {
             bump(&node.counters.replicas_attached);
             pr_info!(

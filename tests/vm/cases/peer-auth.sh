@@ -12,7 +12,8 @@
 #    (pf-wire as host 2) land in a replica slot in the on-flash format (`peerflash inspect`: the
 #    primary's uuid and serials, origin 2, checksums valid), a re-attach finds the same slot by
 #    (origin, uuid) and goes on after its records, a checkpoint is persisted and leaves only the
-#    records after it dirty, another host's replica of the same uuid gets its own slot, a local
+#    records after it dirty (one of another epoch is stale: not persisted, not acknowledged, the
+#    connection ends), another host's replica of the same uuid gets its own slot, a local
 #    volume of the same name never attaches to a replica slot, and a write flipped in transit
 #    cuts the connection with nothing written;
 #  - the secret appears in no attribute and no kernel log line; stopping the listener ends the
@@ -159,6 +160,11 @@ out=$($W --me 2 replicate $R --from 127.0.0.2 --first 41 --count 10 --checkpoint
 echo "$out"
 replica_check 2 50 50 20 30 1
 same "$(ps replica_checkpoints)" 1 "replica checkpoints"
+step "refused: a stale checkpoint (another epoch) is neither persisted nor acknowledged"
+out=$($W --me 2 replicate $R --from 127.0.0.2 --first 51 --count 0 --checkpoint 45 --checkpoint-epoch 0) || fail "stale checkpoint: $out"
+echo "$out"
+replica_check 2 50 50 20 30 1
+same "$(ps replica_checkpoints)" 1 "replica checkpoints after the stale one"
 step "replicas: another host's volume of the same uuid has its own slot"
 out=$($W --me 3 replicate $R --from 127.0.0.3 --count 2) || fail "replicate from host 3: $out"
 replica_check 3 2 2 2 0 2

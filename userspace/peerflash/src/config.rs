@@ -61,6 +61,7 @@ struct RawDatastore {
 struct RawPeer {
     cluster_id: Spanned<String>,
     secret_file: Spanned<String>,
+    replica_cache: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -111,6 +112,10 @@ pub struct Peer {
     pub cluster_id: String,
     /// A root-only file holding the cluster secret (64 hex digits); read by the agent.
     pub secret_file: String,
+    /// The cache device that holds the peers' replicas on each host (the same path on every
+    /// host; a device formatted with `format-cache`, usually the one the volumes use). None:
+    /// this host holds no replicas.
+    pub replica_cache: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -282,6 +287,9 @@ fn check_peer(c: &mut Checker<'_>, p: &Spanned<RawPeer>, hosts: &[Spanned<RawHos
         c.at(r.cluster_id.span(), "peer.cluster_id", "expected 32 hex digits, not all zero");
     }
     c.absolute_path(&r.secret_file, "peer.secret_file".into());
+    if let Some(p) = &r.replica_cache {
+        c.absolute_path(p, "peer.replica_cache".into());
+    }
     for (i, h) in hosts.iter().enumerate() {
         let a = h.get_ref().address.get_ref();
         if a.parse::<SocketAddr>().is_ok_and(|a| a.is_ipv6()) {
@@ -292,7 +300,11 @@ fn check_peer(c: &mut Checker<'_>, p: &Spanned<RawPeer>, hosts: &[Spanned<RawHos
             );
         }
     }
-    Peer { cluster_id: r.cluster_id.get_ref().to_ascii_lowercase(), secret_file: r.secret_file.get_ref().clone() }
+    Peer {
+        cluster_id: r.cluster_id.get_ref().to_ascii_lowercase(),
+        secret_file: r.secret_file.get_ref().clone(),
+        replica_cache: r.replica_cache.as_ref().map(|p| p.get_ref().clone()),
+    }
 }
 
 

@@ -50,6 +50,7 @@ pub fn configure(root: &Root, peer: &Peer, hosts: &[Host], me: &Host) -> Result<
     write("cluster_id", &format!("{}\n", peer.cluster_id))?;
     write("secret", &format!("{secret}\n"))?;
     write("hosts", &host_table(hosts))?;
+    write("replica_cache", &format!("{}\n", peer.replica_cache.as_deref().unwrap_or("")))?;
     write("listen", &format!("{}\n", me.address))?;
     Ok(())
 }
@@ -158,7 +159,11 @@ mod configure_tests {
         let secret = d.path().join("secret");
         std::fs::write(&secret, format!("{}\n", "5a".repeat(32))).unwrap();
         std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
-        let peer = Peer { cluster_id: "00112233445566778899aabbccddeeff".into(), secret_file: secret.display().to_string() };
+        let peer = Peer {
+            cluster_id: "00112233445566778899aabbccddeeff".into(),
+            secret_file: secret.display().to_string(),
+            replica_cache: Some("/dev/nvme0n1".into()),
+        };
         let hosts: Vec<Host> = (1..=2)
             .map(|i| Host { name: format!("hv{i}"), address: format!("10.0.0.{i}:7790").parse().unwrap(), id: i })
             .collect();
@@ -169,6 +174,7 @@ mod configure_tests {
         assert_eq!(read("secret"), format!("{}\n", "5a".repeat(32)));
         assert_eq!(read("hosts"), "1 10.0.0.1:7790\n2 10.0.0.2:7790\n");
         assert_eq!(read("listen"), "10.0.0.2:7790\n");
+        assert_eq!(read("replica_cache"), "/dev/nvme0n1\n");
         std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o640)).unwrap();
         std::fs::remove_file(tree.join("host_id")).unwrap();
         assert!(configure(&root, &peer, &hosts, &hosts[0]).is_err());

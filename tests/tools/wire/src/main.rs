@@ -88,6 +88,10 @@ enum Action {
         sectors: u32,
         #[arg(long)]
         checkpoint: Option<u64>,
+        /// Send the checkpoint with this epoch (the attach's is 1): another one is stale, and it
+        /// succeeds when the peer ends the connection without persisting or acknowledging it.
+        #[arg(long, default_value_t = 1)]
+        checkpoint_epoch: u64,
         #[arg(long)]
         flip: bool,
     },
@@ -293,11 +297,11 @@ fn main() -> Result<()> {
         }
         Action::Attack { target: Target { to, server, from }, kind, count } => attack(&cli, to, server, from, kind, count)?,
         Action::Serve { listen, client, client_addr, connections } => serve(&cli, listen, client, client_addr, connections)?,
-        Action::Replicate { target: Target { to, server, from }, ref uuid, volume_sectors, region_bytes, count, first, sectors, checkpoint, flip } => {
+        Action::Replicate { target: Target { to, server, from }, ref uuid, volume_sectors, region_bytes, count, first, sectors, checkpoint, checkpoint_epoch, flip } => {
             let uuid: [u8; 16] = handshake::parse_hex(uuid.as_bytes()).context("--uuid: expected 32 hex digits")?;
             let me = identity(&cli, None)?;
             let mut c = client_as(&me, to, server, from, None, Role::Data)?;
-            let want = Replicate { uuid, volume_sectors, region_bytes, count, first, sectors, checkpoint, flip };
+            let want = Replicate { uuid, volume_sectors, region_bytes, count, first, sectors, checkpoint, checkpoint_epoch, flip };
             replicate(&mut c, me.host, &want)?;
         }
     }
@@ -433,6 +437,7 @@ struct Replicate {
     first: u64,
     sectors: u32,
     checkpoint: Option<u64>,
+    checkpoint_epoch: u64,
     flip: bool,
 }
 
@@ -517,7 +522,15 @@ fn replicate(c: &mut Client, me: u32, w: &Replicate) -> Result<()> {
     }
     let mut cp = String::new();
     if let Some(serial) = w.checkpoint {
-        let f = call(c, &Msg::Checkpoint { gen: 1, epoch: 1, serial })?.context("the peer closed the connection at CHECKPOINT")?;
+        let m = Msg::Checkpoint { gen: 1, epoch: w.checkpoint_epoch, serial };
+        if w.checkpoint_epoch != 1 {
+            if call(c, &m)?.is_some() {
+                bail!("the peer answered a checkpoint of another epoch");
+            }
+            println!("refused: a checkpoint of epoch {} cut the connection ({acked} writes acked before it)", w.checkpoint_epoch);
+            return Ok(());
+        }
+        let f = call(c, &m)?.context("the peer closed the connection at CHECKPOINT")?;
         match decoded(&f)? {
             Msg::CheckpointAck { serial: s, .. } if s == serial => cp = format!(", checkpoint {serial} acked"),
             m => bail!("a wrong answer to CHECKPOINT: {:?}", m),
