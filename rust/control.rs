@@ -110,6 +110,7 @@ impl configfs::GroupOperations for Config {
                 cache_mib: 11,
                 force: 12,
                 replay: 13,
+                adopt: 14,
             ],
         };
         Ok(configfs::Group::new(
@@ -124,6 +125,7 @@ impl configfs::GroupOperations for Config {
                     cache_mib: 0,
                     force: false,
                     replay: false,
+                    adopt: None,
                     last_error: "",
                     running: None,
                     module: self.module,
@@ -154,6 +156,8 @@ struct VolumeInner {
     /// Replay the slot's records even after a removal with dirty data, or from its floor when
     /// no checkpoint copy is readable.
     replay: bool,
+    /// Adopt the replica slot of (origin host, volume uuid) on the cache device.
+    adopt: Option<(u16, [u8; 16])>,
     /// Why the last refused write was refused ("" after a success).
     last_error: &'static str,
     running: Option<Running>,
@@ -220,6 +224,7 @@ impl VolumeInner {
                     policy: self.policy,
                     mib: self.cache_mib,
                     force: self.force,
+                    adopt: self.adopt,
                 };
                 let a = match attach::attach(cpath, &dev, &want) {
                     Ok(a) => a,
@@ -583,6 +588,55 @@ impl AttributeOperations<13> for VolumeConfig {
             Ok(n @ (0 | 1)) => g.replay = n == 1,
             Ok(_) => return Err(g.refuse("replay is 0 or 1", ERANGE)),
             Err(e) => return Err(g.refuse(e.describe(), EINVAL)),
+        }
+        g.last_error = "";
+        Ok(())
+    }
+}
+
+#[vtable]
+impl AttributeOperations<14> for VolumeConfig {
+    type Data = VolumeConfig;
+
+    fn show(this: &VolumeConfig, page: &mut [u8; PAGE_SIZE]) -> Result<usize> {
+        match this.inner.lock().adopt {
+            None => show_fmt(page, fmt!("\n")),
+            Some((origin, uuid)) => {
+                let mut w = kernel::str::Formatter::new(page);
+                w.write_fmt(fmt!("{} ", origin))?;
+                for b in uuid {
+                    w.write_fmt(fmt!("{:02x}", b))?;
+                }
+                w.write_str("\n")?;
+                Ok(w.bytes_written())
+            }
+        }
+    }
+
+    /// `ORIGIN UUID` (a host id and 32 hex digits): at enable, the volume takes the replica slot
+    /// that this host's cache device holds for host ORIGIN's volume UUID, and replays it (the
+    /// primary's own flash is gone); an empty line: none.
+    fn store(this: &VolumeConfig, page: &[u8]) -> Result {
+        let mut g = this.inner.lock();
+        if g.running.is_some() {
+            return Err(g.refuse("adopt only matters before enabling", EBUSY));
+        }
+        let text = page.trim_ascii();
+        if text.is_empty() {
+            g.adopt = None;
+            g.last_error = "";
+            return Ok(());
+        }
+        let mut words = text.split(|&b| b == b' ').filter(|w| !w.is_empty());
+        let origin = words
+            .next()
+            .and_then(|w| core::str::from_utf8(w).ok())
+            .and_then(|w| w.parse::<u16>().ok())
+            .filter(|&o| o != 0);
+        let uuid = words.next().and_then(crate::pfcore::handshake::parse_hex::<16>);
+        match (origin, uuid, words.next()) {
+            (Some(o), Some(u), None) => g.adopt = Some((o, u)),
+            _ => return Err(g.refuse("adopt is a host id (1..65535) and a volume uuid of 32 hex digits", EINVAL)),
         }
         g.last_error = "";
         Ok(())

@@ -102,6 +102,9 @@ pub(crate) struct Want<'a> {
     pub(crate) mib: u64,
     /// Take back slots of volumes not running here when there is no room otherwise.
     pub(crate) force: bool,
+    /// Adopt the replica slot of (origin host id, volume uuid) as this volume's slot: the records
+    /// a peer held for a primary whose own flash is gone, replayed by the volume's attach.
+    pub(crate) adopt: Option<(u16, [u8; 16])>,
 }
 
 fn open_refusal(e: Error) -> Refusal {
@@ -154,6 +157,37 @@ pub(crate) fn attach(path: &CStr, backing: &BlockDev, want: &Want<'_>) -> Result
     // From here to the slot write, no other attach may read or change the slot table.
     let mut tables = SLOT_TABLES.lock();
     let scan = scan_slots(&dev, &sb, &tables, |s| s.is_local_named(want.name), &mut block)?;
+    if let Some((origin, uuid)) = want.adopt {
+        if scan.mine.is_some() {
+            return Err(("the cache device already holds a slot of this name: a replica is adopted only by a volume that has none", EEXIST));
+        }
+        let scan = scan_slots(&dev, &sb, &tables, |s| s.is_replica_of(origin, &uuid), &mut block)?;
+        let Some((i, s)) = scan.mine else {
+            return Err(("the cache device holds no replica slot of that host's volume uuid (see `peerflash inspect`)", ENOENT));
+        };
+        if s.backing_sectors != want.backing_sectors {
+            return Err(("the replica is of a volume of another size than this backing device", EINVAL));
+        }
+        if tables.iter().any(|&c| c == (devno, i)) {
+            return Err(("the replica is open (its primary's connection holds it)", EBUSY));
+        }
+        // The slot becomes this host's volume's: same uuid, records and checkpoints, so the
+        // attach's rebuild replays its dirty records as after a crash.
+        let slot = Slot {
+            name: Slot::pack_name(want.name),
+            policy: want.policy,
+            backing_path: Slot::pack_path(want.backing_path),
+            generation: s.generation.wrapping_add(1),
+            origin: 0,
+            epoch: 0,
+            ..s
+        };
+        block.fill(0);
+        slot.encode(&mut block, crc32c);
+        dev.write_sync(sb.slot_sector(i), &block).map_err(|e| ("cannot write the adopted slot", e))?;
+        pr_info!("cache slot {}: the replica of host {}'s volume is adopted\n", i, origin);
+        return Ok(Attached { claim: claim(&mut tables, devno, i)?, dev, sb, slot_index: i, slot, created: false, reclaimed: KVec::new() });
+    }
 
     if let Some((i, s)) = scan.mine {
         if s.backing_sectors != want.backing_sectors {

@@ -123,7 +123,8 @@ same "$(ps served)" 0 "connections served after the clients left"
 
 step "replicas: ATTACH is refused while this host holds no replicas"
 U=0123456789abcdef0123456789abcdef
-R="--to 127.0.0.1:7790 --server 1 --uuid $U"
+SZ=$(blockdev --getsz "$PF_SAN_DEV")
+R="--to 127.0.0.1:7790 --server 1 --uuid $U --volume-sectors $SZ"
 out=$($W --me 2 replicate $R --from 127.0.0.2 --count 1 2>&1) && fail "a replica attached without a replica cache: $out"
 echo "$out"
 case "$out" in *"errno -19"*) ;; *) fail "expected ENODEV: $out" ;; esac
@@ -180,6 +181,36 @@ echo "$out"
 replica_check 2 52 52 22 30 3
 sleep 1
 same "$(ps served)" 0 "connections served after the primaries left"
+
+step "a replica adopted when its primary's flash is gone: its records after the checkpoint replayed to the SAN"
+out=$(peerflash create lost --backing "$PF_SAN_DEV" --cache "$PF_CACHE_DEV" --adopt-replica 9:$U 2>&1) && fail "adopted a replica that does not exist: $out"
+case "$out" in *"no replica slot"*) echo "refused as expected: $out" ;; *) fail "adopt of no replica: $out" ;; esac
+dd if=/dev/zero of="$PF_SAN_DEV" bs=1M count=64 oflag=direct status=none
+peerflash create lost --backing "$PF_SAN_DEV" --cache "$PF_CACHE_DEV" --adopt-replica 2:$U > /dev/null || fail "adopt the replica"
+dmesg | grep "cache slot" | tail -2
+peerflash flush lost --timeout 60 || fail "flush of the adopted replica"
+same "$(cat /sys/block/pf-lost/peerflash/destaged_bytes)" $((22 * 4096)) "bytes the replay destaged"
+peerflash remove lost > /dev/null || fail "remove"
+echo 3 > /proc/sys/vm/drop_caches
+python3 - "$PF_SAN_DEV" "$SZ" <<'PY' || fail "the SAN does not hold the replica's writes"
+import sys
+dev, vs = sys.argv[1], int(sys.argv[2])
+f = open(dev, 'rb', buffering=0)
+bad = []
+for serial in range(1, 53):
+    lba = (serial * 8 * 3) % (vs - 8)
+    lba -= lba % 8
+    f.seek(lba * 512)
+    got = f.read(4096)
+    want = bytes(((serial * 31 + i // 512 * 7) & 0xff) for i in range(4096))
+    # Serials after the checkpoint (30) are replayed; those it covers were never on this SAN.
+    if (got == want) != (serial > 30):
+        bad.append(serial)
+        if len(bad) == 1:
+            print('serial', serial, 'lba', lba, 'got', got[:8].hex(), got[512:520].hex(), 'want', want[:8].hex(), want[512:520].hex(), 'zeros', got.count(0))
+assert not bad, ('serials wrong on the SAN', bad)
+print('the SAN holds the 22 writes after the checkpoint, and none it covers')
+PY
 
 step "the secret is in no attribute and no log"
 for f in $CFS/*; do

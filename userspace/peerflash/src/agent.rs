@@ -147,6 +147,7 @@ impl Agent {
             mib: None,
             force: false,
             replay: false,
+            adopt: None,
         };
         let device = crate::volume::create(&self.root, &v.name, &v.backing, Some(&cache))?.device;
         if v.san_group != 0 {

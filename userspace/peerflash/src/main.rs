@@ -76,6 +76,11 @@ enum Command {
         /// when the SAN holds nothing newer for them. `peerflash inspect` shows what they are.
         #[arg(long, requires = "cache")]
         replay: bool,
+        /// Take the replica this host's cache device holds for another host's volume, as
+        /// ORIGIN:UUID (the host id and the volume uuid `peerflash inspect` shows), as this
+        /// volume's slot and replay it to the backing device: when that host's own flash is gone.
+        #[arg(long, requires = "cache", value_parser = adopt_arg)]
+        adopt_replica: Option<(u16, String)>,
     },
     /// Remove a volume; refused while the volume is open.
     Remove {
@@ -370,6 +375,7 @@ fn run(cli: Cli) -> Result<()> {
             cache_mib,
             force,
             replay,
+            adopt_replica,
         } => {
             let c = cache.as_deref().map(|device| volume::CacheArgs {
                 device,
@@ -377,6 +383,7 @@ fn run(cli: Cli) -> Result<()> {
                 mib: cache_mib,
                 force,
                 replay,
+                adopt: adopt_replica,
             });
             let v = volume::create(&root, &name, &backing, c.as_ref())?;
             println!("created volume {} on {} as {}", name, backing, v.device);
@@ -457,4 +464,16 @@ fn main() -> ExitCode {
             ExitCode::from(code)
         }
     }
+}
+
+/// `ORIGIN:UUID` of `create --adopt-replica`: a host id 1..65535 and a uuid (32 hex digits,
+/// hyphens allowed).
+fn adopt_arg(s: &str) -> Result<(u16, String), String> {
+    let (origin, uuid) = s.split_once(':').ok_or("expected ORIGIN:UUID")?;
+    let origin: u16 = origin.parse().ok().filter(|&o| o != 0).ok_or("ORIGIN is a host id, 1..65535")?;
+    let uuid: String = uuid.chars().filter(|&c| c != '-').collect::<String>().to_ascii_lowercase();
+    if uuid.len() != 32 || !uuid.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err("UUID is 32 hex digits (hyphens allowed)".into());
+    }
+    Ok((origin, uuid))
 }

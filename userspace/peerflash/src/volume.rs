@@ -87,6 +87,8 @@ pub struct CacheArgs<'a> {
     /// Replay the slot's records even after a removal with dirty data, or from its floor when
     /// no checkpoint copy is readable.
     pub replay: bool,
+    /// Adopt the replica slot of (origin host id, volume uuid as 32 hex digits).
+    pub adopt: Option<(u16, String)>,
 }
 
 /// Slots on `device` of volumes other than `name` that are not running on this host: what a
@@ -175,6 +177,10 @@ pub fn create(
                     } else {
                         Ok(())
                     }
+                })
+                .and_then(|()| match &c.adopt {
+                    Some((origin, uuid)) => root.write(name, "adopt", &format!("{origin} {uuid}")),
+                    None => Ok(()),
                 }),
             None => Ok(()),
         })

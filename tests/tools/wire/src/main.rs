@@ -263,7 +263,11 @@ fn client_as(me: &Identity, to: SocketAddrV4, server: u32, from: Option<Ipv4Addr
 
 fn sealed(session: &mut Session, m: &Msg<'_>) -> Vec<u8> {
     let mut p = vec![0u8; m.payload_len()];
-    m.encode_payload(&mut p).expect("sized");
+    // The codec encodes the fixed part; a WRITE's data follows it.
+    let fixed = m.encode_payload(&mut p).expect("sized");
+    if let Msg::Write(_, data) = m {
+        p[fixed..].copy_from_slice(data);
+    }
     let (h, t) = session.seal::<HmacSha256>(m.cmd(), 0, p.len(), [&p[..]]).expect("valid");
     [&h[..], &p, &t].concat()
 }
