@@ -123,6 +123,19 @@ fn format_refusal(e: FormatError) -> Refusal {
     (why, EINVAL)
 }
 
+/// The superblock of the opened cache device `dev`, checked, and a buffer of one of its blocks.
+fn superblock(dev: &BlockDev) -> Result<(Superblock, KVec<u8>), Refusal> {
+    let geo = dev.geometry();
+    let bs = geo.logical_block_size.max(META_BYTES as u32);
+    let mut block = KVec::from_elem(0u8, bs as usize, GFP_KERNEL).map_err(|_| ("out of memory", ENOMEM))?;
+    dev.read_sync(0, &mut block).map_err(|e| ("cannot read the cache device's superblock", e))?;
+    let sb = Superblock::decode(&block, geo.sectors, crc32c).map_err(format_refusal)?;
+    if sb.block_size != bs {
+        return Err(("the cache device's block size changed since it was formatted", EINVAL));
+    }
+    Ok((sb, block))
+}
+
 /// Opens the cache device at `path` for the volume `want` (exclusively for [`CACHE_HOLDER`],
 /// shared with the other volumes on it), and finds or makes its slot.
 pub(crate) fn attach(path: &CStr, backing: &BlockDev, want: &Want<'_>) -> Result<Attached, Refusal> {
@@ -138,14 +151,7 @@ pub(crate) fn attach(path: &CStr, backing: &BlockDev, want: &Want<'_>) -> Result
     if disk::is_ours(&dev) {
         return Err(("the cache device is a peerflash volume", EINVAL));
     }
-    let geo = dev.geometry();
-    let bs = geo.logical_block_size.max(META_BYTES as u32);
-    let mut block = KVec::from_elem(0u8, bs as usize, GFP_KERNEL).map_err(|_| ("out of memory", ENOMEM))?;
-    dev.read_sync(0, &mut block).map_err(|e| ("cannot read the cache device's superblock", e))?;
-    let sb = Superblock::decode(&block, geo.sectors, crc32c).map_err(format_refusal)?;
-    if sb.block_size != bs {
-        return Err(("the cache device's block size changed since it was formatted", EINVAL));
-    }
+    let (sb, mut block) = superblock(&dev)?;
     // The volume's blocks become at least the cache device's (`geometry::with_cache_block`):
     // refused here, before any slot is written, when the capacity cannot be a whole number of
     // them.
@@ -325,14 +331,7 @@ pub(crate) fn attach_replica(devno: u32, want: &ReplicaWant<'_>) -> Result<Attac
     if disk::is_ours(&dev) {
         return Err(("the replica cache device is a peerflash volume", EINVAL));
     }
-    let geo = dev.geometry();
-    let bs = geo.logical_block_size.max(META_BYTES as u32);
-    let mut block = KVec::from_elem(0u8, bs as usize, GFP_KERNEL).map_err(|_| ("out of memory", ENOMEM))?;
-    dev.read_sync(0, &mut block).map_err(|e| ("cannot read the cache device's superblock", e))?;
-    let sb = Superblock::decode(&block, geo.sectors, crc32c).map_err(format_refusal)?;
-    if sb.block_size != bs {
-        return Err(("the cache device's block size changed since it was formatted", EINVAL));
-    }
+    let (sb, mut block) = superblock(&dev)?;
     // Records keep the primary's lengths: they must be whole blocks of this device too.
     if want.block_size < sb.block_size || !want.block_size.is_multiple_of(sb.block_size) {
         return Err(("this host's cache blocks are larger than the primary's: its records would not be aligned", EINVAL));
