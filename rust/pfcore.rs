@@ -39,6 +39,8 @@ pub mod replica_log;
 pub mod replication;
 #[path = "../userspace/core/src/session.rs"]
 pub mod session;
+#[path = "../userspace/core/src/slot.rs"]
+pub mod slot;
 #[path = "../userspace/core/src/sysfs.rs"]
 pub mod sysfs;
 #[path = "../userspace/core/src/wire.rs"]

@@ -282,6 +282,22 @@ pub(crate) fn run(bios: KVec<Bio<'_>>) -> Result {
     set.as_ref().wait()
 }
 
+/// Reads `len` bytes at `sector` of `dev` into `pages` (from its start), in bios of at most 256
+/// pages submitted together, and waits.
+pub(crate) fn read_into(dev: &BlockDev, sector: u64, pages: &PageBuf, len: usize, bs: &BioSet) -> Result {
+    let chunk = 256 * PAGE_SIZE;
+    let mut bios = KVec::new();
+    let mut off = 0;
+    while off < len {
+        let n = chunk.min(len - off);
+        let mut b = Bio::new(dev, sector + (off / 512) as u64, 256, Dir::Read, bs)?;
+        b.add_buf(pages, off, n)?;
+        bios.push(b, GFP_IO_PATH)?;
+        off += n;
+    }
+    run(bios)
+}
+
 /// Makes every completed write to `dev` stable.
 pub(crate) fn flush(dev: &BlockDev) -> Result {
     // SAFETY: the device is open; `blkdev_issue_flush` waits for the flush.

@@ -28,7 +28,8 @@ use crate::blk::disk;
 use crate::klib::{self, crc32c};
 use crate::pfcore::errno::{self, Role};
 use crate::pfcore::geometry::GeometryError;
-use crate::pfcore::format::{largest_free_run, Checkpoint, FormatError, Slot, Superblock, LOG_LIMIT_STEP, META_BYTES};
+use crate::pfcore::format::{largest_free_run, Checkpoint, FormatError, Superblock, META_BYTES};
+use crate::pfcore::slot::{Slot, LOG_LIMIT_STEP};
 use crate::pfcore::policy::Policy;
 
 kernel::sync::global_lock! {
@@ -174,7 +175,7 @@ pub(crate) fn attach(path: &CStr, backing: &BlockDev, want: &Want<'_>) -> Result
         if s.backing_sectors != want.backing_sectors {
             return Err(("the replica is of a volume of another size than this backing device", EINVAL));
         }
-        if tables.iter().any(|&c| c == (devno, i)) {
+        if is_running(&tables, devno, i) {
             return Err(("the replica is open (its primary's connection holds it)", EBUSY));
         }
         // The slot becomes this host's volume's: same uuid, records and checkpoints, so the
@@ -256,19 +257,7 @@ pub(crate) fn attach(path: &CStr, backing: &BlockDev, want: &Want<'_>) -> Result
         origin: 0,
         epoch: 0,
     };
-    // Both checkpoint copies first (serial 0): a slot always has a readable checkpoint, so a
-    // slot whose copies are both unreadable later is damaged, never merely new
-    // (`pfcore::rebuild::start`).
-    let cp = Checkpoint { uuid, serial: 0, seq: 0 };
-    for copy in 0..2 {
-        block.fill(0);
-        cp.encode(&mut block, crc32c);
-        dev.write_sync(sb.checkpoint_sector(index, copy), &block)
-            .map_err(|e| ("cannot write the volume's checkpoint", e))?;
-    }
-    block.fill(0);
-    slot.encode(&mut block, crc32c);
-    dev.write_sync(sb.slot_sector(index), &block).map_err(|e| ("cannot write the volume's slot", e))?;
+    write_new_slot(&dev, &sb, index, &slot, &mut block)?;
     Ok(Attached {
         claim: claim(&mut tables, devno, index)?,
         dev,
@@ -278,6 +267,27 @@ pub(crate) fn attach(path: &CStr, backing: &BlockDev, want: &Want<'_>) -> Result
         created: true,
         reclaimed,
     })
+}
+
+/// Writes a new slot `slot` at `index`: both checkpoint copies first (serial 0), so a slot always
+/// has a readable checkpoint and one whose copies are both unreadable later is damaged, never
+/// merely new (`pfcore::rebuild::start`); then the slot block.
+fn write_new_slot(dev: &BlockDev, sb: &Superblock, index: u32, slot: &Slot, block: &mut KVec<u8>) -> Result<(), Refusal> {
+    let cp = Checkpoint { uuid: slot.uuid, serial: 0, seq: 0 };
+    for copy in 0..2 {
+        block.fill(0);
+        cp.encode(block, crc32c);
+        dev.write_sync(sb.checkpoint_sector(index, copy), block)
+            .map_err(|e| ("cannot write the slot's checkpoint", e))?;
+    }
+    block.fill(0);
+    slot.encode(block, crc32c);
+    dev.write_sync(sb.slot_sector(index), block).map_err(|e| ("cannot write the slot", e))
+}
+
+/// Whether slot `slot` of device `dev` is running (in the locked registry `tables`).
+fn is_running(tables: &KVec<(u32, u32)>, dev: u32, slot: u32) -> bool {
+    tables.iter().any(|&c| c == (dev, slot))
 }
 
 /// Registers slot `slot` of device `dev` as running (`tables` is the locked registry).
@@ -343,7 +353,7 @@ pub(crate) fn attach_replica(devno: u32, want: &ReplicaWant<'_>) -> Result<Attac
         if s.backing_sectors != want.sectors {
             return Err(("the replica slot holds this volume for another size", EINVAL));
         }
-        if tables.iter().any(|&c| c == (devno, i)) {
+        if is_running(&tables, devno, i) {
             return Err(("the replica is already open (another connection of the primary holds it)", EBUSY));
         }
         let mut slot = s;
@@ -379,16 +389,7 @@ pub(crate) fn attach_replica(devno: u32, want: &ReplicaWant<'_>) -> Result<Attac
         origin: want.origin,
         epoch: want.epoch,
     };
-    let cp = Checkpoint { uuid: want.uuid, serial: 0, seq: 0 };
-    for copy in 0..2 {
-        block.fill(0);
-        cp.encode(&mut block, crc32c);
-        dev.write_sync(sb.checkpoint_sector(index, copy), &block)
-            .map_err(|e| ("cannot write the replica's checkpoint", e))?;
-    }
-    block.fill(0);
-    slot.encode(&mut block, crc32c);
-    dev.write_sync(sb.slot_sector(index), &block).map_err(|e| ("cannot write the replica slot", e))?;
+    write_new_slot(&dev, &sb, index, &slot, &mut block)?;
     Ok(Attached { claim: claim(&mut tables, devno, index)?, dev, sb, slot_index: index, slot, created: true, reclaimed: KVec::new() })
 }
 
@@ -415,7 +416,7 @@ fn scan_slots(dev: &BlockDev, sb: &Superblock, tables: &KVec<(u32, u32)>, is_min
                 used.push((s.first_segment, s.segments), GFP_KERNEL).map_err(oom)?;
                 // A replica slot may hold the only copy of a peer's acknowledged writes: a
                 // forced attach never takes it back.
-                if !s.is_replica() && !tables.iter().any(|&c| c == (devno, i)) {
+                if !s.is_replica() && !is_running(tables, devno, i) {
                     idle.push((i, s), GFP_KERNEL).map_err(oom)?;
                 }
             }

@@ -22,7 +22,7 @@ mod fast;
 mod flush;
 mod index;
 mod read;
-mod rebuild;
+pub(crate) mod rebuild;
 mod san;
 mod state;
 mod stats;

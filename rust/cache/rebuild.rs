@@ -8,11 +8,11 @@ use kernel::rbtree::RBTree;
 
 use crate::blk::bdev::BlockDev;
 use crate::blk::bioset::BioSet;
-use crate::blk::dir::Dir;
-use crate::blk::io::{self, Bio, PageBuf};
+use crate::blk::io::{self, PageBuf};
 use crate::klib::crc32c;
 use crate::pfcore::destage::LogHead;
-use crate::pfcore::format::{self, Checkpoint, Slot, Superblock};
+use crate::pfcore::format::{self, Checkpoint, Superblock};
+use crate::pfcore::slot::Slot;
 use crate::pfcore::rebuild;
 use crate::pfcore::mode::Mode;
 
@@ -79,7 +79,7 @@ pub(super) fn state_from_flash(dev: &BlockDev, sb: &Superblock, slot_index: u32,
 
 /// The checkpoint the rebuild starts from and the seq of the newest copy, by the attach rules
 /// (`replay`: from the slot's floor when no copy is readable). An unreadable copy is no copy.
-fn read_checkpoint(dev: &BlockDev, sb: &Superblock, slot_index: u32, slot: &Slot, replay: bool) -> Result<(u64, u64), Refusal> {
+pub(crate) fn read_checkpoint(dev: &BlockDev, sb: &Superblock, slot_index: u32, slot: &Slot, replay: bool) -> Result<(u64, u64), Refusal> {
     let mut block = KVec::from_elem(0u8, sb.block_size as usize, GFP_KERNEL).map_err(oom)?;
     let mut cps = [None, None];
     for (copy, cp) in cps.iter_mut().enumerate() {
@@ -141,17 +141,7 @@ fn scan_region(dev: &BlockDev, sb: &Superblock, slot: &Slot, scan: &mut rebuild:
     let mut failed: Result = Ok(());
     for s in 0..slot.scan_segments() as usize {
         let base = sb.segment_sector(slot.first_segment + s as u64);
-        let mut bios = KVec::new();
-        let chunk = 256 * kernel::page::PAGE_SIZE;
-        let mut off = 0;
-        while off < seg_bytes {
-            let len = chunk.min(seg_bytes - off);
-            let mut b = Bio::new(dev, base + (off / 512) as u64, 256, Dir::Read, &bset).map_err(oom)?;
-            b.add_buf(&pages, off, len).map_err(oom)?;
-            bios.push(b, GFP_KERNEL).map_err(oom)?;
-            off += len;
-        }
-        io::run(bios).map_err(io_error)?;
+        io::read_into(dev, base, &pages, seg_bytes, &bset).map_err(io_error)?;
         pages.read(0, &mut buf).map_err(io_error)?;
         format::scan_segment(&buf, sb.block_size, crc32c, |at, found| {
             if let Some(h) = scan.note(s as u64, found, &slot.uuid, &bounds) {

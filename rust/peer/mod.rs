@@ -19,7 +19,8 @@
 //! (replica slots written from ATTACH, WRITE, FLUSH and CHECKPOINT). Not built: the primary's
 //! side (sending its writes, the ack rule, issue 15).
 //!
-//! Imports: `host` -> `listener` -> `replica`, `link` -> `node`; `replica` -> `cache::attach`.
+//! Imports: `host` -> `listener` -> `replica`, `link` -> `node`; `replica` -> `cache::attach`,
+//! `cache::rebuild` (the checkpoint read) and `blk::io`.
 //!
 //! Locks: `Node::config` (the identity and host table, copied out under it; never held across a
 //! socket call), `PeerHost::listener` (never held while a listener stops) and the listener's

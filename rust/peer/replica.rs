@@ -20,6 +20,7 @@ use crate::blk::bioset::BioSet;
 use crate::blk::dir::Dir;
 use crate::blk::io::{self, Bio, PageBuf};
 use crate::cache::attach::{self, Attached, Refusal, ReplicaWant};
+use crate::cache::rebuild::read_checkpoint;
 use crate::klib::crc32c;
 use crate::pfcore::format::{self, Checkpoint, Found, RecordHeader, RECORD_DIRTY};
 use crate::pfcore::rebuild::{self, SERIAL_LIMIT};
@@ -44,8 +45,6 @@ pub(crate) struct Replica {
     /// A header block.
     block: KVec<u8>,
     bset: Pin<KBox<BioSet>>,
-    /// Records written since the attach.
-    pub(crate) written: u64,
     /// The primary's ownership generation and replica-set epoch of the ATTACH: a CHECKPOINT of
     /// another is stale (`replication::checkpoint_applies`).
     gen: u64,
@@ -63,16 +62,9 @@ impl Replica {
         for _ in 0..n {
             seg_max.push(0u64, GFP_KERNEL).map_err(oom)?;
         }
-        let mut block = KVec::from_elem(0u8, bs, GFP_KERNEL).map_err(oom)?;
-        let mut cps = [None, None];
-        for (copy, cp) in cps.iter_mut().enumerate() {
-            if att.dev.read_sync(att.sb.checkpoint_sector(att.slot_index, copy as u32), &mut block).is_ok() {
-                *cp = Checkpoint::decode(&block, &att.slot.uuid, crc32c);
-            }
-        }
+        let block = KVec::from_elem(0u8, bs, GFP_KERNEL).map_err(oom)?;
         // A replica is always replayed from what it holds: no copy readable is the floor.
-        let checkpoint = rebuild::start(cps, att.slot.serial_floor, true).map_err(|e| (e.describe(), EINVAL))?;
-        let checkpoint_seq = Checkpoint::newest(cps[0], cps[1]).map_or(0, |c| c.seq);
+        let (checkpoint, checkpoint_seq) = read_checkpoint(&att.dev, &att.sb, att.slot_index, &att.slot, true)?;
         let rec = PageBuf::new(bs + rebuild::MAX_RECORD_SECTORS as usize * 512).map_err(oom)?;
         let bset = KBox::pin_init(BioSet::new(), GFP_KERNEL).map_err(oom)?;
         let seg_sectors = u64::from(att.sb.segment_sectors);
@@ -84,7 +76,6 @@ impl Replica {
             rec,
             block,
             bset,
-            written: 0,
             gen,
             epoch: want.epoch,
         };
@@ -106,17 +97,7 @@ impl Replica {
         let mut held = 0u64;
         for s in 0..slot.scan_segments() {
             let base = sb.segment_sector(slot.first_segment.checked_add(s).ok_or(("the replica slot is damaged", EINVAL))?);
-            let mut bios = KVec::new();
-            let chunk = 256 * kernel::page::PAGE_SIZE;
-            let mut off = 0;
-            while off < seg_bytes {
-                let len = chunk.min(seg_bytes - off);
-                let mut b = Bio::new(&self.att.dev, base + (off / 512) as u64, 256, Dir::Read, &self.bset).map_err(oom)?;
-                b.add_buf(&pages, off, len).map_err(oom)?;
-                bios.push(b, GFP_KERNEL).map_err(oom)?;
-                off += len;
-            }
-            io::run(bios).map_err(|e| ("cannot read the replica's records", e))?;
+            io::read_into(&self.att.dev, base, &pages, seg_bytes, &self.bset).map_err(|e| ("cannot read the replica's records", e))?;
             pages.read(0, &mut buf).map_err(|e| ("cannot read the replica's records", e))?;
             let mut max = 0u64;
             format::scan_segment(&buf, sb.block_size, crc32c, |_, found| {
@@ -213,9 +194,7 @@ impl Replica {
         // The head moves even when the write fails: the place may hold part of a record, which
         // its checksum makes a torn one, never served.
         self.log = log;
-        io::run(bios)?;
-        self.written = self.written.saturating_add(1);
-        Ok(())
+        io::run(bios)
     }
 
     /// Makes every acknowledged write of the replica stable.

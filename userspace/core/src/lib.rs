@@ -31,5 +31,6 @@ pub mod rebuild;
 pub mod replica_log;
 pub mod replication;
 pub mod session;
+pub mod slot;
 pub mod sysfs;
 pub mod wire;

@@ -1,6 +1,7 @@
 //! On-flash format: round trips, and every torn or corrupted item is refused.
 
 use peerflash_core::format::*;
+use peerflash_core::slot::*;
 use proptest::prelude::*;
 
 fn crc(prev: u32, data: &[u8]) -> u32 {

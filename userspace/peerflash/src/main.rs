@@ -471,9 +471,6 @@ fn main() -> ExitCode {
 fn adopt_arg(s: &str) -> Result<(u16, String), String> {
     let (origin, uuid) = s.split_once(':').ok_or("expected ORIGIN:UUID")?;
     let origin: u16 = origin.parse().ok().filter(|&o| o != 0).ok_or("ORIGIN is a host id, 1..65535")?;
-    let uuid: String = uuid.chars().filter(|&c| c != '-').collect::<String>().to_ascii_lowercase();
-    if uuid.len() != 32 || !uuid.chars().all(|c| c.is_ascii_hexdigit()) {
-        return Err("UUID is 32 hex digits (hyphens allowed)".into());
-    }
-    Ok((origin, uuid))
+    let uuid = uuid::Uuid::parse_str(uuid).map_err(|_| "UUID is 32 hex digits (hyphens allowed)")?;
+    Ok((origin, uuid.simple().to_string()))
 }

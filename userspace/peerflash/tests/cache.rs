@@ -5,6 +5,7 @@ use std::io::{Seek, SeekFrom, Write};
 use std::process::{Command, Output};
 
 use peerflash_core::format::*;
+use peerflash_core::slot::*;
 
 fn crc(prev: u32, data: &[u8]) -> u32 {
     crc32c::crc32c_append(prev, data)

@@ -9,7 +9,8 @@ use std::os::unix::fs::FileExt;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
-use peerflash_core::format::{Checkpoint, RecordHeader, Slot, Superblock, RECORD_DIRTY};
+use peerflash_core::format::{Checkpoint, RecordHeader, Superblock, RECORD_DIRTY};
+use peerflash_core::slot::Slot;
 
 fn crc(prev: u32, data: &[u8]) -> u32 {
     crc32c::crc32c_append(prev, data)

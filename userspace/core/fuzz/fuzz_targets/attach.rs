@@ -12,6 +12,7 @@ use peerflash_core::btree::BTreeIndex;
 use peerflash_core::destage::{self, BatchLimits};
 use peerflash_core::extent::{self, Extent, ExtentMap};
 use peerflash_core::format::*;
+use peerflash_core::slot::*;
 use peerflash_core::rebuild::{self, Bounds, Scan, SERIAL_LIMIT};
 
 fn crc(prev: u32, data: &[u8]) -> u32 {

@@ -5,6 +5,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use peerflash_core::format::*;
+use peerflash_core::slot::*;
 
 fn crc(prev: u32, data: &[u8]) -> u32 {
     crc32c::crc32c_append(prev, data)
