@@ -30,8 +30,12 @@ use crate::blk::disk::{self, Disk};
 use crate::cache::attach;
 use crate::cache::Cache;
 use crate::peer::host::PeerHost;
-use crate::pfcore::policy::{Policy, WBP_NOT_BUILT};
+use crate::peer::mirror::{Mirror, VolumeIdent};
+use crate::peer::node::SharedNode;
+use crate::pfcore::policy::Policy;
+use crate::pfcore::replication::{effective_policy, parse_set_config, set_change_ok, SetConfig};
 use crate::pfcore::errno::{self, Role};
+use crate::pfcore::sysfs::Attr;
 use crate::pfcore::{attr, geometry, names};
 use crate::volume::Volume;
 
@@ -111,6 +115,7 @@ impl configfs::GroupOperations for Config {
                 force: 12,
                 replay: 13,
                 adopt: 14,
+                replicas: 15,
             ],
         };
         Ok(configfs::Group::new(
@@ -126,6 +131,8 @@ impl configfs::GroupOperations for Config {
                     force: false,
                     replay: false,
                     adopt: None,
+                    replicas: None,
+                    node: self.node.node.clone(),
                     last_error: "",
                     running: None,
                     module: self.module,
@@ -158,6 +165,10 @@ struct VolumeInner {
     replay: bool,
     /// Adopt the replica slot of (origin host, volume uuid) on the cache device.
     adopt: Option<(u16, [u8; 16])>,
+    /// wbp: the replica set in force, the ownership generation and the count asked for.
+    replicas: Option<SetConfig>,
+    /// This host's peer identity (the replica set's connections are dialed with it).
+    node: SharedNode,
     /// Why the last refused write was refused ("" after a success).
     last_error: &'static str,
     running: Option<Running>,
@@ -272,6 +283,11 @@ impl VolumeInner {
             };
             limits.max_hw_sectors = limits.max_hw_sectors.min(c.max_request_sectors());
         }
+        if let Some(c) = &cache {
+            if let Err((why, e)) = self.start_peers(c, limits.sectors) {
+                return Err(self.refuse(why, e));
+            }
+        }
         let wq_name = CString::try_from_fmt(fmt!("pf-{}", self.name.to_str()?))?;
         let volume = Arc::pin_init(Volume::new(dev, cache, &wq_name)?, GFP_KERNEL)?;
         let destager = match volume.cache() {
@@ -305,6 +321,38 @@ impl VolumeInner {
         Ok(())
     }
 
+    /// wbp: opens the volume's replicas on the members of its set and hands them to the cache,
+    /// which runs write-through while the set has fewer members than asked for.
+    fn start_peers(&self, c: &Cache, sectors: u64) -> Result<(), (&'static str, Error)> {
+        if self.policy != Policy::WriteBackPeers {
+            return Ok(());
+        }
+        let Some(cfg) = self.replicas else {
+            return Err(("wbp needs the replica set: write `replicas` first", EINVAL));
+        };
+        if !cfg.set.is_empty() {
+            let mut name = [0u8; crate::pfcore::wire::NAME_BYTES];
+            let n = self.name.to_bytes();
+            name.get_mut(..n.len()).ok_or(("the volume name is too long", EINVAL))?.copy_from_slice(n);
+            let (uuid, region_bytes) = c.replica_ident();
+            let ident = VolumeIdent { uuid, name, sectors, block_size: c.block_size(), region_bytes };
+            let timeout = u32::try_from(Attr::PeerTimeoutMs.default_value()).unwrap_or(2000);
+            match Mirror::start(&self.node, ident, cfg, timeout) {
+                Ok(m) => c.set_peers(Some(m)),
+                Err((why, host, e)) => {
+                    pr_err!("volume {:?}: replica host {}: {} ({:?})\n", &*self.name, host, why, e);
+                    return Err((why, e));
+                }
+            }
+        }
+        let eff = effective_policy(Policy::WriteBackPeers, &cfg.set, cfg.wanted);
+        if eff != Policy::WriteBackPeers {
+            pr_warn!("volume {:?}: {} of {} replica hosts: running write-through\n", &*self.name, cfg.set.len(), cfg.wanted);
+        }
+        c.run_as(eff);
+        Ok(())
+    }
+
     fn stop(&mut self) -> Result {
         if let Some(r) = &self.running {
             if r.disk.claim_for_removal().is_err() {
@@ -315,6 +363,11 @@ impl VolumeInner {
             // In order: the disk (draining I/O), the destager, then the cache says what it
             // leaves on flash, then the volume and its devices go.
             let Running { disk, destager, volume, .. } = r;
+            // The replica connections end first: nothing may wait on a member while the disk
+            // drains and the destager stops (the disk is not open: nothing should).
+            if let Some(c) = volume.cache() {
+                c.set_peers(None);
+            }
             drop(disk);
             drop(destager);
             if let Some(c) = volume.cache() {
@@ -489,10 +542,13 @@ impl AttributeOperations<9> for VolumeConfig {
     fn store(this: &VolumeConfig, page: &[u8]) -> Result {
         let mut g = this.inner.lock();
         let Some(p) = Policy::parse(page) else {
-            return Err(g.refuse("expected wt or wb", EINVAL));
+            return Err(g.refuse("expected wt, wb or wbp", EINVAL));
         };
-        if !p.runs_here() {
-            return Err(g.refuse(WBP_NOT_BUILT, EINVAL));
+        if g.running.is_some() && (p == Policy::WriteBackPeers || g.policy == Policy::WriteBackPeers) {
+            if p == g.policy {
+                return Ok(());
+            }
+            return Err(g.refuse("a running volume does not change to or from wbp (remove it and create it again)", EBUSY));
         }
         if let Some(c) = g.running.as_ref().and_then(|r| r.volume.cache()) {
             if let Err(e) = c.set_policy(p) {
@@ -638,6 +694,59 @@ impl AttributeOperations<14> for VolumeConfig {
             (Some(o), Some(u), None) => g.adopt = Some((o, u)),
             _ => return Err(g.refuse("adopt is a host id (1..65535) and a volume uuid of 32 hex digits", EINVAL)),
         }
+        g.last_error = "";
+        Ok(())
+    }
+}
+
+#[vtable]
+impl AttributeOperations<15> for VolumeConfig {
+    type Data = VolumeConfig;
+
+    /// The replica set as last written: `EPOCH GEN WANTED HOST...` (empty: none).
+    fn show(this: &VolumeConfig, page: &mut [u8; PAGE_SIZE]) -> Result<usize> {
+        let Some(c) = this.inner.lock().replicas else {
+            return show_fmt(page, fmt!("\n"));
+        };
+        let mut w = kernel::str::Formatter::new(page);
+        w.write_fmt(fmt!("{} {} {}", c.set.epoch, c.gen, c.wanted))?;
+        for h in c.set.members() {
+            w.write_fmt(fmt!(" {}", h))?;
+        }
+        w.write_str("\n")?;
+        Ok(w.bytes_written())
+    }
+
+    /// `EPOCH GEN WANTED HOST...`: the replica set in force (the lock record's epoch and
+    /// members), the generation of this host's ownership and the number of members asked for.
+    /// Before enabling, any; while running, only a set at a higher epoch without some members
+    /// (the agent writes it after the lock record holds it): what waited for the members that
+    /// left is released, and with fewer members than asked for the volume runs write-through.
+    fn store(this: &VolumeConfig, page: &[u8]) -> Result {
+        let mut g = this.inner.lock();
+        let me = g.node.snapshot().host;
+        let new = match parse_set_config(page, me) {
+            Ok(c) => c,
+            Err(e) => return Err(g.refuse(e.describe(), EINVAL)),
+        };
+        let cache = g.running.as_ref().and_then(|r| r.volume.cache());
+        if let Some(c) = cache {
+            let Some(old) = g.replicas else {
+                return Err(g.refuse("the volume runs without a replica set", EBUSY));
+            };
+            if let Err(e) = set_change_ok(&old, &new) {
+                return Err(g.refuse(e.describe(), EINVAL));
+            }
+            if g.policy == Policy::WriteBackPeers {
+                if let Some(m) = c.peers() {
+                    if let Err(e) = m.change_set(new) {
+                        return Err(g.refuse("the volume closed while its members took the new set", e));
+                    }
+                }
+                c.run_as(effective_policy(Policy::WriteBackPeers, &new.set, new.wanted));
+            }
+        }
+        g.replicas = Some(new);
         g.last_error = "";
         Ok(())
     }

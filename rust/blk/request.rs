@@ -386,6 +386,12 @@ impl<T: Handler> Request<T> {
         self.rq.as_ptr()
     }
 
+    /// The request for the socket layer's zero-copy send (`net::sock`): valid, started and not
+    /// ended while `self` is borrowed.
+    pub(crate) fn as_raw(&self) -> *mut bindings::request {
+        self.raw()
+    }
+
     /// Whether the request is part of a flush sequence (a write with PREFLUSH, or the flush
     /// itself): such requests end from process context (see [`put_ref`]).
     pub(crate) fn in_flush_seq(&self) -> bool {

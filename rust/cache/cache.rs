@@ -6,7 +6,7 @@
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use kernel::prelude::*;
-use kernel::sync::{new_condvar, new_mutex, CondVar, Mutex};
+use kernel::sync::{new_condvar, new_mutex, Arc, CondVar, Mutex};
 
 use crate::blk::bdev::BlockDev;
 use crate::blk::bioset::BioSet;
@@ -23,6 +23,7 @@ use crate::pfcore::rebuild as rules;
 use crate::pfcore::mode::{CacheState, Mode};
 
 use super::attach::{Attached, Refusal, SlotClaim};
+use crate::peer::mirror::Mirror;
 use super::rebuild;
 use super::turns;
 use super::early::{Early, EARLY_WORDS};
@@ -90,6 +91,10 @@ pub(crate) struct Cache {
     pub(super) san_unflushed: AtomicBool,
     /// This volume's destager in the turns of its SAN group.
     pub(super) destager_id: u64,
+    /// wbp: the replica set on the peers (none: no members). A leaf (also taken under
+    /// `state`): cloned out, never held across I/O or while another lock is taken.
+    #[pin]
+    pub(super) peers: Mutex<Option<Arc<Mirror>>>,
     /// The slot is this volume's while the cache lives (a forced attach of another volume
     /// never takes it back).
     _claim: SlotClaim,
@@ -179,6 +184,7 @@ impl Cache {
             lease_until_ms: AtomicU64::new(0),
             san_unflushed: AtomicBool::new(false),
             destager_id: turns::new_id(),
+            peers <- new_mutex!(None),
             _claim: claim,
         }))
     }
@@ -263,6 +269,13 @@ impl Cache {
     pub(crate) fn max_request_sectors(&self) -> u32 {
         let room = self.sb.segment_sectors.saturating_sub(self.sb.block_sectors() as u32);
         (room.min(MAX_REQUEST_SECTORS) / 8 * 8).max(8)
+    }
+
+    /// What a replica of the volume is known by and sized for: its uuid and the bytes of its
+    /// region on flash.
+    pub(crate) fn replica_ident(&self) -> ([u8; 16], u64) {
+        let segs = self.slot.lock().segments;
+        (self.uuid, segs.saturating_mul(u64::from(self.sb.segment_sectors)).saturating_mul(512))
     }
 
     /// The cache device's block size in bytes (a record is a whole number of them).
@@ -401,6 +414,28 @@ impl Cache {
         self.changed.notify_all();
         self.work.notify_all();
         Ok(())
+    }
+
+    /// Runs with policy `p` without changing the slot's (a wbp volume with fewer members than it
+    /// asks for runs write-through: `replication::effective_policy`).
+    pub(crate) fn run_as(&self, p: Policy) {
+        self.lock().policy = p;
+        self.changed.notify_all();
+        self.work.notify_all();
+    }
+
+    /// Hands the cache the volume's replica set (none: no members).
+    pub(crate) fn set_peers(&self, m: Option<Arc<Mirror>>) {
+        let old = core::mem::replace(&mut *self.peers.lock(), m);
+        // Closed outside the lock: it stops threads.
+        if let Some(old) = old {
+            old.close();
+        }
+    }
+
+    /// The volume's replica set, if it has members.
+    pub(crate) fn peers(&self) -> Option<Arc<Mirror>> {
+        self.peers.lock().clone()
     }
 
     /// The header block of the record of `rq`'s data (its checksum covers the data).

@@ -44,6 +44,8 @@ enum Abandon {
     Fenced,
     /// The cache failed while it ran (a switch to bypass writes its own checkpoint).
     CacheFailed,
+    /// The volume closed while the members were persisting the checkpoint.
+    Closing,
 }
 
 /// A batch taken from the destage queue: its records (oldest first), the pieces of the index
@@ -226,10 +228,20 @@ impl Cache {
             return Ok(Err(why));
         }
         io::flush(san)?;
-        match self.write_checkpoint(b.checkpoint, true)? {
-            true => Ok(Ok(bytes)),
-            false => Ok(Err(Abandon::CacheFailed)),
+        if !self.write_checkpoint(b.checkpoint, true)? {
+            return Ok(Err(Abandon::CacheFailed));
         }
+        // Checkpoints travel: the members persist it and evict what it covers. The checkpoint
+        // counts (its records become clean, their segments reusable) only once every member
+        // of the set in force has it, so that the members' checkpoint is never below the
+        // primary's (`replication::members_checkpoint`): a SAN write that waits for the
+        // primary's checkpoint to cover older records waits for theirs too.
+        if let Some(m) = self.peers() {
+            if m.checkpoint(b.checkpoint).is_err() {
+                return Ok(Err(Abandon::Closing));
+            }
+        }
+        Ok(Ok(bytes))
     }
 
     /// Reads the batch's pieces (in flash order) from the log in few large reads, one buffer a

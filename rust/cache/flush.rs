@@ -34,7 +34,7 @@ impl Cache {
                 return Err(e);
             }
         }
-        if mode == Mode::Normal && (policy == Policy::WriteBack || dirty > 0) {
+        if mode == Mode::Normal && (policy != Policy::WriteThrough || dirty > 0) {
             if let Err(e) = io::flush(&self.dev) {
                 // What the flash acknowledged may not be stable: the cache has failed (dirty
                 // data: the volume fails; none: bypass). The flush fails either way.
@@ -46,6 +46,14 @@ impl Cache {
                 self.changed.notify_all();
                 pr_err!("cache device flush failed ({:?}); the volume is now {}\n", e, now);
                 return Err(e);
+            }
+        }
+        // wbp (or dirty data left from it): what the members acknowledged is made stable on
+        // their flash too. A member that does not answer is lost, and the flush waits until a
+        // set without it is in force.
+        if mode == Mode::Normal {
+            if let Some(m) = self.peers() {
+                m.flush().map_err(|_| EIO)?;
             }
         }
         Ok(())

@@ -51,6 +51,8 @@ pub(crate) struct Tunables {
     /// Non-zero: the volume's SAN group; its destager takes turns with the other volumes of
     /// the group (`super::turns`).
     pub(crate) san_group: AtomicU64,
+    /// wbp: a member that owes an answer this long is lost.
+    pub(crate) peer_timeout_ms: AtomicU64,
 }
 
 impl Default for Tunables {
@@ -65,6 +67,7 @@ impl Default for Tunables {
             destage_delay_ms: d(Attr::DestageDelayMs),
             read_populate: d(Attr::ReadPopulate),
             san_group: d(Attr::SanGroup),
+            peer_timeout_ms: d(Attr::PeerTimeoutMs),
         }
     }
 }

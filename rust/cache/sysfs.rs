@@ -54,6 +54,13 @@ impl Cache {
             Attr::TurnWaits => l(&c.turn_waits),
             Attr::FastWrites => l(&c.fast_writes),
             Attr::FencedBatches => l(&c.fenced_batches),
+            Attr::Replicas => {
+                return match self.peers() {
+                    Some(m) => m.show(w).map_err(|_| EINVAL),
+                    None => w.write_str("none\n").map_err(|_| EINVAL),
+                };
+            }
+            Attr::PeerTimeoutMs => l(&t.peer_timeout_ms),
         };
         w.write_fmt(fmt!("{v}\n")).map_err(|_| EINVAL)
     }
@@ -75,6 +82,13 @@ impl Cache {
             Attr::DestageDelayMs => &t.destage_delay_ms,
             Attr::ReadPopulate => &t.read_populate,
             Attr::SanGroup => &t.san_group,
+            Attr::PeerTimeoutMs => {
+                t.peer_timeout_ms.store(n, Ordering::Relaxed);
+                if let Some(m) = self.peers() {
+                    m.set_timeout(u32::try_from(n).unwrap_or(u32::MAX));
+                }
+                return Ok(());
+            }
             Attr::LeaseMs => {
                 // Validity from now in ms; 0 stops enforcing (the volume runs without a lease).
                 let until = if n == 0 { 0 } else { self.now_ms().saturating_add(n).max(1) };

@@ -8,7 +8,10 @@ use core::sync::atomic::Ordering;
 
 use kernel::prelude::*;
 
+use kernel::sync::Arc;
+
 use crate::blk::dir::Dir;
+use crate::peer::mirror::{self, Mirror};
 use crate::blk::io::{Bio, IoSet};
 use crate::blk::request::{Handler, Request};
 use crate::pfcore::admission::{admit_write, Admit};
@@ -28,6 +31,15 @@ struct Placed<'a> {
     off: u64,
     /// Write-through.
     wt: bool,
+    /// wbp: the replica set its record goes to; it completes once every member has it.
+    peers: Option<Arc<Mirror>>,
+}
+
+/// How a record's writes went: to flash, to the SAN (write-through), to the members (wbp).
+struct Outcome {
+    flash: Result,
+    san: Result,
+    peers: Result,
 }
 
 /// How [`Cache::place_write`] left a write.
@@ -104,6 +116,16 @@ impl Cache {
                     return Ok(Start::Done(self.san_request(b, rq)));
                 }
                 Admit::Place => {
+                    // wbp: the members in force when it is placed (none left: the volume runs
+                    // write-through, `effective_policy`, so a wbp write always has some).
+                    let peers = if g.policy == Policy::WriteBackPeers {
+                        match self.peers() {
+                            Some(m) => Some(m),
+                            None => return Ok(Start::Done(Err(EIO))),
+                        }
+                    } else {
+                        None
+                    };
                     if let Some((seg, off)) = g.place(footprint)? {
                         g.reserve_record(seg)?;
                         let op = self.begin_op(&mut g, lba, len, wt, Some(seg))?;
@@ -111,7 +133,7 @@ impl Cache {
                             g.wb_submitted = g.wb_submitted.max(op.serial());
                         }
                         drop(g);
-                        return Ok(Start::Placed(Placed { op, seg, off, wt }));
+                        return Ok(Start::Placed(Placed { op, seg, off, wt, peers }));
                     }
                 }
                 Admit::Blocked => {}
@@ -140,15 +162,21 @@ impl Cache {
     }
 
     /// The record's I/O: the header block and data to flash at the placed spot and, in
-    /// write-through, the data to the SAN in parallel. `Err`: the record could not be built
-    /// (no memory, or data the record bio cannot hold): nothing was written, an error for this
-    /// request only. `Ok((flash, san))`: how the writes went.
-    fn write_record<H: Handler>(&self, b: &Backend<'_>, rq: &Request<H>, p: &Placed<'_>) -> Result<(Result, Result)> {
+    /// parallel, in write-through the data to the SAN, in wbp the record to every member of
+    /// the replica set. `Err`: the record could not be built (no memory, or data the record bio
+    /// cannot hold): nothing was written, an error for this request only. `Ok`: how the writes
+    /// went.
+    fn write_record<H: Handler>(&self, b: &Backend<'_>, rq: &Request<H>, p: &Placed<'_>) -> Result<Outcome> {
         let (lba, len) = (rq.sector(), rq.sectors());
         let (serial, seg, off, wt) = (p.op.serial(), p.seg, p.off, p.wt);
         let at = self.seg_sector(seg) + off;
         let flags = if wt { 0 } else { RECORD_DIRTY };
         let hb = self.header_block(rq, flags, serial)?;
+        // Taken before any I/O: without it nothing is written.
+        let ticket = match &p.peers {
+            Some(m) => Some(m.ticket()?),
+            None => None,
+        };
         pin_init::stack_pin_init!(let flash_io = IoSet::new());
         pin_init::stack_pin_init!(let san_io = IoSet::new());
         let dir = if rq.is_fua() { Dir::WriteFua } else { Dir::Write };
@@ -164,19 +192,30 @@ impl Cache {
                 san_io.as_ref().submit(bio);
             }
         }
+        // The members get the record while the flash writes it (FUA stays FUA on theirs).
+        let mut peers = Ok(());
+        if let (Some(m), Some(t)) = (&p.peers, &ticket) {
+            let sectors = u32::try_from(len).map_err(|_| EINVAL);
+            peers = sectors.and_then(|n| m.send_write(t, rq, mirror::write_head(serial, lba, n, rq.is_fua())));
+        }
         let f = flash_io.as_ref().wait();
         let s = san_io.as_ref().wait().and(san);
         if wt && s.is_ok() {
             self.san_unflushed.store(true, Ordering::Release);
         }
-        Ok((f, s))
+        // The ack rule (`replication::write_may_complete`): every member of the set in force
+        // acknowledged it from its flash, or left the set by a durable change.
+        if let (Some(m), Some(t), true) = (&p.peers, &ticket, peers.is_ok()) {
+            peers = m.wait(t);
+        }
+        Ok(Outcome { flash: f, san: s, peers })
     }
 
     /// Records how the write went: ends its in-flight mark, indexes its record (or forgets its
     /// range), and treats a failed flash write as a cache failure.
-    fn record_write<H: Handler>(&self, rq: &Request<H>, p: Placed<'_>, result: Result<(Result, Result)>) -> Recorded {
+    fn record_write<H: Handler>(&self, rq: &Request<H>, p: Placed<'_>, result: Result<Outcome>) -> Recorded {
         let (lba, len) = (rq.sector(), rq.sectors());
-        let Placed { op, seg, off, wt } = p;
+        let Placed { op, seg, off, wt, .. } = p;
         let serial = op.serial();
         let flash = self.seg_sector(seg) + off + self.sb.block_sectors();
         let mut g = self.lock();
@@ -185,8 +224,8 @@ impl Cache {
         // The destager is woken when a full batch is ready; younger, smaller ones wait for its
         // timer (`destage_delay_ms`).
         let wake = !wt && g.dirty_sectors >= self.tunables.batch_sectors.load(Ordering::Relaxed);
-        let result = match result {
-            Ok(r) => r,
+        let (result, peers) = match result {
+            Ok(o) => ((o.flash, o.san), o.peers),
             Err(e) => {
                 drop(g);
                 self.changed.notify_all();
@@ -209,7 +248,9 @@ impl Cache {
                     if !wt && g.dirty_since_ms.is_none() {
                         g.dirty_since_ms = Some(self.now_ms());
                     }
-                    Ok(())
+                    // Its record is on flash and indexed (a restart replays it), but the
+                    // members' copies are not known (the volume is closing): not acknowledged.
+                    peers.map_err(|_| EIO)
                 }
                 Err(e) if wt => {
                     // No memory to index it: the SAN has the data and the range held no dirty

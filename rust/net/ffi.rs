@@ -15,7 +15,8 @@ extern "C" {
     pub(crate) fn pf_sock_bind_v4(sock: *mut bindings::socket, addr: u32, port: u16) -> i32;
     pub(crate) fn pf_sock_connect_v4(sock: *mut bindings::socket, addr: u32, port: u16) -> i32;
     pub(crate) fn pf_sock_peer_v4(sock: *mut bindings::socket, addr: *mut u32, port: *mut u16) -> i32;
-    pub(crate) fn pf_sock_send(sock: *mut bindings::socket, vec: *mut bindings::kvec, n: usize, len: usize) -> i32;
+    pub(crate) fn pf_sock_send(sock: *mut bindings::socket, vec: *mut bindings::kvec, n: usize, len: usize, more: bool) -> i32;
+    pub(crate) fn pf_sock_send_rq(sock: *mut bindings::socket, rq: *mut bindings::request) -> i32;
     pub(crate) fn pf_sock_recv(sock: *mut bindings::socket, buf: *mut u8, len: usize) -> i32;
     pub(crate) fn pf_sock_shutdown(sock: *mut bindings::socket);
     pub(crate) fn pf_msecs_to_jiffies(ms: u32) -> i64;

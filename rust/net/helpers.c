@@ -5,6 +5,7 @@
  * socket setup every in-kernel TCP user of the block layer does (nvme-tcp, nbd, DRBD). No
  * logic: each function is the API it names. The Rust declarations are in rust/net/ffi.rs.
  */
+#include <linux/blk-mq.h>
 #include <linux/in.h>
 #include <linux/net.h>
 #include <linux/nsproxy.h>
@@ -22,7 +23,8 @@ void pf_sock_release(struct socket *sock);
 int pf_sock_bind_v4(struct socket *sock, __be32 addr, __be16 port);
 int pf_sock_connect_v4(struct socket *sock, __be32 addr, __be16 port);
 int pf_sock_peer_v4(struct socket *sock, __be32 *addr, __be16 *port);
-int pf_sock_send(struct socket *sock, struct kvec *vec, size_t n, size_t len);
+int pf_sock_send(struct socket *sock, struct kvec *vec, size_t n, size_t len, bool more);
+int pf_sock_send_rq(struct socket *sock, struct request *rq);
 int pf_sock_recv(struct socket *sock, void *buf, size_t len);
 void pf_sock_shutdown(struct socket *sock);
 long pf_msecs_to_jiffies(unsigned int ms);
@@ -98,12 +100,44 @@ int pf_sock_peer_v4(struct socket *sock, __be32 *addr, __be16 *port)
 	return 0;
 }
 
-/* kernel_sendmsg of n kvecs (len bytes in all); no SIGPIPE. Returns bytes sent or -errno. */
-int pf_sock_send(struct socket *sock, struct kvec *vec, size_t n, size_t len)
+/*
+ * kernel_sendmsg of n kvecs (len bytes in all); no SIGPIPE; more: more of the frame follows
+ * (MSG_MORE). Returns bytes sent or -errno.
+ */
+int pf_sock_send(struct socket *sock, struct kvec *vec, size_t n, size_t len, bool more)
 {
-	struct msghdr msg = { .msg_flags = MSG_NOSIGNAL };
+	struct msghdr msg = { .msg_flags = MSG_NOSIGNAL | (more ? MSG_MORE : 0) };
 
 	return kernel_sendmsg(sock, &msg, vec, n, len);
+}
+
+/*
+ * Sends a write request's data pages without a copy (MSG_SPLICE_PAGES: the socket takes page
+ * references, as nvme-tcp does; a page that cannot be spliced, sendpage_ok, is copied), more
+ * of the frame following. Returns 0 when all of it went out, or -errno (the frame is broken:
+ * the caller ends the connection).
+ */
+int pf_sock_send_rq(struct socket *sock, struct request *rq)
+{
+	struct req_iterator iter;
+	struct bio_vec bv;
+
+	rq_for_each_segment(bv, rq, iter) {
+		while (bv.bv_len) {
+			struct msghdr msg = { .msg_flags = MSG_NOSIGNAL | MSG_MORE };
+			int ret;
+
+			if (sendpage_ok(bv.bv_page))
+				msg.msg_flags |= MSG_SPLICE_PAGES;
+			iov_iter_bvec(&msg.msg_iter, ITER_SOURCE, &bv, 1, bv.bv_len);
+			ret = sock_sendmsg(sock, &msg);
+			if (ret <= 0)
+				return ret ? ret : -EPIPE;
+			bv.bv_offset += ret;
+			bv.bv_len -= ret;
+		}
+	}
+	return 0;
 }
 
 /* kernel_recvmsg of len bytes into buf, waiting for all of them (or the timeout, or a close). */

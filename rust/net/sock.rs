@@ -9,6 +9,7 @@ use kernel::error::to_result;
 use kernel::prelude::*;
 
 use super::ffi;
+use crate::blk::request::{Handler, Request};
 use crate::blk::thread::NoIo;
 use crate::pfcore::hosts::Endpoint;
 
@@ -92,6 +93,25 @@ impl Sock {
 
     /// Sends all of `pieces` (at most [`MAX_PIECES`]), in order.
     pub(crate) fn send(&self, pieces: &[&[u8]]) -> Result {
+        self.send_flagged(pieces, false)
+    }
+
+    /// Like [`Sock::send`], with more of the same frame to follow at once (`MSG_MORE`).
+    pub(crate) fn send_more(&self, pieces: &[&[u8]]) -> Result {
+        self.send_flagged(pieces, true)
+    }
+
+    /// Sends the data of write request `rq` from its own pages, without a copy where the
+    /// kernel allows (`MSG_SPLICE_PAGES`), with more of the frame to follow. An error leaves
+    /// the stream in the middle of a frame: the caller ends the connection.
+    pub(crate) fn send_request<H: Handler>(&self, rq: &Request<H>) -> Result {
+        // SAFETY: `self.sock` is live (type invariant); `rq` is a started request that is not
+        // ended while it is borrowed, so its bios and pages stay valid for the call; the socket
+        // takes its own page references for what it keeps.
+        to_result(unsafe { ffi::pf_sock_send_rq(self.sock.as_ptr(), rq.as_raw()) })
+    }
+
+    fn send_flagged(&self, pieces: &[&[u8]], more: bool) -> Result {
         if pieces.len() > MAX_PIECES {
             return Err(EINVAL);
         }
@@ -111,7 +131,7 @@ impl Sock {
             }
             // SAFETY: `self.sock` is live (type invariant); each kvec points into a piece that is
             // borrowed for the whole call and only read.
-            let sent = unsafe { ffi::pf_sock_send(self.sock.as_ptr(), vec.as_mut_ptr(), n, len) };
+            let sent = unsafe { ffi::pf_sock_send(self.sock.as_ptr(), vec.as_mut_ptr(), n, len, more) };
             let mut sent = match usize::try_from(sent) {
                 Ok(0) => return Err(EPIPE),
                 Ok(s) => s,

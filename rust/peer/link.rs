@@ -12,7 +12,8 @@ use crate::net::sock::Sock;
 use crate::pfcore::handshake::{self, HandshakeError, Identity};
 use crate::pfcore::hosts::Endpoint;
 use crate::pfcore::session::Session;
-use crate::pfcore::wire::{self, Cmd, Dir, Header, Msg, Role, WireError, HEADER_BYTES, NONCE_BYTES, TAG_BYTES};
+use crate::blk::request::{Handler, Request};
+use crate::pfcore::wire::{self, Cmd, Dir, Header, Msg, Role, WireError, WriteHead, HEADER_BYTES, NONCE_BYTES, TAG_BYTES, WRITE_FIXED_BYTES};
 
 /// Longest payload a control connection accepts (every control message is smaller).
 pub(crate) const CONTROL_PAYLOAD: usize = 128;
@@ -160,16 +161,7 @@ impl Link {
 
     /// Seals and sends a message about replica `volume` (0: the connection).
     pub(crate) fn send(&mut self, m: &Msg<'_>, volume: u32) -> Result<(), LinkError> {
-        let mut payload = [0u8; CONTROL_PAYLOAD];
-        let fixed = m.encode_payload(&mut payload).ok_or(WireError::BadLength)?;
-        let fixed = payload.get(..fixed).unwrap_or(&[]);
-        let data: &[u8] = match m {
-            Msg::Write(_, d) => d,
-            _ => &[],
-        };
-        let (header, tag) = self.session.seal::<HmacSha256>(m.cmd(), volume, m.payload_len(), [fixed, data])?;
-        self.sock.send(&[&header, fixed, data, &tag])?;
-        Ok(())
+        send_frame(&self.sock, &mut self.session, m, volume)
     }
 
     /// Receives and checks the next frame into `buf` (its header first, then exactly its
@@ -177,15 +169,86 @@ impl Link {
     /// what is accepted: [`CONTROL_PAYLOAD`] on a control connection, `wire::MAX_PAYLOAD` on a
     /// data connection; a longer frame ends the connection before its payload is read.
     pub(crate) fn recv<'a>(&mut self, buf: &'a mut [u8]) -> Result<(Header, Msg<'a>), LinkError> {
-        let mut hb = [0u8; HEADER_BYTES];
-        if !self.sock.recv_or_idle(&mut hb)? {
-            return Err(LinkError::Idle);
-        }
-        let h = Header::decode(&hb)?;
-        let payload = buf.get_mut(..h.len as usize).ok_or(WireError::BadLength)?;
-        self.sock.recv_exact(payload)?;
-        let mut tag = [0u8; TAG_BYTES];
-        self.sock.recv_exact(&mut tag)?;
-        Ok(self.session.open::<HmacSha256>(&hb, payload, &tag)?)
+        recv_frame(&self.sock, &mut self.session, buf)
     }
+
+    /// Splits the link into a sending and a receiving half, for a sender and a receiving thread
+    /// that run at once (the session's two directions are numbered independently).
+    pub(crate) fn split(self) -> (LinkTx, LinkRx) {
+        let Link { sock, session, .. } = self;
+        let tx = LinkTx { sock: sock.clone(), session: session.clone() };
+        (tx, LinkRx { sock, session })
+    }
+}
+
+/// The sending half of a link ([`Link::split`]): only its send sequence is used.
+pub(crate) struct LinkTx {
+    pub(crate) sock: Arc<Sock>,
+    session: Session,
+}
+
+/// The receiving half of a link ([`Link::split`]): only its receive sequence is used.
+pub(crate) struct LinkRx {
+    pub(crate) sock: Arc<Sock>,
+    session: Session,
+}
+
+impl LinkTx {
+    /// Seals and sends a message (not a WRITE; see [`LinkTx::send_write`]).
+    pub(crate) fn send(&mut self, m: &Msg<'_>) -> Result<(), LinkError> {
+        send_frame(&self.sock, &mut self.session, m, 0)
+    }
+
+    /// Sends a WRITE of request `rq`'s data: the MAC is computed over the pages in place, then
+    /// header and fixed part, the pages themselves (no copy where the kernel allows) and the tag.
+    /// Any error leaves the stream broken: the caller ends the link.
+    pub(crate) fn send_write<H: Handler>(&mut self, head: &WriteHead, rq: &Request<H>) -> Result<(), LinkError> {
+        let m = Msg::Write(*head, &[]);
+        let mut fixed = [0u8; WRITE_FIXED_BYTES];
+        let n = m.encode_payload(&mut fixed).ok_or(WireError::BadLength)?;
+        let fixed = fixed.get(..n).unwrap_or(&[]);
+        let data = usize::try_from(head.sectors).map_err(|_| WireError::BadLength)?.checked_mul(512).ok_or(WireError::BadLength)?;
+        let len = n.checked_add(data).ok_or(WireError::BadLength)?;
+        let (header, tag) = self.session.seal_fed::<HmacSha256>(Cmd::Write, 0, len, |feed| {
+            feed(fixed);
+            rq.for_each_data(|p| feed(p));
+        })?;
+        self.sock.send_more(&[&header, fixed])?;
+        self.sock.send_request(rq)?;
+        self.sock.send(&[&tag])?;
+        Ok(())
+    }
+}
+
+impl LinkRx {
+    /// As [`Link::recv`].
+    pub(crate) fn recv<'a>(&mut self, buf: &'a mut [u8]) -> Result<(Header, Msg<'a>), LinkError> {
+        recv_frame(&self.sock, &mut self.session, buf)
+    }
+}
+
+fn send_frame(sock: &Sock, session: &mut Session, m: &Msg<'_>, volume: u32) -> Result<(), LinkError> {
+    let mut payload = [0u8; CONTROL_PAYLOAD];
+    let fixed = m.encode_payload(&mut payload).ok_or(WireError::BadLength)?;
+    let fixed = payload.get(..fixed).unwrap_or(&[]);
+    let data: &[u8] = match m {
+        Msg::Write(_, d) => d,
+        _ => &[],
+    };
+    let (header, tag) = session.seal::<HmacSha256>(m.cmd(), volume, m.payload_len(), [fixed, data])?;
+    sock.send(&[&header, fixed, data, &tag])?;
+    Ok(())
+}
+
+fn recv_frame<'a>(sock: &Sock, session: &mut Session, buf: &'a mut [u8]) -> Result<(Header, Msg<'a>), LinkError> {
+    let mut hb = [0u8; HEADER_BYTES];
+    if !sock.recv_or_idle(&mut hb)? {
+        return Err(LinkError::Idle);
+    }
+    let h = Header::decode(&hb)?;
+    let payload = buf.get_mut(..h.len as usize).ok_or(WireError::BadLength)?;
+    sock.recv_exact(payload)?;
+    let mut tag = [0u8; TAG_BYTES];
+    sock.recv_exact(&mut tag)?;
+    Ok(session.open::<HmacSha256>(&hb, payload, &tag)?)
 }

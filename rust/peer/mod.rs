@@ -31,6 +31,7 @@
 pub(crate) mod host;
 pub(crate) mod link;
 pub(crate) mod listener;
+pub(crate) mod mirror;
 pub(crate) mod node;
 pub(crate) mod probe;
 pub(crate) mod replica;

@@ -197,6 +197,24 @@ impl Replica {
         io::run(bios)
     }
 
+    /// Records epoch `epoch` of the primary's replica set in the slot (a replay uses a slot only
+    /// at the epoch of the set in force).
+    pub(crate) fn set_epoch(&mut self, epoch: u64) -> Result {
+        if epoch == self.att.slot.epoch {
+            self.epoch = epoch;
+            return Ok(());
+        }
+        let mut slot = self.att.slot;
+        slot.epoch = epoch;
+        slot.generation = slot.generation.wrapping_add(1);
+        self.block.fill(0);
+        slot.encode(&mut self.block, crc32c);
+        self.att.dev.write_sync(self.att.sb.slot_sector(self.att.slot_index), &self.block)?;
+        self.att.slot = slot;
+        self.epoch = epoch;
+        Ok(())
+    }
+
     /// Makes every acknowledged write of the replica stable.
     pub(crate) fn flush(&self) -> Result {
         io::flush(&self.att.dev)
@@ -282,8 +300,22 @@ fn attach(node: &Node, peer: u32, replica: &mut Option<Replica>, a: &crate::pfco
     let Ok(origin) = u16::try_from(peer) else {
         return refuse("host ids of replicas' primaries are at most 65535", EINVAL);
     };
-    if replica.is_some() {
-        return refuse("this connection has a replica open already", EBUSY);
+    if let Some(r) = replica.as_mut() {
+        // The same replica again at a newer epoch: the primary's set changed (a member left);
+        // the slot records the epoch it now serves.
+        if r.att.slot.uuid != a.uuid || r.gen != a.gen || a.epoch < r.epoch {
+            return refuse("this connection has another replica open already", EBUSY);
+        }
+        if let Err(e) = r.set_epoch(a.epoch) {
+            return refuse("cannot record the replica set's epoch", e);
+        }
+        return Msg::AttachOk(AttachOk {
+            uuid: a.uuid,
+            gen: a.gen,
+            contiguous: r.checkpoint(),
+            checkpoint: r.checkpoint(),
+            credit: r.credit(),
+        });
     }
     let Some(dev) = node.replica_cache.lock().as_ref().map(|&(dev, _)| dev) else {
         return refuse("this host holds no replicas (replica_cache is not set)", ENODEV);

@@ -276,6 +276,21 @@ pub fn run(filter: Option<&str>, host_only: bool, vm_only: bool) -> Result<ExitC
                 outcomes.push(cluster_case(&k, &b));
                 report(outcomes.last());
             }
+            // Scenario scripts with a `# test: nodes=N` line are cluster tests too.
+            for (name, path, n) in scenario_tests()? {
+                if wanted(&name) {
+                    eprintln!("    running {name}");
+                    let start = Instant::now();
+                    let r = crate::scenario::run(&k, &b, n, &path);
+                    outcomes.push(Outcome {
+                        name,
+                        passed: r.is_ok(),
+                        took: start.elapsed(),
+                        detail: r.err().map(|e| format!("{e:#}")).unwrap_or_default(),
+                    });
+                    report(outcomes.last());
+                }
+            }
             if wanted("cluster-failover") {
                 eprintln!("    running cluster-failover");
                 outcomes.push(failover_case(&k, &b));
@@ -303,6 +318,33 @@ pub fn run(filter: Option<&str>, host_only: bool, vm_only: bool) -> Result<ExitC
     })
 }
 
+/// The scenario scripts of `tests/vm/scenarios/` that are tests: those with a line
+/// `# test: nodes=N`; named `cluster-STEM`.
+fn scenario_tests() -> Result<Vec<(String, std::path::PathBuf, usize)>> {
+    let dir = env::repo_root().join("tests/vm/scenarios");
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(&dir).with_context(|| format!("cannot list {}", dir.display()))? {
+        let path = e?.path();
+        if path.extension().is_none_or(|x| x != "sh") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path)?;
+        if let Some(n) = scenario_nodes(&text) {
+            let stem = path.file_stem().map(|x| x.to_string_lossy().into_owned()).unwrap_or_default();
+            out.push((format!("cluster-{stem}"), path, n));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// N of a `# test: nodes=N` line.
+fn scenario_nodes(text: &str) -> Option<usize> {
+    text.lines()
+        .find_map(|l| l.strip_prefix("# test: nodes="))
+        .and_then(|n| n.trim().parse().ok())
+}
+
 fn report(o: Option<&Outcome>) {
     if let Some(o) = o {
         let verdict = if o.passed { "PASS" } else { "FAIL" };
@@ -316,6 +358,13 @@ fn report(o: Option<&Outcome>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn scenario_directives_name_cluster_tests() {
+        assert_eq!(scenario_nodes("# x\n# test: nodes=3\nrest"), Some(3));
+        assert_eq!(scenario_nodes("# test: nodes=x"), None);
+        assert_eq!(scenario_nodes("no directive"), None);
+    }
 
     #[test]
     fn counts_cargo_summaries() {

@@ -121,3 +121,88 @@ pub fn effective_policy(requested: Policy, durable: &ReplicaSet, wanted: usize) 
         p => p,
     }
 }
+
+/// What a volume's `replicas` attribute holds (Documentation/control-interface.md): the replica
+/// set in force (the lock record's epoch and members), the generation of this host's ownership
+/// of the volume, and how many members the volume asks for (`replicas` of the configuration).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SetConfig {
+    /// The set in force.
+    pub set: ReplicaSet,
+    /// The lock record's ownership generation (sent in ATTACH and CHECKPOINT).
+    pub gen: u64,
+    /// Members asked for, 1..=[`MAX_MEMBERS`].
+    pub wanted: usize,
+}
+
+/// Why a `replicas` value or change was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SetError {
+    /// Not `EPOCH GEN WANTED HOST...` in decimal.
+    Syntax,
+    /// WANTED is not 1..=3, or more hosts than 3.
+    Count,
+    /// A host id is 0, repeated, or this host's own.
+    Member,
+    /// A change that does not raise the epoch, changes the generation or the count asked for.
+    NotNewer,
+    /// A change that adds a member: a new member must first receive the dirty records
+    /// (resynchronisation, not built).
+    Adds,
+}
+
+impl SetError {
+    /// A short human explanation.
+    pub fn describe(&self) -> &'static str {
+        match self {
+            SetError::Syntax => "expected EPOCH GEN WANTED HOST... (decimal numbers)",
+            SetError::Count => "WANTED is 1 to 3 and at most 3 hosts are given",
+            SetError::Member => "a host id is 0, repeated or this host's own",
+            SetError::NotNewer => "a change of the set must raise the epoch and keep GEN and WANTED",
+            SetError::Adds => "a running volume's set can only lose members (resynchronising a new member is not built)",
+        }
+    }
+}
+
+/// Parses a `replicas` value, `EPOCH GEN WANTED HOST...` (blank-separated decimal numbers),
+/// for host `me` (never a member of its own set).
+pub fn parse_set_config(text: &[u8], me: u32) -> Result<SetConfig, SetError> {
+    let mut nums = [0u64; 3 + MAX_MEMBERS];
+    let mut n = 0;
+    for word in text.split(|b| b.is_ascii_whitespace()).filter(|w| !w.is_empty()) {
+        let slot = nums.get_mut(n).ok_or(SetError::Count)?;
+        *slot = super::attr::parse_u64(word).map_err(|_| SetError::Syntax)?;
+        n += 1;
+    }
+    let [epoch, gen, wanted, ..] = nums;
+    if n < 3 {
+        return Err(SetError::Syntax);
+    }
+    let wanted = usize::try_from(wanted).map_err(|_| SetError::Count)?;
+    if wanted == 0 || wanted > MAX_MEMBERS {
+        return Err(SetError::Count);
+    }
+    let mut members = [0u32; MAX_MEMBERS];
+    let hosts = nums.get(3..n).unwrap_or(&[]);
+    for (m, &h) in members.iter_mut().zip(hosts) {
+        *m = u32::try_from(h).map_err(|_| SetError::Member)?;
+        if *m == me {
+            return Err(SetError::Member);
+        }
+    }
+    let set = ReplicaSet::new(epoch, members.get(..hosts.len()).unwrap_or(&[])).ok_or(SetError::Member)?;
+    Ok(SetConfig { set, gen, wanted })
+}
+
+/// Whether a running volume may go from `old` to `new`: a higher epoch, the same generation and
+/// count asked for, and no member added (a member only leaves; adding one needs a
+/// resynchronisation of the dirty records, which is not built).
+pub fn set_change_ok(old: &SetConfig, new: &SetConfig) -> Result<(), SetError> {
+    if new.set.epoch <= old.set.epoch || new.gen != old.gen || new.wanted != old.wanted {
+        return Err(SetError::NotNewer);
+    }
+    if new.set.members().iter().any(|&m| !old.set.contains(m)) {
+        return Err(SetError::Adds);
+    }
+    Ok(())
+}

@@ -101,6 +101,41 @@ impl Session {
         Ok((header, tag))
     }
 
+    /// Like [`Session::seal`], for a payload fed in pieces by `feed` (a write's data, read in
+    /// place from its pages): the same header and tag as `seal` over the same bytes.
+    pub fn seal_fed<M: Mac>(
+        &mut self,
+        cmd: Cmd,
+        volume: u32,
+        payload_len: usize,
+        feed: impl FnOnce(&mut dyn FnMut(&[u8])),
+    ) -> Result<([u8; HEADER_BYTES], [u8; TAG_BYTES]), WireError> {
+        let len = u32::try_from(payload_len).map_err(|_| WireError::BadLength)?;
+        if !payload_len_ok(cmd, len) || cmd.is_handshake() {
+            return Err(WireError::BadLength);
+        }
+        let seq = self.next_send;
+        let next = seq.checked_add(1).ok_or(WireError::BadSequence)?;
+        let header = Header { cmd, len, volume, seq }.to_bytes();
+        let mut m = M::new(&self.key);
+        m.update(&[self.send.code()]);
+        m.update(&header);
+        let mut fed = 0usize;
+        feed(&mut |p: &[u8]| {
+            fed = fed.saturating_add(p.len());
+            m.update(p);
+        });
+        // The caller must feed exactly the payload the header announces.
+        if fed != payload_len {
+            return Err(WireError::BadLength);
+        }
+        self.next_send = next;
+        let full = m.finish();
+        let mut tag = [0u8; TAG_BYTES];
+        tag.copy_from_slice(&full[..TAG_BYTES]);
+        Ok((header, tag))
+    }
+
     /// Checks a received frame: its header must be the next of the other side's sequence and its
     /// tag must verify over the header and `payload`. Only then is the payload decoded. A
     /// failure leaves the sequence where it was (the caller drops the connection).

@@ -38,6 +38,8 @@ pub enum Attr {
     TurnWaits,
     FastWrites,
     FencedBatches,
+    Replicas,
+    PeerTimeoutMs,
 }
 
 /// What a write to a file may do.
@@ -77,7 +79,7 @@ const fn rw(attr: Attr, name: &'static CStr, min: u64, max: u64, default: u64, d
 }
 
 /// Number of files.
-pub const COUNT: usize = 30;
+pub const COUNT: usize = 32;
 
 /// The files, in the order of [`Attr`] (`ATTRS[a as usize].attr == a`, checked by a test).
 pub const ATTRS: [Spec; COUNT] = [
@@ -111,6 +113,8 @@ pub const ATTRS: [Spec; COUNT] = [
     ro(Attr::TurnWaits, c"turn_waits", "batches that waited for another volume's turn in the SAN group"),
     ro(Attr::FastWrites, c"fast_writes", "wb writes that took the fast path"),
     ro(Attr::FencedBatches, c"fenced_batches", "destage batches abandoned because the lease ran out while they ran"),
+    ro(Attr::Replicas, c"replicas", "wbp: the replica set in force and each member's state"),
+    rw(Attr::PeerTimeoutMs, c"peer_timeout_ms", 200, 60_000, 2000, "wbp: a member that owes an answer this long is lost"),
 ];
 
 /// `(name, writable)` of every file, in order: what the block layer's sysfs directory is made of.

@@ -386,3 +386,35 @@ fn a_discard_waits_for_the_members_checkpoint() {
     assert!(m.ops.last().is_some_and(|o| o.completed && o.len == 2), "the discard went once the member held the checkpoint");
     m.crash_checks().unwrap();
 }
+
+/// The `replicas` attribute: what parses, what is refused, and which changes a running volume
+/// may make.
+#[test]
+fn set_configs_parse_and_change_only_by_losing_members() {
+    use peerflash_core::replication::{parse_set_config, set_change_ok, SetConfig, SetError};
+    let c = parse_set_config(b"3 7 2 2 3\n", 1).unwrap();
+    assert_eq!((c.set.epoch, c.gen, c.wanted, c.set.members()), (3, 7, 2, &[2u32, 3][..]));
+    assert_eq!(parse_set_config(b"0 1 1", 1).unwrap().set.members(), &[] as &[u32]);
+    for (bad, why) in [
+        (&b""[..], SetError::Syntax),
+        (b"1 2", SetError::Syntax),
+        (b"1 x 1 2", SetError::Syntax),
+        (b"1 1 0 2", SetError::Count),
+        (b"1 1 4 2", SetError::Count),
+        (b"1 1 3 2 3 4 5", SetError::Count),
+        (b"1 1 2 2 2", SetError::Member),
+        (b"1 1 2 0", SetError::Member),
+        (b"1 1 2 1", SetError::Member),
+        (b"1 1 1 4294967296", SetError::Member),
+    ] {
+        assert_eq!(parse_set_config(bad, 1), Err(why), "{:?}", core::str::from_utf8(bad));
+    }
+    let old: SetConfig = parse_set_config(b"3 7 2 2 3", 1).unwrap();
+    let ok = |t: &[u8]| set_change_ok(&old, &parse_set_config(t, 1).unwrap());
+    assert_eq!(ok(b"4 7 2 3"), Ok(()));
+    assert_eq!(ok(b"4 7 2"), Ok(()));
+    assert_eq!(ok(b"3 7 2 3"), Err(SetError::NotNewer));
+    assert_eq!(ok(b"4 8 2 3"), Err(SetError::NotNewer));
+    assert_eq!(ok(b"4 7 1 3"), Err(SetError::NotNewer));
+    assert_eq!(ok(b"4 7 2 3 4"), Err(SetError::Adds));
+}

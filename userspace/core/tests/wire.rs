@@ -106,6 +106,29 @@ proptest! {
         }
     }
 
+    /// A payload fed in pieces (a write's pages, `seal_fed`) gets the header and tag `seal`
+    /// gives the same bytes, and a feed of another length is refused without using a sequence.
+    #[test]
+    fn fed_seal_is_the_seal(sectors in 1u32..6, fill: u8, cut: usize, key: [u8; 32], short in 1usize..4) {
+        let data: Vec<u8> = (0..sectors as usize * 512).map(|i| (i as u8) ^ fill).collect();
+        let head = WriteHead { serial: 5, lba: 8, sectors, flags: 0 };
+        let mut fixed = [0u8; WRITE_FIXED_BYTES];
+        let m = Msg::Write(head, &[]);
+        m.encode_payload(&mut fixed).unwrap();
+        let payload = [&fixed[..], &data].concat();
+        let (mut a, mut b) = (Session::new(key, Dir::ToServer), Session::new(key, Dir::ToServer));
+        let want = a.seal::<HmacSha256>(Cmd::Write, 3, payload.len(), [&payload[..]]);
+        let cut = cut % (payload.len() + 1);
+        let too_short = b.seal_fed::<HmacSha256>(Cmd::Write, 3, payload.len(), |f| f(&payload[..payload.len().saturating_sub(short)]));
+        prop_assert!(too_short.is_err());
+        prop_assert!(want.is_ok());
+        let got = b.seal_fed::<HmacSha256>(Cmd::Write, 3, payload.len(), |f| {
+            f(&payload[..cut]);
+            f(&payload[cut..]);
+        });
+        prop_assert_eq!(want, got);
+    }
+
     /// Flipping any one bit of a sealed frame gets it refused (nothing is decoded from it), and
     /// the session still accepts the genuine frame afterwards.
     #[test]

@@ -24,6 +24,7 @@ use peerflash_core::mode::CacheState;
 use peerflash_core::sysfs::Attr;
 use peerflash_core::lockrec::{start_decision, LockState, StartDecision};
 use peerflash_core::policy::Policy;
+use peerflash_core::replication::ReplicaSet;
 use peerflash_lease::{Datastore, Lease, LeaseError};
 use serde::{Deserialize, Serialize};
 
@@ -136,11 +137,14 @@ impl Agent {
             })
     }
 
-    /// Creates the volume here (replaying what this host's flash holds for it).
-    fn create(&self, v: &Volume) -> Result<String> {
-        // The module runs wt and wb; a wbp volume runs as wb (no replicas) until replication
-        // exists, its lock record saying wbp (Documentation/cluster-locks.md).
-        let policy = if v.policy.runs_here() { v.policy } else { Policy::WriteBack };
+    /// Creates the volume here (replaying what this host's flash holds for it). `replicas`: a
+    /// wbp volume's replica set (`EPOCH GEN WANTED HOST...`); without one a wbp volume runs as
+    /// wb (a replay of this host's own flash needs no peers).
+    fn create(&self, v: &Volume, replicas: Option<String>) -> Result<String> {
+        let policy = match (v.policy, &replicas) {
+            (Policy::WriteBackPeers, None) => Policy::WriteBack,
+            (p, _) => p,
+        };
         let cache = crate::volume::CacheArgs {
             device: self.cache_of(v)?,
             policy,
@@ -148,12 +152,45 @@ impl Agent {
             force: false,
             replay: false,
             adopt: None,
+            replicas,
         };
         let device = crate::volume::create(&self.root, &v.name, &v.backing, Some(&cache))?.device;
         if v.san_group != 0 {
             crate::sysfs::write(&v.name, Attr::SanGroup, u64::from(v.san_group))?;
         }
         Ok(device)
+    }
+
+    /// The host ids of `v`'s replica set as placed by the operator: the first `replicas` of
+    /// its `peers`, in the configuration's order.
+    fn placement(&self, v: &Volume) -> Result<Vec<u32>> {
+        v.peers
+            .iter()
+            .take(v.replicas as usize)
+            .map(|p| {
+                let h = self.cfg.hosts.iter().find(|h| &h.name == p);
+                h.and_then(|h| u32::try_from(h.id).ok())
+                    .ok_or_else(|| anyhow!("volume {}: peer {p} is not a host of the configuration", v.name))
+            })
+            .collect()
+    }
+
+    /// Records a new run of wbp volume `v` with its placed replica set at a new epoch (the
+    /// record first: the module's set is always one the record holds) and returns the
+    /// `replicas` attribute for it.
+    fn new_replica_set(&self, v: &Volume, lease: &Lease) -> Result<String> {
+        let members = self.placement(v)?;
+        let r = lease.update_record(|r| {
+            r.generation += 1;
+            let epoch = r.replicas.epoch + 1;
+            if let Some(set) = ReplicaSet::new(epoch, &members) {
+                r.replicas = set;
+            }
+        })?;
+        if r.replicas.members() != members.as_slice() {
+            bail!("volume {}: its replica set cannot be recorded", v.name);
+        }
+        Ok(replicas_attr(&r.replicas, r.generation, v.replicas))
     }
 
     /// Acquires `v`'s lease, waiting while a live host holds it.
@@ -202,7 +239,7 @@ impl Agent {
         ));
         let already = self.root.dir(&v.name).is_dir();
         if !already {
-            self.create(v)?;
+            self.create(v, None)?;
         }
         // Destage everything, copying the checkpoint into the record as it moves.
         let stop = std::sync::atomic::AtomicBool::new(false);
@@ -308,12 +345,49 @@ impl Agent {
         replay: bool,
         say: &mut dyn FnMut(String),
     ) -> Result<()> {
+        if v.policy == Policy::WriteBackPeers {
+            // This host's own flash first (as wb), then a new run with its replica set.
+            if replay {
+                self.replay_here(v, lease, false, say)?;
+            }
+            let set = self.new_replica_set(v, lease)?;
+            say(format!("{}: replica set {set} (epoch, generation, wanted, hosts)", v.name));
+            self.create(v, Some(set))?;
+            return self.mark_running(v, lease, false);
+        }
         if replay {
             self.replay_here(v, lease, true, say)?;
         } else {
-            self.create(v)?;
+            self.create(v, None)?;
         }
         self.mark_running(v, lease, true)
+    }
+
+    /// wbp: a member the module declared lost leaves the set: the record holds the set without
+    /// it at the next epoch, then the module puts that set in force (what waited for the member
+    /// completes). Never the other way round: the module never runs a set the record lacks.
+    fn drop_lost_members(&self, v: &Volume, lease: &Lease) -> Result<()> {
+        let text = std::fs::read_to_string(crate::sysfs::dir(&v.name).join(Attr::Replicas.name())).unwrap_or_default();
+        let lost = lost_hosts(&text);
+        if lost.is_empty() {
+            return Ok(());
+        }
+        let rec = lease.record();
+        let mut set = rec.replicas;
+        for h in &lost {
+            set = set.without(*h).ok_or_else(|| anyhow!("volume {}: the replica set's epoch overflows", v.name))?;
+        }
+        if set == rec.replicas {
+            return Ok(());
+        }
+        lease.update_record(|r| r.replicas = set)?;
+        let attr = replicas_attr(&set, rec.generation, v.replicas);
+        crate::running::set_replicas(&self.root, &v.name, &attr)?;
+        eprintln!(
+            "peerflash agent: {}: replica host(s) {lost:?} lost; the set is now {attr} (recorded, then in force)",
+            v.name
+        );
+        Ok(())
     }
 
     /// Records `v` running here (a new generation if `new_run`) and pushes the lease into the
@@ -436,12 +510,41 @@ impl Agent {
     fn tick(&self) {
         if let Ok(held) = self.held.lock() {
             for (name, lease) in held.iter() {
+                if let Some(v) = self.cfg.volumes.iter().find(|v| &v.name == name) {
+                    if v.policy == Policy::WriteBackPeers {
+                        if let Err(e) = self.drop_lost_members(v, lease) {
+                            eprintln!("peerflash agent: {name}: cannot change the replica set: {e:#}");
+                        }
+                    }
+                }
                 if let Err(e) = copy_checkpoint(lease, name) {
                     eprintln!("peerflash agent: {name}: cannot update the lock record: {e}");
                 }
             }
         }
     }
+}
+
+/// The `replicas` attribute of a set: `EPOCH GEN WANTED HOST...`.
+fn replicas_attr(set: &ReplicaSet, generation: u64, wanted: u32) -> String {
+    let mut s = format!("{} {} {}", set.epoch, generation, wanted);
+    for m in set.members() {
+        s.push_str(&format!(" {m}"));
+    }
+    s
+}
+
+/// The hosts the module's `replicas` file shows as lost (`host H state lost ...` lines).
+fn lost_hosts(text: &str) -> Vec<u32> {
+    text.lines()
+        .filter_map(|l| {
+            let w: Vec<&str> = l.split_whitespace().collect();
+            match w.as_slice() {
+                ["host", h, "state", "lost", ..] => h.parse().ok(),
+                _ => None,
+            }
+        })
+        .collect()
 }
 
 fn serve(agent: &Agent, stream: UnixStream) -> Result<()> {
@@ -594,4 +697,23 @@ pub fn socket_path(arg: Option<&str>) -> PathBuf {
     arg.map(PathBuf::from)
         .or_else(|| std::env::var_os("PEERFLASH_AGENT_SOCKET").map(PathBuf::from))
         .unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lost_members_are_read_from_the_modules_file() {
+        let text = "epoch 2 gen 5 wanted 2 members 2 3\n\
+                    host 2 state up owed 0 lag_bytes 0\n\
+                    host 3 state lost owed 4 lag_bytes 16384\n";
+        assert_eq!(lost_hosts(text), vec![3]);
+        assert_eq!(lost_hosts("none\n"), Vec::<u32>::new());
+        let set = ReplicaSet::new(2, &[2, 3]).unwrap().without(3).unwrap();
+        assert_eq!(replicas_attr(&set, 5, 2), "3 5 2 2");
+        // What the agent writes is what the module parses.
+        let c = peerflash_core::replication::parse_set_config(replicas_attr(&set, 5, 2).as_bytes(), 1).unwrap();
+        assert_eq!((c.set, c.gen, c.wanted), (set, 5, 2));
+    }
 }

@@ -277,6 +277,10 @@ pub struct VolumeReport {
     pub removed_dirty_at: u64,
     /// Bytes a replay would write to the SAN (after newer writes supersede older ones).
     pub dirty_bytes: u64,
+    /// CRC32C over (serial, lba, length, CRC32C of the data) of every dirty record, in serial
+    /// order, as 8 hex digits: equal on a primary and its replicas when they hold the same
+    /// records with the same data.
+    pub dirty_digest: String,
 }
 
 /// What `inspect` reports of a cache device.
@@ -356,7 +360,9 @@ pub fn inspect(path: &str, progress: bool) -> Result<Report> {
             invalid: 0,
             dirty_records: 0,
             dirty_bytes: 0,
+            dirty_digest: String::new(),
         };
+        let mut digest: Vec<(u64, u64, u32, u32)> = Vec::new();
         let mut index = BTreeIndex::default();
         let mut dirty: i64 = 0;
         let mut seg = vec![0u8; sb.segment_sectors as usize * SECTOR_SIZE as usize];
@@ -374,6 +380,9 @@ pub fn inspect(path: &str, progress: bool) -> Result<Report> {
                     }
                     if verdict == rebuild::Verdict::Replay {
                         r.dirty_records += 1;
+                        let at = (off + sb.block_sectors()) as usize * SECTOR_SIZE as usize;
+                        let data = seg.get(at..at + h.len as usize * SECTOR_SIZE as usize).unwrap_or(&[]);
+                        digest.push((h.serial, h.lba, h.len, crc32c::crc32c(data)));
                         let e = Extent {
                             lba: h.lba,
                             len: u64::from(h.len),
@@ -391,6 +400,14 @@ pub fn inspect(path: &str, progress: bool) -> Result<Report> {
             bar.inc(1);
         }
         r.dirty_bytes = u64::try_from(dirty).unwrap_or(0) * SECTOR_SIZE;
+        digest.sort_unstable();
+        let sum = digest.iter().fold(0u32, |c, (serial, lba, len, data)| {
+            let c = crc32c::crc32c_append(c, &serial.to_le_bytes());
+            let c = crc32c::crc32c_append(c, &lba.to_le_bytes());
+            let c = crc32c::crc32c_append(c, &len.to_le_bytes());
+            crc32c::crc32c_append(c, &data.to_le_bytes())
+        });
+        r.dirty_digest = format!("{sum:08x}");
         volumes.push(r);
     }
     bar.finish_and_clear();
@@ -427,7 +444,7 @@ impl Report {
             s.push_str(&format!(
                 "volume {} (slot {}){}\n  uuid: {}\n  policy: {}\n  backing: {}\n  region: segments {}..{}\n  \
                  checkpoint serial: {}{}\n  last serial: {}\n  records: {} valid, {} torn, {} invalid\n  \
-                 dirty after checkpoint: {} records, {} bytes{}\n",
+                 dirty after checkpoint: {} records, {} bytes (digest {}){}\n",
                 v.name,
                 v.slot,
                 if v.origin != 0 {
@@ -452,6 +469,7 @@ impl Report {
                 v.invalid,
                 v.dirty_records,
                 v.dirty_bytes,
+                v.dirty_digest,
                 if v.removed_dirty_at != 0 {
                     format!(
                         "\n  removed with dirty data {} ago: replayed only by `create --replay`",

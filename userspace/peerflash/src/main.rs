@@ -18,7 +18,7 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand, ValueEnum};
-use peerflash_core::policy::{Policy, WBP_NOT_BUILT};
+use peerflash_core::policy::Policy;
 
 #[derive(Parser)]
 #[command(name = "peerflash", version, about = "Manage peerflash cached volumes")]
@@ -33,17 +33,19 @@ enum Output {
     Json,
 }
 
-/// Parses `--policy`: the shared policy names; a policy the module cannot run yet is refused
-/// with the reason.
+/// Parses `--policy`: the shared policy names.
 fn policy_arg() -> impl clap::builder::TypedValueParser<Value = Policy> {
     use clap::builder::TypedValueParser;
-    clap::builder::PossibleValuesParser::new(Policy::ALL.map(Policy::name)).try_map(|s| {
-        match Policy::parse(s.as_bytes()) {
-            Some(p) if p.runs_here() => Ok(p),
-            Some(_) => Err(WBP_NOT_BUILT),
-            None => Err("not a policy"),
-        }
-    })
+    clap::builder::PossibleValuesParser::new(Policy::ALL.map(Policy::name))
+        .try_map(|s| Policy::parse(s.as_bytes()).ok_or("not a policy"))
+}
+
+/// Parses `--replicas`: `EPOCH GEN WANTED HOST...` by the module's own rules (host 0 stands
+/// for no host of its own: the module checks its id).
+fn replicas_arg(s: &str) -> Result<String, &'static str> {
+    peerflash_core::replication::parse_set_config(s.as_bytes(), 0)
+        .map(|_| s.split_whitespace().collect::<Vec<_>>().join(" "))
+        .map_err(|e| e.describe())
 }
 
 #[derive(Subcommand)]
@@ -81,6 +83,22 @@ enum Command {
         /// volume's slot and replay it to the backing device: when that host's own flash is gone.
         #[arg(long, requires = "cache", value_parser = adopt_arg)]
         adopt_replica: Option<(u16, String)>,
+        /// wbp: the replica set, "EPOCH GEN WANTED HOST...": the set's epoch, the generation of
+        /// this host's ownership, how many replica hosts the volume asks for, and the host ids
+        /// holding its replicas (the agent writes it from the lock record).
+        #[arg(long, requires = "cache", value_parser = replicas_arg)]
+        replicas: Option<String>,
+    },
+    /// wbp: put a new replica set in force on a running volume (a higher epoch, members only
+    /// leaving): what waited for the members that left completes; with fewer members than
+    /// asked for, the volume runs write-through. The agent does this after the lock record
+    /// holds the set.
+    SetReplicas {
+        /// Volume name.
+        name: String,
+        /// "EPOCH GEN WANTED HOST...".
+        #[arg(value_parser = replicas_arg)]
+        replicas: String,
     },
     /// Remove a volume; refused while the volume is open.
     Remove {
@@ -376,7 +394,11 @@ fn run(cli: Cli) -> Result<()> {
             force,
             replay,
             adopt_replica,
+            replicas,
         } => {
+            if policy == Policy::WriteBackPeers && replicas.is_none() {
+                return Err(error::VolumeError::Invalid("--policy wbp needs --replicas".into()).into());
+            }
             let c = cache.as_deref().map(|device| volume::CacheArgs {
                 device,
                 policy,
@@ -384,6 +406,7 @@ fn run(cli: Cli) -> Result<()> {
                 force,
                 replay,
                 adopt: adopt_replica,
+                replicas,
             });
             let v = volume::create(&root, &name, &backing, c.as_ref())?;
             println!("created volume {} on {} as {}", name, backing, v.device);
@@ -391,6 +414,10 @@ fn run(cli: Cli) -> Result<()> {
         Command::Remove { name } => {
             volume::remove(&root, &name)?;
             println!("removed volume {name}");
+        }
+        Command::SetReplicas { name, replicas } => {
+            running::set_replicas(&root, &name, &replicas)?;
+            println!("volume {name}: replica set {replicas}");
         }
         Command::SetPolicy { name, policy } => {
             running::set_policy(&root, &name, policy)?;

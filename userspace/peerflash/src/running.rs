@@ -37,6 +37,15 @@ pub fn set_policy(root: &Root, name: &str, policy: Policy) -> Result<()> {
     })
 }
 
+/// Puts replica set `replicas` (`EPOCH GEN WANTED HOST...`) in force on running volume `name`.
+pub fn set_replicas(root: &Root, name: &str, replicas: &str) -> Result<()> {
+    require_cached(root, name)?;
+    root.write(name, "replicas", replicas).map_err(|e| {
+        let why = root.read(name, "last_error").unwrap_or_default();
+        anyhow::anyhow!("cannot put replica set {replicas} in force on {name}: {why} ({e})")
+    })
+}
+
 /// Waits until everything written to the volume before the call is on the SAN: no dirty data
 /// and the checkpoint at the last serial seen at the start. A progress bar (on a terminal)
 /// counts the dirty bytes destaged.

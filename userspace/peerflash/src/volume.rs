@@ -89,6 +89,8 @@ pub struct CacheArgs<'a> {
     pub replay: bool,
     /// Adopt the replica slot of (origin host id, volume uuid as 32 hex digits).
     pub adopt: Option<(u16, String)>,
+    /// wbp: the replica set, `EPOCH GEN WANTED HOST...` (the `replicas` attribute).
+    pub replicas: Option<String>,
 }
 
 /// Slots on `device` of volumes other than `name` that are not running on this host: what a
@@ -180,6 +182,10 @@ pub fn create(
                 })
                 .and_then(|()| match &c.adopt {
                     Some((origin, uuid)) => root.write(name, "adopt", &format!("{origin} {uuid}")),
+                    None => Ok(()),
+                })
+                .and_then(|()| match &c.replicas {
+                    Some(r) => root.write(name, "replicas", r),
                     None => Ok(()),
                 }),
             None => Ok(()),
