@@ -123,18 +123,21 @@ int pf_sock_send_rq(struct socket *sock, struct request *rq)
 	struct bio_vec bv;
 
 	rq_for_each_segment(bv, rq, iter) {
-		while (bv.bv_len) {
+		/* A copy: the loop advances by bv's own length, which must stay whole. */
+		struct bio_vec left = bv;
+
+		while (left.bv_len) {
 			struct msghdr msg = { .msg_flags = MSG_NOSIGNAL | MSG_MORE };
 			int ret;
 
-			if (sendpage_ok(bv.bv_page))
+			if (sendpage_ok(left.bv_page))
 				msg.msg_flags |= MSG_SPLICE_PAGES;
-			iov_iter_bvec(&msg.msg_iter, ITER_SOURCE, &bv, 1, bv.bv_len);
+			iov_iter_bvec(&msg.msg_iter, ITER_SOURCE, &left, 1, left.bv_len);
 			ret = sock_sendmsg(sock, &msg);
 			if (ret <= 0)
 				return ret ? ret : -EPIPE;
-			bv.bv_offset += ret;
-			bv.bv_len -= ret;
+			left.bv_offset += ret;
+			left.bv_len -= ret;
 		}
 	}
 	return 0;

@@ -241,11 +241,6 @@ impl Mirror {
         self.acks.timeout_ms.store(ms, Ordering::Relaxed);
     }
 
-    /// The set in force and the count asked for.
-    pub(crate) fn config(&self) -> SetConfig {
-        self.set.lock().config
-    }
-
     /// A ticket for one request to every member (taken before the request's local I/O starts,
     /// so that a failure to allocate it fails nothing that was written).
     pub(crate) fn ticket(&self) -> Result<Arc<Ticket>> {
@@ -303,30 +298,32 @@ impl Mirror {
         }
     }
 
-    /// Sends one control message (`make` builds it from an id) to every member and waits for
-    /// every answer.
-    fn to_all(&self, expect: impl Fn(u64) -> Expect, make: impl Fn(u64) -> Msg<'static>) -> Result {
+    /// Sends one control message (`make` builds it from an id and the set in force) to every
+    /// member and waits for every answer. Queued under the set lock, so that no message of
+    /// an old epoch follows a set change's ATTACH on a member's connection.
+    fn to_all(&self, expect: impl Fn(u64) -> Expect, make: impl Fn(u64, &SetConfig) -> Msg<'static>) -> Result {
         let t = self.ticket()?;
-        let members = self.members()?;
-        t.left.store(members.len() as u32, Ordering::Release);
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        for m in members.iter() {
-            m.send(expect(id), Some(t.clone()), 0, |tx| tx.send(&make(id)));
+        {
+            let g = self.set.lock();
+            t.left.store(g.members.len() as u32, Ordering::Release);
+            let msg = make(id, &g.config);
+            for (m, _) in g.members.iter() {
+                m.send(expect(id), Some(t.clone()), 0, |tx| tx.send(&msg));
+            }
         }
         self.wait(&t)
     }
 
     /// Makes every write the members acknowledged stable on their flash (a PREFLUSH).
     pub(crate) fn flush(&self) -> Result {
-        self.to_all(Expect::Flush, |id| Msg::Flush { id })
+        self.to_all(Expect::Flush, |id, _| Msg::Flush { id })
     }
 
     /// Has every member persist checkpoint `serial` (they evict what it covers); returns once
     /// all did.
     pub(crate) fn checkpoint(&self, serial: u64) -> Result {
-        let cfg = self.config();
-        let (gen, epoch) = (cfg.gen, cfg.set.epoch);
-        self.to_all(move |_| Expect::Checkpoint(serial), move |_| Msg::Checkpoint { gen, epoch, serial })
+        self.to_all(move |_| Expect::Checkpoint(serial), move |_, c| Msg::Checkpoint { gen: c.gen, epoch: c.set.epoch, serial })
     }
 
     /// Puts set `new` in force (checked by the caller with `replication::set_change_ok`): the

@@ -29,10 +29,10 @@ const DEPTHS: [u32; 2] = [1, 16];
 
 /// One fio run.
 #[derive(Serialize, Clone, Copy)]
-struct Sample {
-    iops: f64,
-    mean_us: f64,
-    p99_us: f64,
+pub(crate) struct Sample {
+    pub(crate) iops: f64,
+    pub(crate) mean_us: f64,
+    pub(crate) p99_us: f64,
     /// CPU time of the whole guest per write completed, in a window of the run.
     cpu_us_per_write: f64,
     /// Share of the guest's CPUs busy in that window (1.0 = every vCPU all the time).
@@ -113,7 +113,7 @@ struct Report {
 }
 
 /// Reads write IOPS, mean and p99 completion latency (submission to completion) from fio's JSON.
-fn parse(path: &Path) -> Result<Sample> {
+pub(crate) fn parse(path: &Path) -> Result<Sample> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("no result {}", path.display()))?;
     // fio may print notes before the JSON object.
@@ -317,45 +317,57 @@ fn bars(
     what: &str,
     metric: impl Fn(&Sample) -> f64,
 ) -> Result<()> {
-    let rows: Vec<&Row> = report.results.iter().filter(|r| r.qd == qd).collect();
-    let top = rows.iter().map(|r| metric(&r.sample)).fold(1.0, f64::max) * 1.15;
-    let n = rows.len() as u32;
+    let items: Vec<(&str, f64, bool)> = report
+        .results
+        .iter()
+        .filter(|r| r.qd == qd)
+        .map(|r| (r.config, metric(&r.sample), r.config.starts_with("pf-")))
+        .collect();
+    bar_panel(panel, &format!("{what}, QD{qd}"), what, &items)
+}
+
+/// A bar chart panel titled `title`: one bar per `(name, value, highlighted)`, highlighted ones
+/// in blue, each with its value above it.
+pub(crate) fn bar_panel(
+    panel: &DrawingArea<SVGBackend<'_>, plotters::coord::Shift>,
+    title: &str,
+    y_desc: &str,
+    items: &[(&str, f64, bool)],
+) -> Result<()> {
+    let top = items.iter().map(|i| i.1).fold(1.0, f64::max) * 1.15;
+    let n = items.len() as u32;
     let mut c = ChartBuilder::on(panel)
-        .caption(format!("{what}, QD{qd}"), ("sans-serif", 18))
+        .caption(title, ("sans-serif", 18))
         .margin(12)
         .x_label_area_size(70)
         .y_label_area_size(60)
         .build_cartesian_2d((0..n).into_segmented(), 0.0..top)
         .map_err(|e| anyhow::anyhow!("{e:?}"))?;
-    let names: Vec<&str> = rows.iter().map(|r| r.config).collect();
+    let names: Vec<&str> = items.iter().map(|i| i.0).collect();
     c.configure_mesh()
         .disable_x_mesh()
-        .x_labels(rows.len())
+        .x_labels(items.len())
         .x_label_formatter(&|v| match v {
             SegmentValue::CenterOf(i) => names.get(*i as usize).copied().unwrap_or("").into(),
             _ => String::new(),
         })
-        .y_desc(what)
+        .y_desc(y_desc)
         .draw()
         .map_err(|e| anyhow::anyhow!("{e:?}"))?;
-    c.draw_series(rows.iter().enumerate().map(|(i, r)| {
-        let color = if r.config.starts_with("pf-") {
+    c.draw_series(items.iter().enumerate().map(|(i, &(_, v, hi))| {
+        let color = if hi {
             RGBColor(0x1f, 0x77, 0xb4)
         } else {
             RGBColor(0x99, 0x99, 0x99)
         };
         let i = i as u32;
         Rectangle::new(
-            [
-                (SegmentValue::Exact(i), 0.0),
-                (SegmentValue::Exact(i + 1), metric(&r.sample)),
-            ],
+            [(SegmentValue::Exact(i), 0.0), (SegmentValue::Exact(i + 1), v)],
             color.filled(),
         )
     }))
     .map_err(|e| anyhow::anyhow!("{e:?}"))?;
-    c.draw_series(rows.iter().enumerate().map(|(i, r)| {
-        let v = metric(&r.sample);
+    c.draw_series(items.iter().enumerate().map(|(i, &(_, v, _))| {
         Text::new(
             format!("{v:.0}"),
             (SegmentValue::CenterOf(i as u32), v + top * 0.02),

@@ -2,6 +2,7 @@
 //! and clusters, runs the tests and the demo. See Documentation/build-and-test.md.
 
 mod bench;
+mod bench_cluster;
 mod build;
 mod cluster;
 mod crash;
@@ -102,6 +103,11 @@ enum Command {
         /// Profile each run with perf in the guest and report the CPU time in CRC32C code.
         #[arg(long)]
         profile: bool,
+        /// The cluster benchmark instead: three VMs, wt, wb and wbp with one and two replica
+        /// hosts beside raw NVMe, the raw SAN and the 4 KiB round trip; target/bench/cluster.json
+        /// and cluster.svg.
+        #[arg(long, conflicts_with = "profile")]
+        cluster: bool,
     },
     /// Fuzz the on-flash parsers or the attach rules (libFuzzer through cargo-fuzz).
     Fuzz {
@@ -178,10 +184,15 @@ fn run(cli: Cli) -> Result<ExitCode> {
             secs,
             debug_kernel,
             profile,
+            cluster,
         } => {
             let k = setup::setup_flavor(setup::Flavor::bench_if(!debug_kernel))?;
             let b = build::build(&k)?;
-            bench::run(&k, &b, secs, profile)?;
+            if cluster {
+                bench_cluster::run(&k, &b, secs)?;
+            } else {
+                bench::run(&k, &b, secs, profile)?;
+            }
         }
         Command::Demo => {
             let k = setup::setup()?;

@@ -69,6 +69,11 @@ fn handle(c: &mut Cluster, ctl: &Path, id: u64) -> Result<(i32, String)> {
 
 /// Boots `n` nodes and runs `script`; fails when it does or a node's kernel log shows problems.
 pub fn run(k: &Kernel, b: &Built, n: usize, script: &Path) -> Result<()> {
+    run_with(k, b, n, script, &[])
+}
+
+/// [`run`], with `env` added to the script's environment.
+pub fn run_with(k: &Kernel, b: &Built, n: usize, script: &Path, env: &[(&str, String)]) -> Result<()> {
     let script = std::fs::canonicalize(script).with_context(|| format!("no script {}", script.display()))?;
     let name = script.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
     let dir = env::repo_root().join("target/vm").join(format!("cluster-{name}"));
@@ -83,6 +88,7 @@ pub fn run(k: &Kernel, b: &Built, n: usize, script: &Path) -> Result<()> {
         .env("PF_CTL", &ctl)
         .env("PF_NODES", n.to_string())
         .env("PF_REPO", env::repo_root())
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .spawn()
         .context("cannot run the scenario script")?;
     let mut next = 1u64;

@@ -9,8 +9,8 @@ pub enum Policy {
     WriteThrough,
     /// Write-back: a write completes once stable on flash; the destager writes it to the SAN.
     WriteBack,
-    /// Write-back with replicas: a write completes once stable on flash and on the volume's
-    /// peers. Replication is not built yet: the module refuses it ([`Policy::runs_here`]).
+    /// Write-back with replicas: a write completes once stable on flash and on every member of
+    /// the volume's replica set (`replication.rs`).
     WriteBackPeers,
 }
 
@@ -33,11 +33,6 @@ impl Policy {
         Self::ALL.into_iter().find(|p| p.name().as_bytes() == s)
     }
 
-    /// Whether the module can run a volume with it today (wbp needs replication).
-    pub fn runs_here(self) -> bool {
-        !matches!(self, Policy::WriteBackPeers)
-    }
-
     /// The code on flash and in lock records.
     pub fn code(self) -> u8 {
         match self {
@@ -58,6 +53,3 @@ impl core::fmt::Display for Policy {
         f.write_str(self.name())
     }
 }
-
-/// Why a policy cannot be used where it was asked for.
-pub const WBP_NOT_BUILT: &str = "policy wbp needs replication to peers, which is not built yet: use wt or wb";

@@ -65,7 +65,7 @@ fn list_is_sorted() {
 #[test]
 fn refusals_have_exit_codes_and_reasons() {
     let t = tempfile::tempdir().unwrap();
-    let cases: [(&[&str], i32, &str); 8] = [
+    let cases: [(&[&str], i32, &str); 9] = [
         (
             &["create", "a/b", "--backing", "/dev/vda"],
             2,
@@ -84,14 +84,19 @@ fn refusals_have_exit_codes_and_reasons() {
         (
             &["create", "v", "--backing", "/dev/vda", "--cache", "/dev/vdb", "--policy", "wbp"],
             2,
-            "policy wbp needs replication",
+            "--policy wbp needs --replicas",
         ),
+        (
+            &["create", "v", "--backing", "/dev/vda", "--cache", "/dev/vdb", "--policy", "wbp", "--replicas", "1 1 4 2"],
+            2,
+            "WANTED is 1 to 3",
+        ),
+        (&["set-replicas", "v", "2 1 2 2 2"], 2, "a host id is 0, repeated"),
         (
             &["create", "v", "--backing", "/dev/vda", "--cache", "/dev/vdb", "--policy", "wx"],
             2,
             "[possible values: wt, wb, wbp]",
         ),
-        (&["set-policy", "v", "wbp"], 2, "policy wbp needs replication"),
         (&["remove", "nothere"], 4, "volume nothere does not exist"),
         (&["status", "nothere"], 4, "volume nothere does not exist"),
     ];

@@ -1,0 +1,78 @@
+# The cluster benchmark (cargo xtask bench --cluster; xtask/src/bench_cluster.rs reads what it
+# leaves in node0's run directory): on node0, 4k random writes (fio, libaio, direct) at QD1 and
+# QD16 on
+#   nvme   the raw NVMe cache device
+#   san    the SAN disk behind dm-delay (3 ms per write, reads undelayed)
+#   wt, wb, wbp1 (replica on host 2), wbp2 (replicas on hosts 2 and 3): peerflash volumes over
+#          the delayed SAN
+# beside the 4 KiB TCP round trip from node0 to node1 (a userspace echo over the same network).
+# fio's JSON goes to $PF_RUN_DIR/bench/CONFIG-qdN.json of node0, the round trip to
+# $PF_RUN_DIR/bench/rtt.txt (mean and p50 in microseconds). PF_BENCH_SECS: seconds per run.
+SECS=${PF_BENCH_SECS:-8}
+CLUSTER=0f1e2d3c4b5a69788796a5b4c3d2e1f0
+SECRET=$(od -An -N32 -tx1 /dev/urandom | tr -d ' \n')
+HOSTS=""
+for i in 0 1 2; do HOSTS="$HOSTS$((i + 1)) $(node_ip $i):7790\n"; done
+for i in 0 1 2; do
+    on $i "modprobe peerflash && cd /sys/kernel/config/peerflash && echo $((i + 1)) > host_id && echo $CLUSTER > cluster_id && echo $SECRET > secret && printf '$HOSTS' > hosts && echo $(node_ip $i):7790 > listen" || fail "node$i: setup"
+done
+for i in 1 2; do
+    on $i "peerflash format-cache \$PF_CACHE_DEV --force > /dev/null && echo \$PF_CACHE_DEV > /sys/kernel/config/peerflash/replica_cache" || fail "node$i: replica cache"
+done
+
+# run CONFIG DEV: fio at QD1 and QD16 on DEV (node0).
+run() {
+    for qd in 1 16; do
+        on 0 "fio --name=$1-qd$qd --filename=$2 --rw=randwrite --bs=4k --ioengine=libaio --direct=1 --iodepth=$qd --size=1G --runtime=$SECS --time_based --ramp_time=1 --randrepeat=0 --norandommap --lat_percentiles=1 --output-format=json --output=\$PF_RUN_DIR/bench/$1-qd$qd.json > /dev/null 2>&1 && sed -n 's/.*\"iops\" : \\([0-9]*\\).*/\\1/p' \$PF_RUN_DIR/bench/$1-qd$qd.json | sed -n 2p" > /tmp/pf-bench-iops.$$ || fail "fio on $1 at QD$qd"
+        echo "$1 QD$qd: $(cat /tmp/pf-bench-iops.$$) write IOPS"
+    done
+    rm -f /tmp/pf-bench-iops.$$
+}
+
+on 0 "rm -rf \$PF_RUN_DIR/bench && mkdir -p \$PF_RUN_DIR/bench && modprobe dm-delay && dmsetup create pf-bench-san --table \"0 \$(blockdev --getsz \$PF_SAN_DEV) delay \$PF_SAN_DEV 0 0 \$PF_SAN_DEV 0 3\" && udevadm settle" || fail "node0: dm-delay"
+
+step "4 KiB TCP round trip node0 -> node1"
+on 1 "setsid python3 -c '
+import socket
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((\"$(node_ip 1)\", 7800)); s.listen(1)
+c, _ = s.accept(); c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+while True:
+    b = b\"\"
+    while len(b) < 4096:
+        x = c.recv(4096 - len(b))
+        if not x: raise SystemExit
+        b += x
+    c.sendall(b)
+' > /dev/null 2>&1 < /dev/null & sleep 2; echo echo server up" || fail "echo server"
+on 0 "python3 -c '
+import socket, time
+c = socket.create_connection((\"$(node_ip 1)\", 7800)); c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+m = bytes(4096); t = []
+for i in range(1100):
+    a = time.perf_counter(); c.sendall(m); n = 0
+    while n < 4096: n += len(c.recv(4096 - n))
+    t.append(time.perf_counter() - a)
+t = sorted(t[100:]); print(int(sum(t) / len(t) * 1e6), int(t[len(t) // 2] * 1e6))
+' > \$PF_RUN_DIR/bench/rtt.txt && cat \$PF_RUN_DIR/bench/rtt.txt" || fail "round trip"
+
+step "raw NVMe"
+run nvme "\$PF_CACHE_DEV"
+step "raw SAN (dm-delay 3 ms writes)"
+run san /dev/mapper/pf-bench-san
+
+# A fresh cache for each configuration; the replicas of earlier runs stay on the members' devices
+# (another uuid each time), so their replica caches hold four volumes' regions at most.
+for config in wt wb wbp1 wbp2; do
+    case $config in
+        wt) args="--policy wt" ;;
+        wb) args="--policy wb" ;;
+        wbp1) args="--policy wbp --replicas '1 1 1 2'" ;;
+        wbp2) args="--policy wbp --replicas '1 1 2 2 3'" ;;
+    esac
+    step "peerflash $config"
+    on 0 "peerflash format-cache \$PF_CACHE_DEV --force > /dev/null && peerflash create bench --backing /dev/mapper/pf-bench-san --cache \$PF_CACHE_DEV --cache-mib 112 $args && cat /sys/block/pf-bench/peerflash/policy" || fail "create $config"
+    run "$config" /dev/pf-bench
+    on 0 "S=/sys/block/pf-bench/peerflash; echo \"$config: state \$(cat \$S/state), dirty \$(cat \$S/dirty_bytes) bytes, write waits \$(cat \$S/write_waits)\"; cat \$S/replicas; peerflash remove bench" || fail "remove $config"
+done
+echo "bench done"
