@@ -37,3 +37,23 @@ netem() { n=$1; shift; _pf_req "$(_pf_next)" netem "$n" "$@"; }
 node_ip() { echo "192.0.2.$((11 + $1))"; }
 fail() { echo "FAIL: $*" >&2; exit 1; }
 step() { echo "--- $*"; }
+# peers_up N [CMD]: loads the module on nodes 0..N-1 and makes node I host I+1 of one cluster
+# (its id, a secret fresh for the run, the host table), listening on its address; CMD (sh, run
+# in /sys/kernel/config/peerflash) follows on each node.
+peers_up() {
+    _pu_n=$1
+    _pu_cmd=${2:-true}
+    _pu_secret=$(od -An -N32 -tx1 /dev/urandom | tr -d ' \n')
+    _pu_hosts=""
+    _pu_i=0
+    while [ $_pu_i -lt $_pu_n ]; do
+        _pu_hosts="$_pu_hosts$((_pu_i + 1)) $(node_ip $_pu_i):7790\n"
+        _pu_i=$((_pu_i + 1))
+    done
+    _pu_i=0
+    while [ $_pu_i -lt $_pu_n ]; do
+        on $_pu_i "modprobe peerflash && cd /sys/kernel/config/peerflash && echo $((_pu_i + 1)) > host_id && echo 0f1e2d3c4b5a69788796a5b4c3d2e1f0 > cluster_id && echo $_pu_secret > secret && printf '$_pu_hosts' > hosts && echo $(node_ip $_pu_i):7790 > listen && $_pu_cmd" ||
+            fail "node$_pu_i: peer setup"
+        _pu_i=$((_pu_i + 1))
+    done
+}

@@ -9,13 +9,7 @@
 # fio's JSON goes to $PF_RUN_DIR/bench/CONFIG-qdN.json of node0, the round trip to
 # $PF_RUN_DIR/bench/rtt.txt (mean and p50 in microseconds). PF_BENCH_SECS: seconds per run.
 SECS=${PF_BENCH_SECS:-8}
-CLUSTER=0f1e2d3c4b5a69788796a5b4c3d2e1f0
-SECRET=$(od -An -N32 -tx1 /dev/urandom | tr -d ' \n')
-HOSTS=""
-for i in 0 1 2; do HOSTS="$HOSTS$((i + 1)) $(node_ip $i):7790\n"; done
-for i in 0 1 2; do
-    on $i "modprobe peerflash && cd /sys/kernel/config/peerflash && echo $((i + 1)) > host_id && echo $CLUSTER > cluster_id && echo $SECRET > secret && printf '$HOSTS' > hosts && echo $(node_ip $i):7790 > listen" || fail "node$i: setup"
-done
+peers_up 3
 for i in 1 2; do
     on $i "peerflash format-cache \$PF_CACHE_DEV --force > /dev/null && echo \$PF_CACHE_DEV > /sys/kernel/config/peerflash/replica_cache" || fail "node$i: replica cache"
 done

@@ -3,13 +3,7 @@
 # cluster id, secret and host table; every node dials every other (authenticated pings, the
 # round trip measured); a cut link and a frozen node make a dial fail within its bound, and
 # both are reachable again once restored.
-CLUSTER=0f1e2d3c4b5a69788796a5b4c3d2e1f0
-SECRET=$(od -An -N32 -tx1 /dev/urandom | tr -d ' \n')
-HOSTS=""
-for i in 0 1 2; do HOSTS="$HOSTS$((i + 1)) $(node_ip $i):7790\n"; done
-for i in 0 1 2; do
-    on $i "modprobe peerflash && cd /sys/kernel/config/peerflash && echo $((i + 1)) > host_id && echo $CLUSTER > cluster_id && echo $SECRET > secret && printf '$HOSTS' > hosts && echo $(node_ip $i):7790 > listen && cat listen" || fail "node$i: setup"
-done
+peers_up 3 "cat listen"
 
 step "every node dials every other: handshake and 50 authenticated pings"
 for i in 0 1 2; do

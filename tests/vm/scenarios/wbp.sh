@@ -14,10 +14,6 @@
 #    trigger, then node0 is killed (power cut) and its flash never used again: node1's device
 #    alone holds every acknowledged write; adopting the replica replays it to the SAN, and fio
 #    verify_only on node1 finds 0 errors.
-CLUSTER=0f1e2d3c4b5a69788796a5b4c3d2e1f0
-SECRET=$(od -An -N32 -tx1 /dev/urandom | tr -d ' \n')
-HOSTS=""
-for i in 0 1 2; do HOSTS="$HOSTS$((i + 1)) $(node_ip $i):7790\n"; done
 RUN=$PF_REPO/target/vm/cluster-wbp
 S=/sys/block/pf-v/peerflash
 # The detection bound: peer_timeout_ms (2000) for the oldest answer owed, checked at each idle
@@ -37,9 +33,7 @@ print(eval(sys.argv[2]))
 EOF
 }
 
-for i in 0 1 2; do
-    on $i "modprobe peerflash && cd /sys/kernel/config/peerflash && echo $((i + 1)) > host_id && echo $CLUSTER > cluster_id && echo $SECRET > secret && printf '$HOSTS' > hosts && echo $(node_ip $i):7790 > listen && peerflash format-cache \$PF_CACHE_DEV --force > /dev/null && echo \$PF_CACHE_DEV > replica_cache" || fail "node$i: setup"
-done
+peers_up 3 "peerflash format-cache \$PF_CACHE_DEV --force > /dev/null && echo \$PF_CACHE_DEV > replica_cache"
 
 step "p=2: fio randwrite 4k QD16 and randrw 64k QD1 with verify, destaging paused"
 on 0 "peerflash create v --backing \$PF_SAN_DEV --cache \$PF_CACHE_DEV --cache-mib 192 --policy wbp --replicas '1 1 2 2 3' && echo 1 > $S/destage_paused && cat $S/policy $S/replicas" || fail "create wbp p=2"
@@ -79,7 +73,7 @@ echo "set without host 3 in force $change ms after the cut"
 policy=$(on 0 "cat $S/policy")
 [ "$policy" = wt ] || fail "with 1 of 2 members the volume runs $policy, expected wt"
 on 0 "while pgrep -x fio > /dev/null; do sleep 1; done" || fail "waiting for fio"
-python3 - "$RUN/node0/cut.json" > "$RUN/cut.txt" <<'EOF' || fail "fio across the cut: $(cat "$RUN/cut.txt")"
+python3 - "$RUN/node0/run/cut.json" > "$RUN/cut.txt" <<'EOF' || fail "fio across the cut: $(cat "$RUN/cut.txt")"
 import json, sys
 j = json.load(open(sys.argv[1]))["jobs"][0]
 w, r = j["write"], j["read"]
@@ -108,7 +102,7 @@ on 1 "peerflash inspect \$PF_CACHE_DEV" || fail "inspect on node1"
 # node1 still serves the dead primary's connection (and holds its replica open) until it has been
 # silent for 30 s: the adoption is retried until then.
 on 1 "i=0; until peerflash create v --backing \$PF_SAN_DEV --cache \$PF_CACHE_DEV --adopt-replica 1:$UUID; do i=\$((i + 1)); [ \$i -lt 30 ] || exit 1; sleep 3; done; cat $S/state" || fail "adopt the replica on node1"
-on 1 "peerflash flush v --timeout 600 && cd /tmp && fio --name=crash --filename=/dev/pf-v --rw=randwrite --bs=4k --iodepth=16 --ioengine=libaio --direct=1 --offset=128M --size=32M --verify=crc32c --randseed=14 --aux-path=$RUN/node0/state --verify_only --verify_state_load=1 --verify_fatal=1 > verify.log 2>&1; rc=\$?; grep -E 'err=|read:' verify.log | head -3; [ \$rc = 0 ] && grep -q 'err= 0' verify.log" || fail "fio verify_only of node0's acknowledged writes on node1"
+on 1 "peerflash flush v --timeout 600 && cd /tmp && fio --name=crash --filename=/dev/pf-v --rw=randwrite --bs=4k --iodepth=16 --ioengine=libaio --direct=1 --offset=128M --size=32M --verify=crc32c --randseed=14 --aux-path=$RUN/node0/run/state --verify_only --verify_state_load=1 --verify_fatal=1 > verify.log 2>&1; rc=\$?; grep -E 'err=|read:' verify.log | head -3; [ \$rc = 0 ] && grep -q 'err= 0' verify.log && grep -q 'read: IOPS' verify.log" || fail "fio verify_only of node0's acknowledged writes on node1"
 on 1 "peerflash remove v"
 for i in 1 2; do on $i "echo > /sys/kernel/config/peerflash/listen && rmmod peerflash" || fail "node$i: unload"; done
 echo "wbp: ok"
