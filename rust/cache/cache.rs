@@ -381,7 +381,14 @@ impl Cache {
         }
         g.floor = Some(Floor { writing: true, ..f });
         drop(g);
-        let r = self.write_checkpoint(f.serial, false);
+        let mut r = self.write_checkpoint(f.serial, false);
+        // wbp: the members hold the records the switch covers too; a replay of their replicas
+        // must not bring them back over what the SAN gets from now on.
+        if r.is_ok() {
+            if let Some(m) = self.peers() {
+                r = m.checkpoint(f.serial).map(|()| true);
+            }
+        }
         let mut g = self.lock();
         g.floor = None;
         match r {
