@@ -39,7 +39,7 @@ step "p=2: fio randwrite 4k QD16 and randrw 64k QD1 with verify, destaging pause
 on 0 "peerflash create v --backing \$PF_SAN_DEV --cache \$PF_CACHE_DEV --cache-mib 192 --policy wbp --replicas '1 1 2 2 3' && echo 1 > $S/destage_paused && cat $S/policy $S/replicas" || fail "create wbp p=2"
 on 0 "cd /tmp && fio --name=w4k --filename=/dev/pf-v --rw=randwrite --bs=4k --iodepth=16 --ioengine=libaio --direct=1 --size=16M --verify=crc32c --verify_fatal=1 --randseed=11 > w4k.log 2>&1; rc=\$?; grep -E 'err=|IOPS|clat \(' w4k.log | head -4; [ \$rc = 0 ] && grep -q 'err= 0' w4k.log" || fail "fio 4k QD16 verify on wbp p=2"
 on 0 "cd /tmp && fio --name=rw64k --filename=/dev/pf-v --rw=randrw --bs=64k --iodepth=1 --ioengine=libaio --direct=1 --offset=32M --size=16M --verify=crc32c --verify_fatal=1 --randseed=12 > rw64k.log 2>&1; rc=\$?; grep -E 'err=|IOPS' rw64k.log | head -4; [ \$rc = 0 ] && grep -q 'err= 0' rw64k.log" || fail "fio 64k QD1 randrw verify on wbp p=2"
-on 0 "cat $S/replicas; sync" || fail "replicas"
+on 0 "peerflash status v | sed -n '/policy/,/cache state/p'; peerflash status v --output json | python3 -c 'import json, sys; r = json.load(sys.stdin)[\"replicas\"]; assert r[\"members\"] == [2, 3] and all(p[\"state\"] == \"up\" for p in r[\"peers\"]), r'" || fail "status shows the replica set"
 zc=$(on 0 "awk '/^host/ { for (i = 1; i < NF; i++) if (\$i == \"zero_copy\") s += \$(i + 1) } END { print s + 0 }' $S/replicas")
 echo "zero-copy WRITE sends: $zc"
 [ "$zc" -gt 0 ] || fail "no WRITE went out without a copy"

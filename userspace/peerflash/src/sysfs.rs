@@ -62,3 +62,60 @@ pub fn write(name: &str, file: Attr, value: u64) -> Result<()> {
         .map_err(|e| anyhow::anyhow!("{}: {value} refused: {e:?}", p.display()))?;
     std::fs::write(&p, format!("{value}\n")).with_context(|| format!("cannot write {}", p.display()))
 }
+
+/// A wbp volume's replica set as the module shows it (`replicas`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Replicas {
+    pub epoch: u64,
+    pub generation: u64,
+    /// Members the volume asks for.
+    pub wanted: u64,
+    /// The set in force.
+    pub members: Vec<u64>,
+    /// Each member's state and counters (`host`, `state`, `owed`, `lag_bytes`, `lag_serials`,
+    /// `last_answer_ms_ago`, `credit`, `writes`, `bytes`, `zero_copy`, `checkpoint`,
+    /// `timeouts`, `nacks`), as the module names them.
+    pub peers: Vec<BTreeMap<String, String>>,
+}
+
+/// Parses the `replicas` file: `epoch E gen G wanted W members H...`, then a `host H key value
+/// ...` line per member; `None` for `none` (no members) or text of another shape.
+pub fn parse_replicas(text: &str) -> Option<Replicas> {
+    let mut lines = text.lines();
+    let head: Vec<&str> = lines.next()?.split_whitespace().collect();
+    let num = |s: &str| s.parse::<u64>().ok();
+    let (epoch, generation, wanted, members) = match head.as_slice() {
+        ["epoch", e, "gen", g, "wanted", w, "members", rest @ ..] => {
+            (num(e)?, num(g)?, num(w)?, rest.iter().map(|m| num(m)).collect::<Option<Vec<_>>>()?)
+        }
+        _ => return None,
+    };
+    let mut peers = Vec::new();
+    for l in lines.filter(|l| !l.trim().is_empty()) {
+        let words: Vec<&str> = l.split_whitespace().collect();
+        if words.len() % 2 != 0 || words.first() != Some(&"host") {
+            return None;
+        }
+        peers.push(words.chunks(2).map(|kv| (kv[0].to_string(), kv[1].to_string())).collect());
+    }
+    Some(Replicas { epoch, generation, wanted, members, peers })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replicas_file_parses() {
+        let text = "epoch 2 gen 5 wanted 2 members 2 3\n\
+                    host 2 state up owed 0 lag_bytes 0 zero_copy 7\n\
+                    host 3 state lost owed 4 lag_bytes 16384 zero_copy 3\n";
+        let r = parse_replicas(text).unwrap();
+        assert_eq!((r.epoch, r.generation, r.wanted, r.members.clone()), (2, 5, 2, vec![2, 3]));
+        assert_eq!(r.peers[1].get("state").map(String::as_str), Some("lost"));
+        assert_eq!(r.peers[0].get("zero_copy").map(String::as_str), Some("7"));
+        assert_eq!(parse_replicas("none\n"), None);
+        assert_eq!(parse_replicas("epoch x gen 1 wanted 1 members\n"), None);
+        assert_eq!(parse_replicas("epoch 1 gen 1 wanted 1 members 2\nhost 2 state\n"), None);
+    }
+}

@@ -336,8 +336,12 @@ pub struct Status {
     /// I/O counters.
     pub stats: BTreeMap<String, u64>,
     /// The cache's state and counters (`/sys/block/pf-NAME/peerflash/`), while enabled with a
-    /// cache.
+    /// cache (the replica set apart, below).
     pub cache_state: Option<BTreeMap<String, String>>,
+    /// wbp: the policy the volume runs with (`wt` while it has fewer members than it asks for).
+    pub effective_policy: Option<String>,
+    /// wbp: the replica set in force and each member's state, while running with members.
+    pub replicas: Option<crate::sysfs::Replicas>,
 }
 
 impl Status {
@@ -357,8 +361,29 @@ impl Status {
         let _ = writeln!(s, "  cache: {}", self.cache.as_deref().unwrap_or("-"));
         if self.cache.is_some() {
             let _ = writeln!(s, "  policy: {}", self.policy);
+            if let Some(p) = self.effective_policy.as_ref().filter(|p| **p != self.policy) {
+                let _ = writeln!(s, "  effective policy: {p} (fewer replica hosts than asked for)");
+            }
             let slot = self.cache_slot.map_or("-".to_string(), |n| n.to_string());
             let _ = writeln!(s, "  cache slot: {slot}");
+        }
+        if let Some(r) = &self.replicas {
+            let members: Vec<String> = r.members.iter().map(u64::to_string).collect();
+            let _ = writeln!(
+                s,
+                "  replica set: epoch {} generation {} wanted {} members [{}]",
+                r.epoch,
+                r.generation,
+                r.wanted,
+                members.join(", ")
+            );
+            for p in &r.peers {
+                let host = p.get("host").map_or("?", String::as_str);
+                let _ = writeln!(s, "    host {host}:");
+                for (k, v) in p.iter().filter(|(k, _)| *k != "host") {
+                    let _ = writeln!(s, "      {k}: {v}");
+                }
+            }
         }
         if let Some(c) = &self.cache_state {
             let _ = writeln!(s, "  cache state:");
@@ -411,6 +436,16 @@ pub fn status(root: &Root, name: &str) -> Result<Status> {
         .filter(|d| !d.is_empty())
         .map(|d| format!("/dev/{d}"));
     let dev = Some(read("dev")?).filter(|d| !d.is_empty());
+    let mut cache_state = if enabled {
+        crate::sysfs::read_all(name)?
+            .filter(|c| c.get(Attr::State.name()).is_some_and(|s| s != CacheState::Uncached.word()))
+    } else {
+        None
+    };
+    let replicas = cache_state
+        .as_mut()
+        .and_then(|c| c.remove(Attr::Replicas.name()))
+        .and_then(|t| crate::sysfs::parse_replicas(&t));
     Ok(Status {
         name: name.to_string(),
         enabled,
@@ -426,12 +461,9 @@ pub fn status(root: &Root, name: &str) -> Result<Status> {
             s => Some(parse_num(name, "cache_slot", &s)?),
         },
         stats: parse_stats(name, &read("stats")?)?,
-        cache_state: if enabled {
-            crate::sysfs::read_all(name)?
-                .filter(|c| c.get(Attr::State.name()).is_some_and(|s| s != CacheState::Uncached.word()))
-        } else {
-            None
-        },
+        effective_policy: cache_state.as_ref().and_then(|c| c.get(Attr::Policy.name()).cloned()),
+        replicas,
+        cache_state,
     })
 }
 
