@@ -54,6 +54,9 @@ struct Report {
     /// 4 KiB TCP request/response between node0 and node1, microseconds.
     rtt_mean_us: f64,
     rtt_p50_us: f64,
+    /// The modules' authenticated ping (a 56-byte frame each way, kernel to kernel), microseconds.
+    module_ping_mean_us: Option<f64>,
+    module_ping_min_us: Option<f64>,
     results: Vec<Row>,
     ratios: Vec<Ratio>,
 }
@@ -67,6 +70,14 @@ fn parse_rtt(path: &Path) -> Result<(f64, f64)> {
         [mean, p50] if mean > 0.0 => Ok((mean, p50)),
         _ => anyhow::bail!("{}: not a mean and a median", path.display()),
     }
+}
+
+/// `mean_us` and `min_us` of the probe's line `pings N mean_us M min_us K`, if it is there.
+fn parse_probe(path: &Path) -> Option<(f64, f64)> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let w: Vec<&str> = text.split_whitespace().collect();
+    let at = |k: &str| w.iter().position(|x| *x == k).and_then(|i| w.get(i + 1)).and_then(|v| v.parse().ok());
+    Some((at("mean_us")?, at("min_us")?))
 }
 
 /// The ratios the issue asks for, from the rows and the round trip.
@@ -102,13 +113,17 @@ fn ratios(rows: &[Row], rtt_mean: f64) -> Vec<Ratio> {
     out
 }
 
-/// Runs the cluster benchmark; `secs` per fio run.
-pub fn run(k: &Kernel, b: &Built, secs: u64) -> Result<()> {
+/// Runs the cluster benchmark; `secs` per fio run. With `report_only`, only the report of the
+/// last run's results (left in node0's run directory) is made again.
+pub fn run(k: &Kernel, b: &Built, secs: u64, report_only: bool) -> Result<()> {
     let repo = env::repo_root();
     let script = repo.join("tests/vm/scenarios/bench-wbp.sh");
-    crate::scenario::run_with(k, b, 3, &script, &[("PF_BENCH_SECS", secs.to_string())])?;
-    let dir = repo.join("target/vm/cluster-bench-wbp/node0/bench");
+    if !report_only {
+        crate::scenario::run_with(k, b, 3, &script, &[("PF_BENCH_SECS", secs.to_string())])?;
+    }
+    let dir = repo.join("target/vm/cluster-bench-wbp/node0/run/bench");
     let (rtt_mean_us, rtt_p50_us) = parse_rtt(&dir.join("rtt.txt"))?;
+    let (module_ping_mean_us, module_ping_min_us) = parse_probe(&dir.join("probe.txt")).unzip();
     let mut results = Vec::new();
     for (config, label) in CONFIGS {
         for qd in DEPTHS {
@@ -119,7 +134,11 @@ pub fn run(k: &Kernel, b: &Built, secs: u64) -> Result<()> {
     let ratios = ratios(&results, rtt_mean_us);
     let kernel = k.flavor.name();
     println!("\n4k random write on node0, libaio, direct, {secs} s per run (three TCG VMs, {kernel} kernel)");
-    println!("4 KiB TCP round trip node0 -> node1: mean {rtt_mean_us:.0} us, median {rtt_p50_us:.0} us\n");
+    println!("4 KiB TCP round trip node0 -> node1: mean {rtt_mean_us:.0} us, median {rtt_p50_us:.0} us");
+    if let (Some(m), Some(n)) = (module_ping_mean_us, module_ping_min_us) {
+        println!("the modules' authenticated ping node0 -> node1: mean {m:.0} us, min {n:.0} us");
+    }
+    println!();
     println!("{:<28} {:>4} {:>8} {:>10} {:>10}", "configuration", "QD", "IOPS", "mean (us)", "p99 (us)");
     for r in &results {
         println!("{:<28} {:>4} {:>8.0} {:>10.0} {:>10.0}", r.label, r.qd, r.iops, r.mean_us, r.p99_us);
@@ -139,6 +158,8 @@ pub fn run(k: &Kernel, b: &Built, secs: u64) -> Result<()> {
         workload: "fio 4k randwrite, libaio, direct=1, 1 GiB span, on node0 of three",
         rtt_mean_us,
         rtt_p50_us,
+        module_ping_mean_us,
+        module_ping_min_us,
         results,
         ratios,
     };
@@ -213,6 +234,16 @@ mod tests {
         let lat = r.iter().find(|r| r.what.starts_with("wbp p=1 QD1 mean")).unwrap();
         assert!((lat.ratio - 1900.0 / 300.0).abs() < 1e-9);
         assert_eq!(lat.met, Some(false));
+    }
+
+    #[test]
+    fn probe_line_is_read() {
+        let d = std::env::temp_dir().join(format!("pf-probe-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("p"), "pings 200 mean_us 2500 min_us 1200\n").unwrap();
+        assert_eq!(parse_probe(&d.join("p")), Some((2500.0, 1200.0)));
+        assert_eq!(parse_probe(&d.join("none")), None);
+        let _ = std::fs::remove_dir_all(&d);
     }
 
     #[test]

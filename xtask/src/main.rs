@@ -108,6 +108,9 @@ enum Command {
         /// and cluster.svg.
         #[arg(long, conflicts_with = "profile")]
         cluster: bool,
+        /// With --cluster: only make the report of the last run again (no VMs).
+        #[arg(long, requires = "cluster")]
+        report_only: bool,
     },
     /// Fuzz the on-flash parsers or the attach rules (libFuzzer through cargo-fuzz).
     Fuzz {
@@ -185,11 +188,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
             debug_kernel,
             profile,
             cluster,
+            report_only,
         } => {
             let k = setup::setup_flavor(setup::Flavor::bench_if(!debug_kernel))?;
             let b = build::build(&k)?;
             if cluster {
-                bench_cluster::run(&k, &b, secs)?;
+                bench_cluster::run(&k, &b, secs, report_only)?;
             } else {
                 bench::run(&k, &b, secs, profile)?;
             }

@@ -50,6 +50,9 @@ for i in range(1100):
 t = sorted(t[100:]); print(int(sum(t) / len(t) * 1e6), int(t[len(t) // 2] * 1e6))
 ' > \$PF_RUN_DIR/bench/rtt.txt && cat \$PF_RUN_DIR/bench/rtt.txt" || fail "round trip"
 
+step "the modules' own round trip node0 -> node1: 200 authenticated pings (a 56-byte frame each way)"
+on 0 "echo '2 200' > /sys/kernel/config/peerflash/probe && cat /sys/kernel/config/peerflash/probe | tee \$PF_RUN_DIR/bench/probe.txt" || fail "probe"
+
 step "raw NVMe"
 run nvme "\$PF_CACHE_DEV"
 step "raw SAN (dm-delay 3 ms writes)"
