@@ -338,7 +338,7 @@ impl VolumeInner {
             let ident = VolumeIdent { uuid, name, sectors, block_size: c.block_size(), region_bytes };
             let timeout = u32::try_from(Attr::PeerTimeoutMs.default_value()).unwrap_or(2000);
             match Mirror::start(&self.node, ident, cfg, timeout) {
-                Ok(m) => c.set_peers(Some(m)),
+                Ok(m) => c.set_peers(Some(m as Arc<dyn crate::cache::peers::Replicas>)),
                 Err((why, host, e)) => {
                     pr_err!("volume {:?}: replica host {}: {} ({:?})\n", &*self.name, host, why, e);
                     return Err((why, e));

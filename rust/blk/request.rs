@@ -20,6 +20,25 @@ use super::bioset::BioSet;
 use super::ffi;
 use super::dir::Dir;
 
+/// A started request's data, as the layers above the block layer see it without knowing its
+/// handler: read in place (a checksum, a MAC) or handed to the socket layer's zero-copy send.
+pub(crate) trait RequestData {
+    /// Calls `f` on each piece of the data, in order (mapped for the call).
+    fn each_piece(&self, f: &mut dyn FnMut(&[u8]));
+    /// The request, valid, started and not ended while `self` is borrowed (for `net::sock`).
+    fn as_raw(&self) -> *mut bindings::request;
+}
+
+impl<T: Handler> RequestData for Request<T> {
+    fn each_piece(&self, f: &mut dyn FnMut(&[u8])) {
+        self.for_each_data(f);
+    }
+
+    fn as_raw(&self) -> *mut bindings::request {
+        self.raw()
+    }
+}
+
 /// Most vectors of one bio (`BIO_MAX_VECS`, include/linux/bio.h).
 pub(crate) const BIO_MAX_VECS: u16 = 256;
 
@@ -386,11 +405,6 @@ impl<T: Handler> Request<T> {
         self.rq.as_ptr()
     }
 
-    /// The request for the socket layer's zero-copy send (`net::sock`): valid, started and not
-    /// ended while `self` is borrowed.
-    pub(crate) fn as_raw(&self) -> *mut bindings::request {
-        self.raw()
-    }
 
     /// Whether the request is part of a flush sequence (a write with PREFLUSH, or the flush
     /// itself): such requests end from process context (see [`put_ref`]).

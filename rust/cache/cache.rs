@@ -23,7 +23,7 @@ use crate::pfcore::rebuild as rules;
 use crate::pfcore::mode::{CacheState, Mode};
 
 use super::attach::{Attached, Refusal, SlotClaim};
-use crate::peer::mirror::Mirror;
+use super::peers::Replicas;
 use super::rebuild;
 use super::turns;
 use super::early::{Early, EARLY_WORDS};
@@ -94,7 +94,7 @@ pub(crate) struct Cache {
     /// wbp: the replica set on the peers (none: no members). A leaf (also taken under
     /// `state`): cloned out, never held across I/O or while another lock is taken.
     #[pin]
-    pub(super) peers: Mutex<Option<Arc<Mirror>>>,
+    pub(super) peers: Mutex<Option<Arc<dyn Replicas>>>,
     /// The slot is this volume's while the cache lives (a forced attach of another volume
     /// never takes it back).
     _claim: SlotClaim,
@@ -432,7 +432,7 @@ impl Cache {
     }
 
     /// Hands the cache the volume's replica set (none: no members).
-    pub(crate) fn set_peers(&self, m: Option<Arc<Mirror>>) {
+    pub(crate) fn set_peers(&self, m: Option<Arc<dyn Replicas>>) {
         let old = core::mem::replace(&mut *self.peers.lock(), m);
         // Closed outside the lock: it stops threads.
         if let Some(old) = old {
@@ -441,7 +441,7 @@ impl Cache {
     }
 
     /// The volume's replica set, if it has members.
-    pub(crate) fn peers(&self) -> Option<Arc<Mirror>> {
+    pub(crate) fn peers(&self) -> Option<Arc<dyn Replicas>> {
         self.peers.lock().clone()
     }
 

@@ -6,7 +6,8 @@
 //!
 //! Imports run one way: the request files (`fast`, `write`, `read`, `flush`, `san`), `sysfs` and
 //! `destager` use [`cache::Cache`]; `cache` uses `state`, `early`, `stats`, `rebuild`, `attach`
-//! and `turns`; `state` uses `index`. Nothing here imports `crate::volume` or `crate::control`.
+//! and `turns`; `state` uses `index`. Nothing here imports `crate::volume`, `crate::control` or
+//! `crate::peer`: a wbp volume's replica set reaches the cache as a [`peers::Replicas`].
 //!
 //! A write-back write that can start at once is submitted to flash from `queue_rq` and
 //! acknowledged from the flash write's completion (`fast`). Every other request runs in
@@ -21,6 +22,7 @@ mod early;
 mod fast;
 mod flush;
 mod index;
+pub(crate) mod peers;
 mod read;
 pub(crate) mod rebuild;
 mod san;

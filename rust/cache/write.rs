@@ -11,7 +11,7 @@ use kernel::prelude::*;
 use kernel::sync::Arc;
 
 use crate::blk::dir::Dir;
-use crate::peer::mirror::{self, Mirror};
+use super::peers::{self, Replicas, Ticket};
 use crate::blk::io::{Bio, IoSet};
 use crate::blk::request::{Handler, Request};
 use crate::pfcore::admission::{admit_write, Admit};
@@ -32,7 +32,7 @@ struct Placed<'a> {
     /// Write-through.
     wt: bool,
     /// wbp: the replica set its record goes to; it completes once every member has it.
-    peers: Option<Arc<Mirror>>,
+    peers: Option<Arc<dyn Replicas>>,
 }
 
 /// How a record's writes went: to flash, to the SAN (write-through), to the members (wbp).
@@ -174,7 +174,7 @@ impl Cache {
         let hb = self.header_block(rq, flags, serial)?;
         // Taken before any I/O: without it nothing is written.
         let ticket = match &p.peers {
-            Some(m) => Some(m.ticket()?),
+            Some(_) => Some(Ticket::new()?),
             None => None,
         };
         pin_init::stack_pin_init!(let flash_io = IoSet::new());
@@ -196,7 +196,7 @@ impl Cache {
         let mut peers = Ok(());
         if let (Some(m), Some(t)) = (&p.peers, &ticket) {
             let sectors = u32::try_from(len).map_err(|_| EINVAL);
-            peers = sectors.and_then(|n| m.send_write(t, rq, mirror::write_head(serial, lba, n, rq.is_fua())));
+            peers = sectors.and_then(|n| m.send_write(t, rq, peers::write_head(serial, lba, n, rq.is_fua())));
         }
         let f = flash_io.as_ref().wait();
         let s = san_io.as_ref().wait().and(san);

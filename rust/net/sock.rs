@@ -9,7 +9,7 @@ use kernel::error::to_result;
 use kernel::prelude::*;
 
 use super::ffi;
-use crate::blk::request::{Handler, Request};
+use crate::blk::request::RequestData;
 use crate::blk::thread::NoIo;
 use crate::pfcore::hosts::Endpoint;
 
@@ -104,7 +104,7 @@ impl Sock {
     /// Sends the data of write request `rq` from its own pages, without a copy where the
     /// kernel allows (`MSG_SPLICE_PAGES`), with more of the frame to follow. An error leaves
     /// the stream in the middle of a frame: the caller ends the connection.
-    pub(crate) fn send_request<H: Handler>(&self, rq: &Request<H>) -> Result {
+    pub(crate) fn send_request(&self, rq: &dyn RequestData) -> Result {
         // SAFETY: `self.sock` is live (type invariant); `rq` is a started request that is not
         // ended while it is borrowed, so its bios and pages stay valid for the call; the socket
         // takes its own page references for what it keeps.

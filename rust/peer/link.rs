@@ -12,7 +12,7 @@ use crate::net::sock::Sock;
 use crate::pfcore::handshake::{self, HandshakeError, Identity};
 use crate::pfcore::hosts::Endpoint;
 use crate::pfcore::session::Session;
-use crate::blk::request::{Handler, Request};
+use crate::blk::request::RequestData;
 use crate::pfcore::wire::{self, Cmd, Dir, Header, Msg, Role, WireError, WriteHead, HEADER_BYTES, NONCE_BYTES, TAG_BYTES, WRITE_FIXED_BYTES};
 
 /// Longest payload a control connection accepts (every control message is smaller).
@@ -202,7 +202,7 @@ impl LinkTx {
     /// Sends a WRITE of request `rq`'s data: the MAC is computed over the pages in place, then
     /// header and fixed part, the pages themselves (no copy where the kernel allows) and the tag.
     /// Any error leaves the stream broken: the caller ends the link.
-    pub(crate) fn send_write<H: Handler>(&mut self, head: &WriteHead, rq: &Request<H>) -> Result<(), LinkError> {
+    pub(crate) fn send_write(&mut self, head: &WriteHead, rq: &dyn RequestData) -> Result<(), LinkError> {
         let m = Msg::Write(*head, &[]);
         let mut fixed = [0u8; WRITE_FIXED_BYTES];
         let n = m.encode_payload(&mut fixed).ok_or(WireError::BadLength)?;
@@ -211,7 +211,7 @@ impl LinkTx {
         let len = n.checked_add(data).ok_or(WireError::BadLength)?;
         let (header, tag) = self.session.seal_fed::<HmacSha256>(Cmd::Write, 0, len, |feed| {
             feed(fixed);
-            rq.for_each_data(|p| feed(p));
+            rq.each_piece(&mut |p| feed(p));
         })?;
         self.sock.send_more(&[&header, fixed])?;
         self.sock.send_request(rq)?;

@@ -28,10 +28,11 @@ use kernel::time::{Instant, Monotonic};
 
 use super::link::{Link, LinkError, LinkRx, LinkTx, CONTROL_PAYLOAD};
 use super::node::{bump, Node};
-use crate::blk::request::{Handler, Request};
+use crate::blk::request::RequestData;
 use crate::blk::thread::{should_stop, Thread};
+use crate::cache::peers::{Replicas, Ticket};
 use crate::pfcore::replication::SetConfig;
-use crate::pfcore::wire::{Attach, Msg, Role, WriteHead, NAME_BYTES, WRITE_FUA};
+use crate::pfcore::wire::{Attach, Msg, Role, WriteHead, NAME_BYTES};
 
 /// Longest a waiter sleeps before it looks again, in ms.
 const WAIT_SLICE_MS: u32 = 20;
@@ -46,11 +47,6 @@ pub(crate) struct VolumeIdent {
     pub(crate) sectors: u64,
     pub(crate) block_size: u32,
     pub(crate) region_bytes: u64,
-}
-
-/// How many members still owe an answer to one request, and whether the volume closed under it.
-pub(crate) struct Ticket {
-    left: AtomicU32,
 }
 
 /// The condition every waiter of a mirror sleeps on.
@@ -237,14 +233,8 @@ impl Mirror {
     }
 
     /// Sets how long an answer may be owed before its member is lost.
-    pub(crate) fn set_timeout(&self, ms: u32) {
+    fn set_timeout_ms(&self, ms: u32) {
         self.acks.timeout_ms.store(ms, Ordering::Relaxed);
-    }
-
-    /// A ticket for one request to every member (taken before the request's local I/O starts,
-    /// so that a failure to allocate it fails nothing that was written).
-    pub(crate) fn ticket(&self) -> Result<Arc<Ticket>> {
-        Ok(Arc::new(Ticket { left: AtomicU32::new(0) }, GFP_KERNEL)?)
     }
 
     fn members(&self) -> Result<KVec<Arc<Member>>> {
@@ -258,9 +248,9 @@ impl Mirror {
 
     /// Sends write record `head` with request `rq`'s data to every member, counting each on
     /// `t`. A member that cannot be sent to is lost, and still counted.
-    pub(crate) fn send_write<H: Handler>(&self, t: &Arc<Ticket>, rq: &Request<H>, head: WriteHead) -> Result {
+    fn send_write_to_all(&self, t: &Arc<Ticket>, rq: &dyn RequestData, head: WriteHead) -> Result {
         let members = self.members()?;
-        t.left.store(members.len() as u32, Ordering::Release);
+        t.expect(members.len());
         let bytes = u64::from(head.sectors) * 512;
         for m in members.iter() {
             m.wait_credit(bytes);
@@ -276,7 +266,7 @@ impl Mirror {
 
     /// Waits until every member counted on `t` answered (or left the set). `Err(EIO)`: the
     /// volume is closing and the members' copies are not known.
-    pub(crate) fn wait(&self, t: &Ticket) -> Result {
+    fn wait_acks(&self, t: &Ticket) -> Result {
         self.wait_for(t, false)
     }
 
@@ -285,7 +275,7 @@ impl Mirror {
     fn wait_for(&self, t: &Ticket, or_lost: bool) -> Result {
         let mut g = self.acks.lock.lock();
         loop {
-            if t.left.load(Ordering::Acquire) == 0 {
+            if t.done() {
                 return Ok(());
             }
             if self.acks.closing.load(Ordering::Acquire) {
@@ -302,27 +292,27 @@ impl Mirror {
     /// member and waits for every answer. Queued under the set lock, so that no message of
     /// an old epoch follows a set change's ATTACH on a member's connection.
     fn to_all(&self, expect: impl Fn(u64) -> Expect, make: impl Fn(u64, &SetConfig) -> Msg<'static>) -> Result {
-        let t = self.ticket()?;
+        let t = Ticket::new()?;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         {
             let g = self.set.lock();
-            t.left.store(g.members.len() as u32, Ordering::Release);
+            t.expect(g.members.len());
             let msg = make(id, &g.config);
             for (m, _) in g.members.iter() {
                 m.send(expect(id), Some(t.clone()), 0, |tx| tx.send(&msg));
             }
         }
-        self.wait(&t)
+        self.wait_acks(&t)
     }
 
     /// Makes every write the members acknowledged stable on their flash (a PREFLUSH).
-    pub(crate) fn flush(&self) -> Result {
+    fn flush_all(&self) -> Result {
         self.to_all(Expect::Flush, |id, _| Msg::Flush { id })
     }
 
     /// Has every member persist checkpoint `serial` (they evict what it covers); returns once
     /// all did.
-    pub(crate) fn checkpoint(&self, serial: u64) -> Result {
+    fn checkpoint_all(&self, serial: u64) -> Result {
         self.to_all(move |_| Expect::Checkpoint(serial), move |_, c| Msg::Checkpoint { gen: c.gen, epoch: c.set.epoch, serial })
     }
 
@@ -330,9 +320,9 @@ impl Mirror {
     /// members it no longer names are ended and what waited for them is released; the others
     /// record the new epoch in their replica slots (an ATTACH of the same replica), which this
     /// waits for. A member that does not answer is lost (and needs another change).
-    pub(crate) fn change_set(&self, new: SetConfig) -> Result {
+    fn change_set_to(&self, new: SetConfig) -> Result {
         let mut gone = KVec::new();
-        let t = self.ticket()?;
+        let t = Ticket::new()?;
         {
             let mut g = self.set.lock();
             g.config = new;
@@ -346,7 +336,7 @@ impl Mirror {
                 }
             }
             // Under the set lock, so that no CHECKPOINT of the new epoch is queued before it.
-            t.left.store(g.members.len() as u32, Ordering::Release);
+            t.expect(g.members.len());
             let attach = self.attach_msg(&new);
             for (m, _) in g.members.iter() {
                 m.send(Expect::Attach, Some(t.clone()), 0, |tx| tx.send(&Msg::Attach(attach)));
@@ -378,7 +368,7 @@ impl Mirror {
 
     /// Ends the mirror: every waiter gives up, every member is closed (DETACH is not sent: the
     /// replica stays, it may hold writes the SAN lacks).
-    pub(crate) fn close(&self) {
+    fn close_all(&self) {
         self.acks.closing.store(true, Ordering::Release);
         self.acks.notify();
         let members = core::mem::take(&mut self.set.lock().members);
@@ -389,7 +379,7 @@ impl Mirror {
     }
 
     /// Writes the set and each member's state for sysfs.
-    pub(crate) fn show(&self, w: &mut impl Write) -> core::fmt::Result {
+    fn show_set(&self, w: &mut dyn Write) -> core::fmt::Result {
         let now = ms_since(self.born);
         let g = self.set.lock();
         let c = &g.config;
@@ -429,10 +419,44 @@ impl Mirror {
     }
 }
 
+impl Replicas for Mirror {
+    fn send_write(&self, t: &Arc<Ticket>, rq: &dyn RequestData, head: WriteHead) -> Result {
+        self.send_write_to_all(t, rq, head)
+    }
+
+    fn wait(&self, t: &Ticket) -> Result {
+        self.wait_acks(t)
+    }
+
+    fn flush(&self) -> Result {
+        self.flush_all()
+    }
+
+    fn checkpoint(&self, serial: u64) -> Result {
+        self.checkpoint_all(serial)
+    }
+
+    fn change_set(&self, new: SetConfig) -> Result {
+        self.change_set_to(new)
+    }
+
+    fn set_timeout(&self, ms: u32) {
+        self.set_timeout_ms(ms)
+    }
+
+    fn show(&self, w: &mut dyn Write) -> core::fmt::Result {
+        self.show_set(w)
+    }
+
+    fn close(&self) {
+        self.close_all()
+    }
+}
+
 #[pinned_drop]
 impl PinnedDrop for Mirror {
     fn drop(self: Pin<&mut Self>) {
-        self.close();
+        self.close_all();
     }
 }
 
@@ -528,7 +552,7 @@ impl Member {
                 drop(q);
                 drop(tx);
                 if let Some(t) = ticket {
-                    release(&t);
+                    t.release();
                 }
                 self.acks.notify();
                 return;
@@ -598,7 +622,7 @@ impl Member {
         };
         for o in owed.iter() {
             if let Some(t) = &o.ticket {
-                release(t);
+                t.release();
             }
         }
         self.acks.notify();
@@ -632,7 +656,7 @@ impl Member {
             _ => {}
         }
         if let Some(t) = &o.ticket {
-            release(t);
+            t.release();
         }
         self.acks.notify();
         Ok(())
@@ -648,11 +672,6 @@ impl Member {
     fn owes_nothing(&self) -> bool {
         self.queue.lock().owed.is_empty()
     }
-}
-
-/// One member no longer owes `t` an answer.
-fn release(t: &Ticket) {
-    let _ = t.left.fetch_update(Ordering::AcqRel, Ordering::Acquire, |l| l.checked_sub(1));
 }
 
 /// A member's receiving thread: matches each answer to what the member owes, pings when the
@@ -717,11 +736,6 @@ fn receive(m: &Member) {
         crate::blk::thread::nap(100);
     }
     drop(rx);
-}
-
-/// The fields of a WRITE for a record.
-pub(crate) fn write_head(serial: u64, lba: u64, sectors: u32, fua: bool) -> WriteHead {
-    WriteHead { serial, lba, sectors, flags: if fua { WRITE_FUA } else { 0 } }
 }
 
 /// An `Error` of a peer's (negative) errno; `EIO` for a number that is not one.
