@@ -14,19 +14,23 @@
 //! - [`replica`]: a peer's volume held on this host: its replica slot, records, flushes and
 //!   checkpoints, and the answers of a data connection.
 //! - [`probe`]: dial a host and measure the round trip of authenticated pings.
+//! - [`mirror`]: the primary's side: a wbp volume's replica set, its records, flushes and
+//!   checkpoints sent to every member and their answers counted (`cache::peers::Replicas`).
 //!
-//! Built so far: the transport, the handshake, pings, and the peer's side of replication
-//! (replica slots written from ATTACH, WRITE, FLUSH and CHECKPOINT). Not built: the primary's
-//! side (sending its writes, the ack rule, issue 15).
+//! Built so far: the transport, the handshake, pings, the peer's side of replication (replica
+//! slots written from ATTACH, WRITE, FLUSH and CHECKPOINT) and the primary's side. Not built: a
+//! member joining a running set, online replay by a member.
 //!
-//! Imports: `host` -> `listener` -> `replica`, `link` -> `node`; `replica` -> `cache::attach`,
-//! `cache::rebuild` (the checkpoint read) and `blk::io`.
+//! Imports: `host` -> `listener` -> `replica`, `link` -> `node`; `mirror` -> `link`, `node`,
+//! `cache::peers`; `replica` -> `cache::attach`, `cache::rebuild` (the checkpoint read) and
+//! `blk::io`.
 //!
 //! Locks: `Node::config` (the identity and host table, copied out under it; never held across a
 //! socket call), `PeerHost::listener` (never held while a listener stops) and the listener's
 //! `served` list (never held while a thread stops) are never held together; `last_refusal` and
 //! the failure bucket are leaves, and so is `Node::replica_cache` (the path is copied out). A
-//! replica's attach takes `cache::attach`'s slot table lock under none of them.
+//! replica's attach takes `cache::attach`'s slot table lock under none of them. A mirror's locks
+//! are ordered in `mirror.rs` and taken under none of these.
 
 pub(crate) mod host;
 pub(crate) mod link;
