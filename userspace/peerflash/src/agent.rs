@@ -369,24 +369,21 @@ impl Agent {
     fn drop_lost_members(&self, v: &Volume, lease: &Lease) -> Result<()> {
         let text = std::fs::read_to_string(crate::sysfs::dir(&v.name).join(Attr::Replicas.name())).unwrap_or_default();
         let lost = lost_hosts(&text);
-        if lost.is_empty() {
-            return Ok(());
-        }
         let rec = lease.record();
-        let mut set = rec.replicas;
-        for h in &lost {
-            set = set.without(*h).ok_or_else(|| anyhow!("volume {}: the replica set's epoch overflows", v.name))?;
+        let changed = leave_set(
+            &rec.replicas,
+            &lost,
+            rec.generation,
+            v.replicas,
+            |set| lease.update_record(|r| r.replicas = set).map(drop).map_err(Into::into),
+            |attr| crate::running::set_replicas(&self.root, &v.name, attr),
+        )?;
+        if let Some(attr) = changed {
+            eprintln!(
+                "peerflash agent: {}: replica host(s) {lost:?} lost; the set is now {attr} (recorded, then in force)",
+                v.name
+            );
         }
-        if set == rec.replicas {
-            return Ok(());
-        }
-        lease.update_record(|r| r.replicas = set)?;
-        let attr = replicas_attr(&set, rec.generation, v.replicas);
-        crate::running::set_replicas(&self.root, &v.name, &attr)?;
-        eprintln!(
-            "peerflash agent: {}: replica host(s) {lost:?} lost; the set is now {attr} (recorded, then in force)",
-            v.name
-        );
         Ok(())
     }
 
@@ -532,6 +529,38 @@ fn replicas_attr(set: &ReplicaSet, generation: u64, wanted: u32) -> String {
         s.push_str(&format!(" {m}"));
     }
     s
+}
+
+/// The set without the members in `lost`, at the next epoch; `None` when none of them is a
+/// member of `recorded` (nothing to change) or the epoch would overflow.
+fn set_without(recorded: &ReplicaSet, lost: &[u32]) -> Option<ReplicaSet> {
+    if !lost.iter().any(|h| recorded.contains(*h)) {
+        return None;
+    }
+    let rest: Vec<u32> = recorded.members().iter().copied().filter(|m| !lost.contains(m)).collect();
+    ReplicaSet::new(recorded.epoch.checked_add(1)?, &rest)
+}
+
+/// Members `lost` leave the set: the lock record gets the set without them first
+/// (`write_record`), and only once it holds it the module puts it in force (`put_in_force`, the
+/// `replicas` attribute): the module never runs a set the record lacks, so a host that takes the
+/// volume over never replays a replica of a member the primary already wrote off. Returns the
+/// attribute put in force, if anything changed.
+fn leave_set(
+    recorded: &ReplicaSet,
+    lost: &[u32],
+    generation: u64,
+    wanted: u32,
+    write_record: impl FnOnce(ReplicaSet) -> Result<()>,
+    put_in_force: impl FnOnce(&str) -> Result<()>,
+) -> Result<Option<String>> {
+    let Some(set) = set_without(recorded, lost) else {
+        return Ok(None);
+    };
+    write_record(set)?;
+    let attr = replicas_attr(&set, generation, wanted);
+    put_in_force(&attr)?;
+    Ok(Some(attr))
 }
 
 /// The hosts the module's `replicas` file shows as lost (`host H state lost ...` lines).
@@ -702,6 +731,37 @@ pub fn socket_path(arg: Option<&str>) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_record_holds_a_set_before_the_module_runs_it() {
+        let set = ReplicaSet::new(4, &[2, 3, 5]).unwrap();
+        // Nothing lost, or only hosts that are not members: nothing is written.
+        for lost in [&[][..], &[7][..]] {
+            let r = leave_set(&set, lost, 9, 3, |_| panic!("no record write"), |_| panic!("no module write"));
+            assert_eq!(r.unwrap(), None);
+        }
+        // Two lost at once: one new epoch without both, recorded, then in force.
+        let order = std::cell::RefCell::new(Vec::new());
+        let r = leave_set(
+            &set,
+            &[3, 5],
+            9,
+            3,
+            |s| {
+                order.borrow_mut().push(format!("record {:?}@{}", s.members(), s.epoch));
+                Ok(())
+            },
+            |a| {
+                order.borrow_mut().push(format!("module {a}"));
+                Ok(())
+            },
+        );
+        assert_eq!(r.unwrap().as_deref(), Some("5 9 3 2"));
+        assert_eq!(*order.borrow(), ["record [2]@5", "module 5 9 3 2"]);
+        // The record cannot be written (the lease ran out): the module keeps its set.
+        let r = leave_set(&set, &[3], 9, 3, |_| Err(anyhow!("lease gone")), |_| panic!("module written without the record"));
+        assert!(r.is_err());
+    }
 
     #[test]
     fn lost_members_are_read_from_the_modules_file() {
