@@ -237,6 +237,29 @@ mod tests {
     }
 
     #[test]
+    fn chart_has_iops_and_latency_panels() {
+        let results = vec![row("nvme", 1, 1800.0, 535.0), row("nvme", 16, 5000.0, 3000.0), row("wbp1", 1, 198.0, 4996.0), row("wbp1", 16, 416.0, 38301.0)];
+        let report = Report {
+            seconds_per_run: 8,
+            kernel: "bench",
+            workload: "test",
+            rtt_mean_us: 1660.0,
+            rtt_p50_us: 1361.0,
+            module_ping_mean_us: None,
+            module_ping_min_us: None,
+            ratios: ratios(&results, 1660.0),
+            results,
+        };
+        let path = std::env::temp_dir().join(format!("pf-cluster-chart-{}.svg", std::process::id()));
+        chart(&report, &path).unwrap();
+        let svg = std::fs::read_to_string(&path).unwrap();
+        let _ = std::fs::remove_file(&path);
+        for want in ["IOPS, QD1", "IOPS, QD16", "mean latency (us), QD1", "rtt 4K", "4996", "wbp1"] {
+            assert!(svg.contains(want), "the chart lacks {want}");
+        }
+    }
+
+    #[test]
     fn probe_line_is_read() {
         let d = std::env::temp_dir().join(format!("pf-probe-{}", std::process::id()));
         std::fs::create_dir_all(&d).unwrap();
