@@ -93,7 +93,7 @@ pub fn parse_replicas(text: &str) -> Option<Replicas> {
     let mut peers = Vec::new();
     for l in lines.filter(|l| !l.trim().is_empty()) {
         let words: Vec<&str> = l.split_whitespace().collect();
-        if words.len() % 2 != 0 || words.first() != Some(&"host") {
+        if !words.len().is_multiple_of(2) || words.first() != Some(&"host") {
             return None;
         }
         peers.push(words.chunks(2).map(|kv| (kv[0].to_string(), kv[1].to_string())).collect());

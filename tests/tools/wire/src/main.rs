@@ -496,7 +496,7 @@ fn replicate(c: &mut Client, me: u32, w: &Replicate) -> Result<()> {
         let lba = (serial * u64::from(w.sectors) * 3) % (w.volume_sectors - u64::from(w.sectors));
         let lba = lba - lba % 8;
         let data = pattern(serial, len);
-        let m = Msg::Write(WriteHead { serial, lba, sectors: w.sectors, flags: if serial % 4 == 0 { WRITE_FUA } else { 0 } }, &data);
+        let m = Msg::Write(WriteHead { serial, lba, sectors: w.sectors, flags: if serial.is_multiple_of(4) { WRITE_FUA } else { 0 } }, &data);
         let last = i + 1 == w.count;
         if w.flip && last {
             let mut f = sealed(&mut c.session, &m);
