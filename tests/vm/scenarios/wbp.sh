@@ -60,7 +60,8 @@ done
 
 step "a member's link cut during writes: it leaves the set, the volume goes write-through"
 on 0 "echo 0 > $S/destage_paused; cd /tmp; rm -f \$PF_RUN_DIR/cut.json; setsid fio --name=cut --filename=/dev/pf-v --rw=randwrite --bs=4k --iodepth=4 --ioengine=libaio --direct=1 --offset=64M --size=16M --verify=crc32c --verify_fatal=1 --randseed=13 --rate_iops=200 --output-format=json --output=\$PF_RUN_DIR/cut.json > /dev/null 2>&1 < /dev/null & echo started" || fail "fio in the background"
-sleep 6
+# fio takes seconds to start under TCG: cut only once writes have reached host 3.
+on 0 "i=0; until awk '/^host 3 / { for (i = 1; i < NF; i++) if (\$i == \"writes\") n = \$(i + 1) } END { exit !(n >= 4321) }' $S/replicas; do i=\$((i + 1)); [ \$i -lt 300 ] || exit 1; sleep 0.2; done" || fail "no writes reached host 3 within 60 s"
 cut 2
 t0=$(date +%s%N)
 on 0 "i=0; until grep -q '^host 3 state lost' $S/replicas; do i=\$((i + 1)); [ \$i -lt 200 ] || exit 1; sleep 0.1; done" || fail "host 3 was not declared lost within 20 s"

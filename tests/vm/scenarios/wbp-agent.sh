@@ -1,0 +1,58 @@
+# Scenario: a wbp volume run by the agents (cargo xtask test: cluster-wbp-agent).
+# test: nodes=3
+#
+# Three nodes share the SAN (split into vm1's disk and a lock datastore); each runs a sanlock
+# daemon and `peerflash agent` with a [peer] section, which configures the module's transport.
+# node0 `up`s vm1 (policy wbp, replicas 2, peers node1 and node2): its lock record must hold a
+# new generation and the replica set {2, 3} at epoch 1, and the module that set. While a verified
+# fio randwrite runs, node2's link is cut: the module declares host 3 lost, the agent writes the
+# record with the set without it (epoch 2) and then puts that set in force; the volume runs
+# write-through and fio verifies every write.
+NODE="sh $PF_REPO/tests/vm/wbp-agent/node.sh"
+RUN=$PF_REPO/target/vm/cluster-wbp-agent
+S=/sys/block/pf-vm1/peerflash
+od -An -N32 -tx1 /dev/urandom | tr -d ' \n' > "$RUN/secret"
+
+# record_set: "EPOCH MEMBERS" of vm1's lock record, read on node0.
+record_set() {
+    on 0 "$NODE record" > "$RUN/record.json" || fail "lock status"
+    python3 -c 'import json, sys; r = json.load(open(sys.argv[1]))[0]["record"]; print(r["replica_epoch"], ",".join(map(str, r["replica_set"])))' "$RUN/record.json"
+}
+
+for i in 0 1 2; do
+    on $i "$NODE start node$i" || fail "node$i: start"
+done
+on 0 "$NODE init" || fail "lock init"
+for i in 0 1 2; do
+    on $i "$NODE agent node$i" || fail "node$i: agent"
+done
+
+step "up: the agent records the operator's placement, then the module runs it"
+on 0 "$NODE up" || fail "up vm1"
+set=$(record_set)
+echo "lock record: epoch and members $set"
+[ "$set" = "1 2,3" ] || fail "the record holds '$set', expected epoch 1 with hosts 2 and 3"
+on 0 "grep -q '^epoch 1 gen [0-9]* wanted 2 members 2 3$' $S/replicas" || fail "the module runs another set"
+
+step "a member's link cut during writes: the agent writes the record without it, then the module"
+on 0 "cd /tmp; rm -f \$PF_RUN_DIR/cut.json; setsid fio --name=cut --filename=/dev/pf-vm1 --rw=randwrite --bs=4k --iodepth=4 --ioengine=libaio --direct=1 --size=8M --verify=crc32c --verify_fatal=1 --randseed=21 --rate_iops=100 --output-format=json --output=\$PF_RUN_DIR/cut.json > /dev/null 2>&1 < /dev/null & echo started" || fail "fio"
+# fio takes seconds to start under TCG: cut only once writes have reached both members.
+on 0 "i=0; until awk '/^host 3 / { for (i = 1; i < NF; i++) if (\$i == \"writes\") n = \$(i + 1) } END { exit !(n >= 100) }' $S/replicas; do i=\$((i + 1)); [ \$i -lt 300 ] || exit 1; sleep 0.2; done; cat $S/replicas" || fail "no writes reached host 3 within 60 s"
+cut 2
+t0=$(date +%s)
+on 0 "i=0; until [ \"\$(cat $S/policy)\" = wt ]; do i=\$((i + 1)); [ \$i -lt 300 ] || exit 1; sleep 0.2; done; cat $S/replicas" || fail "the volume did not go write-through within 60 s"
+echo "write-through $(( $(date +%s) - t0 )) s after the cut"
+set=$(record_set)
+echo "lock record: epoch and members $set"
+[ "$set" = "2 2" ] || fail "the record holds '$set', expected epoch 2 with host 2 alone"
+on 0 "grep 'lost' \$PF_RUN_DIR/agent.log" || fail "the agent did not say what it changed"
+on 0 "while pgrep -x fio > /dev/null; do sleep 1; done" || fail "waiting for fio"
+python3 - "$RUN/node0/run/cut.json" <<'EOF' || fail "fio across the cut"
+import json, sys
+j = json.load(open(sys.argv[1]))["jobs"][0]
+w, r = j["write"], j["read"]
+print("across the cut:", w["total_ios"], "writes,", r["total_ios"], "verified, error", j["error"], "; longest write", int(w["clat_ns"]["max"] / 1e6), "ms")
+sys.exit(0 if j["error"] == 0 and r["total_ios"] == w["total_ios"] > 0 else 1)
+EOF
+restore 2
+echo "wbp-agent: ok"
