@@ -92,6 +92,9 @@ init)
     ;;
 up)
     peerflash up vm1 --wait-secs 0 || { cat "$PF_RUN_DIR/agent.log"; fail "up vm1"; }
+    # Three TCG VMs on two host cores: twice the default, so a slow member is never taken for
+    # a lost one (as in cluster-wbp).
+    echo 4000 > /sys/block/pf-vm1/peerflash/peer_timeout_ms
     cat /sys/block/pf-vm1/peerflash/policy /sys/block/pf-vm1/peerflash/replicas
     ;;
 record)
