@@ -36,6 +36,8 @@ use crate::pfcore::wire::{Attach, Msg, Role, WriteHead, NAME_BYTES};
 
 /// Longest a waiter sleeps before it looks again, in ms.
 const WAIT_SLICE_MS: u32 = 20;
+/// Longest wait for a member's answer to the first ATTACH (it scans a replica it finds again).
+const ATTACH_WAIT_MS: u32 = 120_000;
 /// Entries a member's queue holds without allocating (the volume's queue depth and a few more).
 const QUEUE_RESERVE: usize = 160;
 
@@ -493,12 +495,21 @@ impl Member {
         };
         link.send(&Msg::Attach(attach), 0).map_err(why)?;
         let mut buf = [0u8; CONTROL_PAYLOAD];
-        let credit = match link.recv(&mut buf).map_err(why)? {
-            (_, Msg::AttachOk(ok)) if ok.uuid == ident.uuid && ok.gen == cfg.gen => ok.credit,
-            (_, Msg::AttachRefuse(r)) => {
-                return Err(("a replica host refused the replica", host, peer_errno(r.errno)));
+        // A replica found again is scanned before the answer (seconds for a large region): the
+        // answer may take longer than one receive timeout.
+        let mut waited = 0u32;
+        let credit = loop {
+            match link.recv(&mut buf) {
+                Err(LinkError::Idle) if waited < ATTACH_WAIT_MS => {
+                    waited = waited.saturating_add(timeout_ms.max(1));
+                }
+                Err(e) => return Err(why(e)),
+                Ok((_, Msg::AttachOk(ok))) if ok.uuid == ident.uuid && ok.gen == cfg.gen => break ok.credit,
+                Ok((_, Msg::AttachRefuse(r))) => {
+                    return Err(("a replica host refused the replica", host, peer_errno(r.errno)));
+                }
+                Ok(_) => return Err(("a replica host answered the ATTACH wrongly", host, EPROTO)),
             }
-            _ => return Err(("a replica host answered the ATTACH wrongly", host, EPROTO)),
         };
         let (tx, rx) = link.split();
         let mut owed = KVec::new();
