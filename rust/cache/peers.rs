@@ -26,7 +26,7 @@ impl Ticket {
     }
 
     /// Counts `n` members.
-    pub(crate) fn expect(&self, n: usize) {
+    pub(crate) fn count(&self, n: usize) {
         self.left.store(u32::try_from(n).unwrap_or(u32::MAX), Ordering::Release);
     }
 

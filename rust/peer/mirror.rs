@@ -252,7 +252,7 @@ impl Mirror {
     /// `t`. A member that cannot be sent to is lost, and still counted.
     fn send_write_to_all(&self, t: &Arc<Ticket>, rq: &dyn RequestData, head: WriteHead) -> Result {
         let members = self.members()?;
-        t.expect(members.len());
+        t.count(members.len());
         let bytes = u64::from(head.sectors) * 512;
         for m in members.iter() {
             m.wait_credit(bytes);
@@ -298,7 +298,7 @@ impl Mirror {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         {
             let g = self.set.lock();
-            t.expect(g.members.len());
+            t.count(g.members.len());
             let msg = make(id, &g.config);
             for (m, _) in g.members.iter() {
                 m.send(expect(id), Some(t.clone()), 0, |tx| tx.send(&msg));
@@ -338,7 +338,7 @@ impl Mirror {
                 }
             }
             // Under the set lock, so that no CHECKPOINT of the new epoch is queued before it.
-            t.expect(g.members.len());
+            t.count(g.members.len());
             let attach = self.attach_msg(&new);
             for (m, _) in g.members.iter() {
                 m.send(Expect::Attach, Some(t.clone()), 0, |tx| tx.send(&Msg::Attach(attach)));

@@ -22,3 +22,22 @@ expect_write_refused() {
     if (printf '%s\n' "$2" > "$1") 2>/dev/null; then fail "writing '$2' to $1 was accepted"; fi
     echo "refused as expected: '$2' > $1"
 }
+# san_split LOCK_SECTORS: dm-linear devices over the SAN disk: pf-san (the volumes' disk) and
+# pf-locks (its last LOCK_SECTORS sectors, the lock datastore).
+san_split() {
+    sz=$(blockdev --getsz "$PF_SAN_DEV")
+    dmsetup create pf-san --table "0 $((sz - $1)) linear $PF_SAN_DEV 0" || fail "dm pf-san"
+    dmsetup create pf-locks --table "0 $1 linear $PF_SAN_DEV $((sz - $1))" || fail "dm pf-locks"
+    udevadm settle
+}
+# sanlock_up NODE: a sanlock daemon (no watchdog) named NODE, its socket in $SANLOCK_RUN_DIR.
+sanlock_up() {
+    mkdir -p "$SANLOCK_RUN_DIR"
+    SANLOCK_PRIVILEGED=0 setsid sanlock daemon -D -w 0 -h 0 -l 0 -U root -G root -e "$1" \
+        > "$PF_RUN_DIR/sanlock.log" 2>&1 < /dev/null &
+    i=0
+    while [ ! -S "$SANLOCK_RUN_DIR/sanlock.sock" ]; do
+        i=$((i + 1)); [ $i -lt 100 ] || fail "sanlock daemon did not start"; sleep 0.2
+    done
+    echo "sanlock daemon up"
+}

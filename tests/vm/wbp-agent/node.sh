@@ -20,11 +20,7 @@ case $1 in
 start)
     node=$2
     modprobe peerflash || fail "modprobe"
-    sz=$(blockdev --getsz "$PF_SAN_DEV")
-    dmsetup create pf-san --table "0 $((sz - LOCK_SECTORS)) linear $PF_SAN_DEV 0" || fail "dm pf-san"
-    dmsetup create pf-locks --table "0 $LOCK_SECTORS linear $PF_SAN_DEV $((sz - LOCK_SECTORS))" ||
-        fail "dm pf-locks"
-    udevadm settle
+    san_split $LOCK_SECTORS
     peerflash format-cache "$PF_CACHE_DEV" --force > /dev/null || fail "format-cache"
     mkdir -p /etc/peerflash
     cp "$PF_REPO/target/vm/cluster-wbp-agent/secret" /etc/peerflash/cluster.secret
@@ -67,14 +63,7 @@ lock_slot = 0
 cache = { node0 = "$PF_CACHE_DEV", node1 = "$PF_CACHE_DEV", node2 = "$PF_CACHE_DEV" }
 EOF
     peerflash config check "$CFG" > /dev/null || fail "config check"
-    mkdir -p "$SANLOCK_RUN_DIR"
-    SANLOCK_PRIVILEGED=0 setsid sanlock daemon -D -w 0 -h 0 -l 0 -U root -G root -e "$node" \
-        > "$PF_RUN_DIR/sanlock.log" 2>&1 < /dev/null &
-    i=0
-    while [ ! -S "$SANLOCK_RUN_DIR/sanlock.sock" ]; do
-        i=$((i + 1)); [ $i -lt 100 ] || fail "sanlock daemon did not start"; sleep 0.2
-    done
-    echo "$node: sanlock daemon up"
+    sanlock_up "$node"
     ;;
 agent)
     node=$2

@@ -8,6 +8,7 @@ mod error;
 mod failure;
 mod locks;
 mod peer;
+mod replicas;
 mod running;
 mod sysfs;
 mod volume;

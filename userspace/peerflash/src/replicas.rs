@@ -1,0 +1,111 @@
+//! A wbp volume's replica set as the agent handles it: the `replicas` attribute of a set, the
+//! members the module shows lost, and the rule by which lost members leave the set (the lock
+//! record first, then the module).
+
+use anyhow::Result;
+use peerflash_core::replication::ReplicaSet;
+
+/// The `replicas` attribute of a set: `EPOCH GEN WANTED HOST...`.
+pub fn replicas_attr(set: &ReplicaSet, generation: u64, wanted: u32) -> String {
+    let mut s = format!("{} {} {}", set.epoch, generation, wanted);
+    for m in set.members() {
+        s.push_str(&format!(" {m}"));
+    }
+    s
+}
+
+/// The set without the members in `lost`, at the next epoch; `None` when none of them is a
+/// member of `recorded` (nothing to change) or the epoch would overflow.
+fn set_without(recorded: &ReplicaSet, lost: &[u32]) -> Option<ReplicaSet> {
+    if !lost.iter().any(|h| recorded.contains(*h)) {
+        return None;
+    }
+    let rest: Vec<u32> = recorded.members().iter().copied().filter(|m| !lost.contains(m)).collect();
+    ReplicaSet::new(recorded.epoch.checked_add(1)?, &rest)
+}
+
+/// Members `lost` leave the set: the lock record gets the set without them first
+/// (`write_record`), and only once it holds it the module puts it in force (`put_in_force`, the
+/// `replicas` attribute): the module never runs a set the record lacks, so a host that takes the
+/// volume over never replays a replica of a member the primary already wrote off. Returns the
+/// attribute put in force, if anything changed.
+pub fn leave_set(
+    recorded: &ReplicaSet,
+    lost: &[u32],
+    generation: u64,
+    wanted: u32,
+    write_record: impl FnOnce(ReplicaSet) -> Result<()>,
+    put_in_force: impl FnOnce(&str) -> Result<()>,
+) -> Result<Option<String>> {
+    let Some(set) = set_without(recorded, lost) else {
+        return Ok(None);
+    };
+    write_record(set)?;
+    let attr = replicas_attr(&set, generation, wanted);
+    put_in_force(&attr)?;
+    Ok(Some(attr))
+}
+
+/// The hosts the module's `replicas` file shows as lost (`host H state lost ...` lines).
+pub fn lost_hosts(text: &str) -> Vec<u32> {
+    text.lines()
+        .filter_map(|l| {
+            let w: Vec<&str> = l.split_whitespace().collect();
+            match w.as_slice() {
+                ["host", h, "state", "lost", ..] => h.parse().ok(),
+                _ => None,
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use anyhow::anyhow;
+
+    #[test]
+    fn the_record_holds_a_set_before_the_module_runs_it() {
+        let set = ReplicaSet::new(4, &[2, 3, 5]).unwrap();
+        // Nothing lost, or only hosts that are not members: nothing is written.
+        for lost in [&[][..], &[7][..]] {
+            let r = leave_set(&set, lost, 9, 3, |_| panic!("no record write"), |_| panic!("no module write"));
+            assert_eq!(r.unwrap(), None);
+        }
+        // Two lost at once: one new epoch without both, recorded, then in force.
+        let order = std::cell::RefCell::new(Vec::new());
+        let r = leave_set(
+            &set,
+            &[3, 5],
+            9,
+            3,
+            |s| {
+                order.borrow_mut().push(format!("record {:?}@{}", s.members(), s.epoch));
+                Ok(())
+            },
+            |a| {
+                order.borrow_mut().push(format!("module {a}"));
+                Ok(())
+            },
+        );
+        assert_eq!(r.unwrap().as_deref(), Some("5 9 3 2"));
+        assert_eq!(*order.borrow(), ["record [2]@5", "module 5 9 3 2"]);
+        // The record cannot be written (the lease ran out): the module keeps its set.
+        let r = leave_set(&set, &[3], 9, 3, |_| Err(anyhow!("lease gone")), |_| panic!("module written without the record"));
+        assert!(r.is_err());
+    }
+
+    #[test]
+    fn lost_members_are_read_from_the_modules_file() {
+        let text = "epoch 2 gen 5 wanted 2 members 2 3\n\
+                    host 2 state up owed 0 lag_bytes 0\n\
+                    host 3 state lost owed 4 lag_bytes 16384\n";
+        assert_eq!(lost_hosts(text), vec![3]);
+        assert_eq!(lost_hosts("none\n"), Vec::<u32>::new());
+        let set = ReplicaSet::new(2, &[2, 3]).unwrap().without(3).unwrap();
+        assert_eq!(replicas_attr(&set, 5, 2), "3 5 2 2");
+        // What the agent writes is what the module parses.
+        let c = peerflash_core::replication::parse_set_config(replicas_attr(&set, 5, 2).as_bytes(), 1).unwrap();
+        assert_eq!((c.set, c.gen, c.wanted), (set, 5, 2));
+    }
+}
