@@ -1,6 +1,15 @@
 #!/bin/sh
 # Helpers for the VM test cases (sourced). A case passes when it exits 0.
-fail() { echo "FAIL: $*" >&2; exit 1; }
+# fail WHY: the case fails; the kernel log's last lines go with it (a failure in CI is often
+# seen only in the output's tail).
+fail() {
+    echo "FAIL: $*" >&2
+    if [ -r /dev/kmsg ]; then
+        echo "kernel log, last lines:" >&2
+        dmesg 2>/dev/null | tail -15 | sed 's/^/  | /' >&2
+    fi
+    exit 1
+}
 step() { echo "--- $*"; }
 same() { [ "$1" = "$2" ] || fail "$3: got '$1', expected '$2'"; echo "ok: $3 = $1"; }
 # stat_of VOLUME KEY: a counter from the volume's stats attribute.

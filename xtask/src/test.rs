@@ -232,6 +232,7 @@ pub fn run(filter: Option<&str>, host_only: bool, vm_only: bool) -> Result<ExitC
             }
         }
     }
+    let mut outcomes_failed: Vec<(String, String)> = Vec::new();
     if !host_only {
         let k = setup::setup()?;
         let b = build::build(&k)?;
@@ -310,12 +311,17 @@ pub fn run(filter: Option<&str>, host_only: bool, vm_only: bool) -> Result<ExitC
                 passed += 1;
             } else {
                 failed += 1;
+                outcomes_failed.push((o.name.clone(), reason(&o.detail)));
             }
         }
     }
     eprintln!("\nphase wall times:");
     for (name, took) in env::phases() {
         eprintln!("  {name:<28} {:>8.1} s", took.as_secs_f64());
+    }
+    // The reasons again at the very end, where a log's tail shows them.
+    for o in outcomes_failed.iter() {
+        eprintln!("FAILED {}: {}", o.0, o.1);
     }
     println!("{passed} passed, {failed} failed");
     Ok(if failed == 0 {
@@ -352,6 +358,18 @@ fn scenario_nodes(text: &str) -> Option<usize> {
         .and_then(|n| n.trim().parse().ok())
 }
 
+/// The line of a failed case's detail that says why: the script's `FAIL:` line if there is one,
+/// else the first line.
+fn reason(detail: &str) -> String {
+    detail
+        .lines()
+        .find(|l| l.contains("FAIL:"))
+        .or_else(|| detail.lines().next())
+        .unwrap_or("")
+        .trim()
+        .to_string()
+}
+
 fn report(o: Option<&Outcome>) {
     if let Some(o) = o {
         let verdict = if o.passed { "PASS" } else { "FAIL" };
@@ -380,6 +398,14 @@ mod tests {
                    test result: FAILED. 2 passed; 1 failed; 0 ignored; 0 measured\n";
         assert_eq!(count_cargo_results(out), (9, 1));
         assert_eq!(count_cargo_results("nothing"), (0, 0));
+    }
+
+    #[test]
+    fn a_failure_is_told_by_its_fail_line() {
+        let detail = "exited 1; output tail:\nwrote 3 blocks\nFAIL: round 1: lost\nmore";
+        assert_eq!(reason(detail), "FAIL: round 1: lost");
+        assert_eq!(reason("the VM died or timed out; console tail:\nx"), "the VM died or timed out; console tail:");
+        assert_eq!(reason(""), "");
     }
 
     #[test]
