@@ -7,7 +7,10 @@
 # new generation and the replica set {2, 3} at epoch 1, and the module that set. While a verified
 # fio randwrite runs, node2's link is cut: the module declares host 3 lost, the agent writes the
 # record with the set without it (epoch 2) and then puts that set in force; the volume runs
-# write-through and fio verifies every write.
+# write-through and fio verifies every write. vm1 is then taken down and up again while node2 is
+# still cut off: the agent places the set on the peers that answer (epoch 3, host 2 alone; the
+# volume starts write-through rather than failing); with the link back, the next run has both
+# (epoch 4, wbp).
 NODE="sh $PF_REPO/tests/vm/wbp-agent/node.sh"
 RUN=$PF_REPO/target/vm/cluster-wbp-agent
 S=/sys/block/pf-vm1/peerflash
@@ -54,5 +57,17 @@ w, r = j["write"], j["read"]
 print("across the cut:", w["total_ios"], "writes,", r["total_ios"], "verified, error", j["error"], "; longest write", int(w["clat_ns"]["max"] / 1e6), "ms")
 sys.exit(0 if j["error"] == 0 and r["total_ios"] == w["total_ios"] > 0 else 1)
 EOF
+
+step "down and up while node2 is cut off: the set is placed on the peers that answer"
+on 0 "$NODE down && $NODE up" || fail "down and up vm1 with node2 cut off"
+set=$(record_set)
+echo "lock record: epoch and members $set"
+[ "$set" = "3 2" ] || fail "the record holds '$set', expected epoch 3 with host 2 alone"
+on 0 "cat $S/policy | grep -qx wt && grep 'do not answer' \$PF_RUN_DIR/agent.log" || fail "vm1 does not run write-through, or the agent did not say why"
 restore 2
+on 0 "$NODE down && $NODE up" || fail "down and up vm1 with node2 back"
+set=$(record_set)
+echo "lock record: epoch and members $set"
+[ "$set" = "4 2,3" ] || fail "the record holds '$set', expected epoch 4 with hosts 2 and 3"
+on 0 "cat $S/policy | grep -qx wbp" || fail "vm1 does not run wbp with both members back"
 echo "wbp-agent: ok"

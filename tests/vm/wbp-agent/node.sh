@@ -7,6 +7,7 @@
 #   node.sh init           `peerflash lock init` (once, on one node)
 #   node.sh agent NODE     `peerflash agent` (which configures and starts the peer transport)
 #   node.sh up             `peerflash up vm1` (wbp, replicas on node1 and node2)
+#   node.sh down           `peerflash down vm1`
 #   node.sh record         vm1's lock record as JSON
 . "$PF_REPO/tests/vm/lib.sh"
 set -u
@@ -85,6 +86,9 @@ up)
     # a lost one (as in cluster-wbp).
     echo 4000 > /sys/block/pf-vm1/peerflash/peer_timeout_ms
     cat /sys/block/pf-vm1/peerflash/policy /sys/block/pf-vm1/peerflash/replicas
+    ;;
+down)
+    peerflash down vm1 || { cat "$PF_RUN_DIR/agent.log"; fail "down vm1"; }
     ;;
 record)
     peerflash lock status --config "$CFG" vm1 --output json

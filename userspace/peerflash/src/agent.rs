@@ -26,7 +26,7 @@ use peerflash_core::lockrec::{start_decision, LockState, StartDecision};
 use peerflash_core::policy::Policy;
 use peerflash_core::replication::ReplicaSet;
 
-use crate::replicas::{leave_set, lost_hosts, replicas_attr};
+use crate::replicas::{leave_set, lost_hosts, place, replicas_attr};
 use peerflash_lease::{Datastore, Lease, LeaseError};
 use serde::{Deserialize, Serialize};
 
@@ -163,12 +163,10 @@ impl Agent {
         Ok(device)
     }
 
-    /// The host ids of `v`'s replica set as placed by the operator: the first `replicas` of
-    /// its `peers`, in the configuration's order.
-    fn placement(&self, v: &Volume) -> Result<Vec<u32>> {
+    /// The host ids of `v`'s peers, in the configuration's order.
+    fn peer_ids(&self, v: &Volume) -> Result<Vec<u32>> {
         v.peers
             .iter()
-            .take(v.replicas as usize)
             .map(|p| {
                 let h = self.cfg.hosts.iter().find(|h| &h.name == p);
                 h.and_then(|h| u32::try_from(h.id).ok())
@@ -177,11 +175,23 @@ impl Agent {
             .collect()
     }
 
-    /// Records a new run of wbp volume `v` with its placed replica set at a new epoch (the
-    /// record first: the module's set is always one the record holds) and returns the
-    /// `replicas` attribute for it.
-    fn new_replica_set(&self, v: &Volume, lease: &Lease) -> Result<String> {
-        let members = self.placement(v)?;
+    /// Records a new run of wbp volume `v` with its replica set at a new epoch (the record
+    /// first: the module's set is always one the record holds) and returns the `replicas`
+    /// attribute for it. The set is the first `replicas` of its `peers` that answer an
+    /// authenticated ping through the module now (`replicas::place`); with fewer the volume runs
+    /// write-through.
+    fn new_replica_set(&self, v: &Volume, lease: &Lease, say: &mut dyn FnMut(String)) -> Result<String> {
+        let peers = self.peer_ids(v)?;
+        let (members, passed) = place(&peers, v.replicas as usize, |h| {
+            crate::peer::probe(&self.root, u64::from(h), 1).is_ok()
+        });
+        if !passed.is_empty() {
+            say(format!(
+                "{}: replica host(s) {passed:?} do not answer; the set is {members:?}{}",
+                v.name,
+                if members.len() < v.replicas as usize { " (write-through until a run with enough)" } else { "" }
+            ));
+        }
         let r = lease.update_record(|r| {
             r.generation += 1;
             let epoch = r.replicas.epoch + 1;
@@ -352,9 +362,21 @@ impl Agent {
             if replay {
                 self.replay_here(v, lease, false, say)?;
             }
-            let set = self.new_replica_set(v, lease)?;
-            say(format!("{}: replica set {set} (epoch, generation, wanted, hosts)", v.name));
-            self.create(v, Some(set))?;
+            // A member that answered the ping may still fail its ATTACH (it went down since):
+            // placed again, without it, at a new epoch.
+            let mut tries = 0;
+            loop {
+                let set = self.new_replica_set(v, lease, say)?;
+                say(format!("{}: replica set {set} (epoch, generation, wanted, hosts)", v.name));
+                match self.create(v, Some(set)) {
+                    Ok(_) => break,
+                    Err(e) if tries < 2 => {
+                        say(format!("{}: {e:#}; placing its replicas again", v.name));
+                        tries += 1;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
             return self.mark_running(v, lease, false);
         }
         if replay {

@@ -1,9 +1,30 @@
-//! A wbp volume's replica set as the agent handles it: the `replicas` attribute of a set, the
-//! members the module shows lost, and the rule by which lost members leave the set (the lock
-//! record first, then the module).
+//! A wbp volume's replica set as the agent handles it: where a run's set is placed, the
+//! `replicas` attribute of a set, the members the module shows lost, and the rule by which lost
+//! members leave the set (the lock record first, then the module).
 
 use anyhow::Result;
 use peerflash_core::replication::ReplicaSet;
+
+/// Where a run of a wbp volume places its replicas: the first `wanted` of the operator's `peers`,
+/// in the operator's order, that answer now (`reachable`, asked only until enough answered).
+/// Returns the members and the peers passed over. With fewer than `wanted` answering, the set is
+/// smaller and the volume runs write-through (`replication::effective_policy`): it starts rather
+/// than failing because a peer host is down.
+pub fn place(peers: &[u32], wanted: usize, mut reachable: impl FnMut(u32) -> bool) -> (Vec<u32>, Vec<u32>) {
+    let mut members = Vec::new();
+    let mut passed = Vec::new();
+    for &p in peers {
+        if members.len() >= wanted {
+            break;
+        }
+        if !members.contains(&p) && reachable(p) {
+            members.push(p);
+        } else {
+            passed.push(p);
+        }
+    }
+    (members, passed)
+}
 
 /// The `replicas` attribute of a set: `EPOCH GEN WANTED HOST...`.
 pub fn replicas_attr(set: &ReplicaSet, generation: u64, wanted: u32) -> String {
@@ -93,6 +114,29 @@ mod tests {
         // The record cannot be written (the lease ran out): the module keeps its set.
         let r = leave_set(&set, &[3], 9, 3, |_| Err(anyhow!("lease gone")), |_| panic!("module written without the record"));
         assert!(r.is_err());
+    }
+
+    #[test]
+    fn a_run_is_placed_on_the_first_peers_that_answer() {
+        let asked = std::cell::RefCell::new(Vec::new());
+        let up = |down: &'static [u32]| {
+            let asked = &asked;
+            move |h: u32| {
+                asked.borrow_mut().push(h);
+                !down.contains(&h)
+            }
+        };
+        // All answer: the operator's first two, and the third is never asked.
+        assert_eq!(place(&[4, 2, 3], 2, up(&[])), (vec![4, 2], vec![]));
+        assert_eq!(*asked.borrow(), [4, 2]);
+        // The first is down: the next in the operator's order takes its place.
+        assert_eq!(place(&[4, 2, 3], 2, up(&[4])), (vec![2, 3], vec![4]));
+        // Too few answer: a smaller set (the volume runs write-through), never a host outside
+        // `peers`.
+        assert_eq!(place(&[4, 2], 2, up(&[4])), (vec![2], vec![4]));
+        assert_eq!(place(&[4, 2], 2, up(&[4, 2])), (vec![], vec![4, 2]));
+        // A peer named twice is placed once.
+        assert_eq!(place(&[2, 2, 3], 2, up(&[])), (vec![2, 3], vec![2]));
     }
 
     #[test]
