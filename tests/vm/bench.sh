@@ -18,6 +18,9 @@ SAN=$PF_SAN_DEV
 NVME=$PF_CACHE_DEV
 SECS=${PF_BENCH_SECS:-8}
 PROFILE=${PF_BENCH_PROFILE:-0}
+# PF_BENCH_MARK=1 (`--count-insns`): pf-mark at the ends of each window, for the QEMU plugin that
+# counts guest instructions.
+MARK=${PF_BENCH_MARK:-0}
 [ "$SECS" -ge 4 ] || fail "PF_BENCH_SECS must be at least 4"
 if [ "$PROFILE" = 1 ]; then command -v perf > /dev/null || fail "PF_BENCH_PROFILE=1 needs perf"; fi
 OUT=$PF_RUN_DIR/bench
@@ -31,6 +34,8 @@ cd /tmp
 ticks() { awk '$1 == "cpu" { print $2+$3+$4+$7+$8+$9, $2+$3+$4+$5+$6+$7+$8+$9 }' /proc/stat; }
 # writes DEV: writes completed on DEV so far.
 writes() { awk '{ print $5 }' "/sys/class/block/$(basename "$(readlink -f "$1")")/stat"; }
+# mark 1|2: the start or end of a window for the instruction counts (with PF_BENCH_MARK=1).
+mark() { if [ "$MARK" = 1 ]; then pf-mark "$1" || fail "pf-mark $1"; fi; }
 # run CONFIG DEV: fio at QD1 and QD16 on DEV. In a window from 2 s into the run to 1 s before its
 # end: the CPU time of the whole guest and the writes DEV completed, for the CPU cost of a write
 # ($OUT/CONFIG-qdN.cpu: busy ticks, all ticks, ticks per second, writes); with PF_BENCH_PROFILE=1
@@ -43,14 +48,14 @@ run() {
             --output="$OUT/$1-qd$qd.json" > /dev/null 2>&1 &
         fio_pid=$!
         sleep 2
-        t0=$(ticks); w0=$(writes "$2")
+        t0=$(ticks); mark 1; w0=$(writes "$2")
         if [ "$PROFILE" = 1 ]; then
             perf record -a -e cpu-clock -F 1000 -o /tmp/bench-prof.data -- sleep $((SECS - 2)) \
                 > /dev/null 2>&1 || fail "perf record"
         else
             sleep $((SECS - 2))
         fi
-        t1=$(ticks); w1=$(writes "$2")
+        w1=$(writes "$2"); mark 2; t1=$(ticks)
         wait $fio_pid || fail "fio on $1 at QD$qd"
         echo "$t0 $t1 $w0 $w1" | awk -v hz="$(getconf CLK_TCK)" \
             '{ print $3 - $1, $4 - $2, hz, $6 - $5 }' > "$OUT/$1-qd$qd.cpu"
@@ -68,6 +73,11 @@ wipe() {
     dd if=/dev/zero of="$1" bs=1M count=4 oflag=direct 2>/dev/null || fail "cannot zero $1"
 }
 
+if [ "$MARK" = 1 ]; then
+    # The windows xtask reads first: the marker's own cost, then an idle 2 s.
+    mark 1; mark 2
+    mark 1; sleep 2; mark 2
+fi
 modprobe dm-delay || fail "modprobe dm-delay"
 modprobe dm-writecache || fail "modprobe dm-writecache"
 modprobe bcache || fail "modprobe bcache"

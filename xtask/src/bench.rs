@@ -26,6 +26,8 @@ const CONFIGS: [(&str, &str); 7] = [
     ("bcache", "bcache writeback"),
 ];
 const DEPTHS: [u32; 2] = [1, 16];
+/// Seconds of the idle window of `--count-insns` (bench.sh).
+const IDLE_SECS: f64 = 2.0;
 
 /// One fio run.
 #[derive(Serialize, Clone, Copy)]
@@ -39,6 +41,13 @@ pub(crate) struct Sample {
     cpu_busy: f64,
     /// CPU time per write in CRC32C code (`--profile` only).
     crc_us_per_write: Option<f64>,
+    /// Guest instructions (all vCPUs) per write completed, in the same window (`--count-insns`
+    /// only).
+    insns_per_write: Option<f64>,
+    /// The same before the idle background is taken off.
+    insns_raw_per_write: Option<f64>,
+    /// `crc32` instructions among them.
+    crc32_per_write: Option<f64>,
 }
 
 /// The CPU window of a run (`CONFIG-qdN.cpu`: busy ticks, all ticks, ticks per second, writes):
@@ -110,6 +119,10 @@ struct Report {
     workload: &'static str,
     results: Vec<Row>,
     ratios: Vec<Ratio>,
+    /// `--count-insns`: the instructions of the marker itself (taken off every window).
+    marker_insns: Option<u64>,
+    /// `--count-insns`: the instructions of an idle 2 s window.
+    idle_insns_2s: Option<u64>,
 }
 
 /// Reads write IOPS, mean and p99 completion latency (submission to completion) from fio's JSON.
@@ -138,11 +151,14 @@ pub(crate) fn parse(path: &Path) -> Result<Sample> {
         cpu_us_per_write: 0.0,
         cpu_busy: 0.0,
         crc_us_per_write: None,
+        insns_per_write: None,
+        insns_raw_per_write: None,
+        crc32_per_write: None,
     })
 }
 
 /// Runs the benchmark; `secs` per fio run.
-pub fn run(k: &Kernel, b: &Built, secs: u64, profile: bool) -> Result<()> {
+pub fn run(k: &Kernel, b: &Built, secs: u64, profile: bool, count_insns: bool) -> Result<()> {
     if secs < 4 {
         bail!("--secs must be at least 4 (the CPU window starts 2 s into a run)");
     }
@@ -162,6 +178,12 @@ pub fn run(k: &Kernel, b: &Built, secs: u64, profile: bool) -> Result<()> {
         "PF_BENCH_PROFILE".to_string(),
         if profile { "1" } else { "0" }.to_string(),
     ));
+    let insns_log = dir.join("insns.log");
+    if count_insns {
+        let plugin = crate::insns::build_plugin()?;
+        cfg.qemu_extra = Some(crate::insns::qemu_opts(&plugin, &insns_log));
+        cfg.env.push(("PF_BENCH_MARK".to_string(), "1".to_string()));
+    }
     let script = repo.join("tests/vm/bench.sh").display().to_string();
     eprintln!(
         "==> booting a VM to run {script} ({} fio runs of {secs} s)",
@@ -184,7 +206,22 @@ pub fn run(k: &Kernel, b: &Built, secs: u64, profile: bool) -> Result<()> {
         bail!("benchmark run: {why}");
     }
 
+    // With --count-insns: the marker's own cost (two markers back to back), an idle window of
+    // 2 s, then one window per run, in the order the guest runs them.
+    let counted = if count_insns {
+        let log = std::fs::read_to_string(&insns_log)
+            .with_context(|| format!("no plugin log {}", insns_log.display()))?;
+        let w = crate::insns::windows(&log)?;
+        let want = 2 + CONFIGS.len() * DEPTHS.len();
+        if w.len() != want {
+            bail!("{}: {} measurement windows, expected {want}", insns_log.display(), w.len());
+        }
+        Some(w)
+    } else {
+        None
+    };
     let mut results = Vec::new();
+    let mut run_index = 0;
     for (config, label) in CONFIGS {
         for qd in DEPTHS {
             let base = cfg.run_dir.join(format!("bench/{config}-qd{qd}"));
@@ -196,6 +233,16 @@ pub fn run(k: &Kernel, b: &Built, secs: u64, profile: bool) -> Result<()> {
                 let share = parse_crc_share(&base.with_extension("prof"))?;
                 sample.crc_us_per_write = Some(share * cpu_secs * 1e6 / writes);
             }
+            if let Some(w) = &counted {
+                let (marker, idle, window) = (w[0], w[1], w[2 + run_index]);
+                // The window: from 2 s into the run to 1 s before its end (bench.sh).
+                let secs_in = secs.saturating_sub(2) as f64;
+                let (raw, net) = crate::insns::per_write(window, marker, idle, IDLE_SECS, secs_in, writes);
+                sample.insns_per_write = Some(net);
+                sample.insns_raw_per_write = Some(raw);
+                sample.crc32_per_write = Some(window.crc32.saturating_sub(marker.crc32) as f64 / writes);
+            }
+            run_index += 1;
             results.push(Row {
                 config,
                 label,
@@ -231,21 +278,31 @@ pub fn run(k: &Kernel, b: &Built, secs: u64, profile: bool) -> Result<()> {
         }
     }
 
+    if counted.is_some() {
+        let per = |config: &str, qd: u32| get(config, qd).and_then(|s| s.insns_per_write);
+        for qd in DEPTHS {
+            for (num, den) in [("pf-wb", "writecache"), ("pf-wb-lazy", "writecache"), ("pf-wb", "bcache"), ("pf-wb", "nvme")] {
+                if let (Some(a), Some(b)) = (per(num, qd), per(den, qd)) {
+                    ratios.push(Ratio { what: format!("{num} / {den} insns per write"), qd, ratio: a / b });
+                }
+            }
+            if let (Some(a), Some(s), Some(n)) = (per("pf-wt", qd), per("san", qd), per("nvme", qd)) {
+                ratios.push(Ratio { what: "pf-wt / (san + nvme) insns per write".into(), qd, ratio: a / (s + n) });
+            }
+        }
+    }
     let kernel = k.flavor.name();
     println!(
         "\n4k random write, libaio, direct, {secs} s per run (one VM, TCG, {kernel} kernel)\n"
     );
     println!(
-        "{:<26} {:>4} {:>8} {:>10} {:>10} {:>10} {:>6} {:>10}",
-        "configuration", "QD", "IOPS", "mean (us)", "p99 (us)", "CPU us/wr", "busy", "crc us/wr"
+        "{:<26} {:>4} {:>8} {:>10} {:>10} {:>10} {:>6} {:>10} {:>10} {:>9}",
+        "configuration", "QD", "IOPS", "mean (us)", "p99 (us)", "CPU us/wr", "busy", "crc us/wr", "insns/wr", "crc32/wr"
     );
+    let opt = |v: Option<f64>| v.map_or("-".to_string(), |c| format!("{c:.0}"));
     for r in &results {
-        let crc = r
-            .sample
-            .crc_us_per_write
-            .map_or("-".to_string(), |c| format!("{c:.0}"));
         println!(
-            "{:<26} {:>4} {:>8.0} {:>10.0} {:>10.0} {:>10.0} {:>5.0}% {:>10}",
+            "{:<26} {:>4} {:>8.0} {:>10.0} {:>10.0} {:>10.0} {:>5.0}% {:>10} {:>10} {:>9}",
             r.label,
             r.qd,
             r.sample.iops,
@@ -253,7 +310,19 @@ pub fn run(k: &Kernel, b: &Built, secs: u64, profile: bool) -> Result<()> {
             r.sample.p99_us,
             r.sample.cpu_us_per_write,
             r.sample.cpu_busy * 100.0,
-            crc
+            opt(r.sample.crc_us_per_write),
+            opt(r.sample.insns_per_write),
+            opt(r.sample.crc32_per_write),
+        );
+    }
+    if let Some(w) = &counted {
+        println!(
+            "\ninsns/wr: guest instructions of all vCPUs per write completed in the same window (QEMU \
+             plugin), less the marker's own {} and the idle background\n(an idle 2 s window executed \
+             {}, scaled to the window; bench.json also has the figure before that), crc32/wr: crc32 \
+             instructions among them.\nUnder the plugin the emulator runs slower: IOPS and CPU time \
+             of this run are not comparable with a run without it.",
+            w[0].insns, w[1].insns
         );
     }
     println!(
@@ -275,6 +344,8 @@ pub fn run(k: &Kernel, b: &Built, secs: u64, profile: bool) -> Result<()> {
         workload: "fio 4k randwrite, libaio, direct=1, 1 GiB span",
         results,
         ratios,
+        marker_insns: counted.as_ref().map(|w| w[0].insns),
+        idle_insns_2s: counted.as_ref().map(|w| w[1].insns),
     };
     let json = dir.join("bench.json");
     std::fs::write(&json, serde_json::to_string_pretty(&report)?)?;
@@ -300,10 +371,15 @@ fn chart(report: &Report, path: &Path) -> Result<()> {
     for (panel, qd) in iops_row.iter().zip(DEPTHS) {
         bars(panel, report, qd, "IOPS", |s| s.iops)?;
     }
+    let counted = report.results.iter().all(|r| r.sample.insns_per_write.is_some());
     for (panel, qd) in cpu_row.iter().zip(DEPTHS) {
-        bars(panel, report, qd, "CPU us per write", |s| {
-            s.cpu_us_per_write
-        })?;
+        if counted {
+            bars(panel, report, qd, "k guest instructions per write", |s| {
+                s.insns_per_write.unwrap_or(0.0) / 1000.0
+            })?;
+        } else {
+            bars(panel, report, qd, "CPU us per write", |s| s.cpu_us_per_write)?;
+        }
     }
     root.present().map_err(|e| anyhow::anyhow!("{e:?}"))?;
     Ok(())
@@ -441,6 +517,9 @@ mod tests {
             cpu_us_per_write: cpu,
             cpu_busy: 0.5,
             crc_us_per_write: None,
+            insns_per_write: None,
+            insns_raw_per_write: None,
+            crc32_per_write: None,
         };
         let mut results = Vec::new();
         for qd in DEPTHS {
@@ -463,6 +542,8 @@ mod tests {
             workload: "test",
             results,
             ratios: Vec::new(),
+            marker_insns: None,
+            idle_insns_2s: None,
         };
         let path = d.file("chart.svg", "");
         chart(&report, &path).unwrap();

@@ -52,7 +52,9 @@ pub fn build(k: &Kernel) -> Result<Built> {
             "-p",
             "pf-craft",
             "-p",
-            "pf-wire"
+            "pf-wire",
+            "-p",
+            "pf-mark"
         )
         .dir(&repo)
         .run()

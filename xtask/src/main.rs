@@ -11,6 +11,7 @@ mod env;
 mod failover;
 mod fuzz;
 mod imports;
+mod insns;
 mod scenario;
 mod setup;
 mod test;
@@ -103,10 +104,14 @@ enum Command {
         /// Profile each run with perf in the guest and report the CPU time in CRC32C code.
         #[arg(long)]
         profile: bool,
+        /// Count guest instructions (a QEMU TCG plugin): instructions and crc32 instructions per
+        /// write for every configuration, in a run of its own (the plugin slows the emulator).
+        #[arg(long, conflicts_with = "profile")]
+        count_insns: bool,
         /// The cluster benchmark instead: three VMs, wt, wb and wbp with one and two replica
         /// hosts beside raw NVMe, the raw SAN and the 4 KiB round trip; target/bench/cluster.json
         /// and cluster.svg.
-        #[arg(long, conflicts_with = "profile")]
+        #[arg(long, conflicts_with_all = ["profile", "count_insns"])]
         cluster: bool,
         /// With --cluster: only make the report of the last run again (no VMs).
         #[arg(long, requires = "cluster")]
@@ -187,6 +192,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             secs,
             debug_kernel,
             profile,
+            count_insns,
             cluster,
             report_only,
         } => {
@@ -195,7 +201,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             if cluster {
                 bench_cluster::run(&k, &b, secs, report_only)?;
             } else {
-                bench::run(&k, &b, secs, profile)?;
+                bench::run(&k, &b, secs, profile, count_insns)?;
             }
         }
         Command::Demo => {

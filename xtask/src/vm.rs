@@ -57,6 +57,8 @@ pub struct VmConfig {
     pub netns: Option<String>,
     /// Extra environment for the guest command.
     pub env: Vec<(String, String)>,
+    /// Extra QEMU options (a TCG plugin and its log, for `bench --count-insns`).
+    pub qemu_extra: Option<String>,
 }
 
 impl VmConfig {
@@ -75,6 +77,7 @@ impl VmConfig {
             nic: None,
             netns: None,
             env: Vec::new(),
+            qemu_extra: None,
         }
     }
 }
@@ -179,6 +182,10 @@ impl Vm {
             cfg.cache_image.display(),
             cfg.san_image.display(),
         );
+        if let Some(extra) = &cfg.qemu_extra {
+            qemu.push(' ');
+            qemu.push_str(extra);
+        }
         if let Some(n) = &cfg.nic {
             qemu.push_str(&format!(
                 " -netdev tap,id=pfnet,ifname={},script=no,downscript=no -device virtio-net-pci,netdev=pfnet,mac={}",

@@ -22,6 +22,13 @@ record_set() {
     python3 -c 'import json, sys; r = json.load(open(sys.argv[1]))[0]["record"]; print(r["replica_epoch"], ",".join(map(str, r["replica_set"])))' "$RUN/record.json"
 }
 
+# expect_set WANT: vm1's lock record holds WANT ("EPOCH MEMBERS", members comma-separated).
+expect_set() {
+    set=$(record_set)
+    echo "lock record: epoch and members $set"
+    [ "$set" = "$1" ] || fail "the record holds '$set', expected '$1' (epoch, members)"
+}
+
 for i in 0 1 2; do
     on $i "$NODE start node$i" || fail "node$i: start"
 done
@@ -32,9 +39,7 @@ done
 
 step "up: the agent records the operator's placement, then the module runs it"
 on 0 "$NODE up" || fail "up vm1"
-set=$(record_set)
-echo "lock record: epoch and members $set"
-[ "$set" = "1 2,3" ] || fail "the record holds '$set', expected epoch 1 with hosts 2 and 3"
+expect_set "1 2,3"
 on 0 "grep -q '^epoch 1 gen [0-9]* wanted 2 members 2 3$' $S/replicas" || fail "the module runs another set"
 
 step "a member's link cut during writes: the agent writes the record without it, then the module"
@@ -45,9 +50,7 @@ cut 2
 t0=$(date +%s)
 on 0 "i=0; until [ \"\$(cat $S/policy)\" = wt ]; do i=\$((i + 1)); [ \$i -lt 300 ] || exit 1; sleep 0.2; done; cat $S/replicas" || fail "the volume did not go write-through within 60 s"
 echo "write-through $(( $(date +%s) - t0 )) s after the cut"
-set=$(record_set)
-echo "lock record: epoch and members $set"
-[ "$set" = "2 2" ] || fail "the record holds '$set', expected epoch 2 with host 2 alone"
+expect_set "2 2"
 on 0 "grep 'lost' \$PF_RUN_DIR/agent.log" || fail "the agent did not say what it changed"
 on 0 "while pgrep -x fio > /dev/null; do sleep 1; done" || fail "waiting for fio"
 python3 - "$RUN/node0/run/cut.json" <<'EOF' || fail "fio across the cut"
@@ -60,14 +63,10 @@ EOF
 
 step "down and up while node2 is cut off: the set is placed on the peers that answer"
 on 0 "$NODE down && $NODE up" || fail "down and up vm1 with node2 cut off"
-set=$(record_set)
-echo "lock record: epoch and members $set"
-[ "$set" = "3 2" ] || fail "the record holds '$set', expected epoch 3 with host 2 alone"
+expect_set "3 2"
 on 0 "cat $S/policy | grep -qx wt && grep 'do not answer' \$PF_RUN_DIR/agent.log" || fail "vm1 does not run write-through, or the agent did not say why"
 restore 2
 on 0 "$NODE down && $NODE up" || fail "down and up vm1 with node2 back"
-set=$(record_set)
-echo "lock record: epoch and members $set"
-[ "$set" = "4 2,3" ] || fail "the record holds '$set', expected epoch 4 with hosts 2 and 3"
+expect_set "4 2,3"
 on 0 "cat $S/policy | grep -qx wbp" || fail "vm1 does not run wbp with both members back"
 echo "wbp-agent: ok"
