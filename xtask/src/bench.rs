@@ -113,6 +113,8 @@ struct Ratio {
 
 #[derive(Serialize)]
 struct Report {
+    /// The pure core's instructions per operation of the write path (host, callgrind).
+    core_insns: Vec<crate::core_cost::OpCost>,
     seconds_per_run: u64,
     /// "bench" (no lock debugging) or "test" (lockdep, `--debug-kernel`).
     kernel: &'static str,
@@ -178,6 +180,8 @@ pub fn run(k: &Kernel, b: &Built, secs: u64, profile: bool, count_insns: bool) -
         "PF_BENCH_PROFILE".to_string(),
         if profile { "1" } else { "0" }.to_string(),
     ));
+    // The pure core's costs first (host only, a few seconds): a failure shows before the VM.
+    let core = crate::core_cost::measure()?;
     let insns_log = dir.join("insns.log");
     if count_insns {
         let plugin = crate::insns::build_plugin()?;
@@ -338,7 +342,9 @@ pub fn run(k: &Kernel, b: &Built, secs: u64, profile: bool, count_insns: bool) -
     for r in &ratios {
         println!("{:<34} QD{:<3} {:.2}x", r.what, r.qd, r.ratio);
     }
+    crate::core_cost::print(&core);
     let report = Report {
+        core_insns: core,
         seconds_per_run: secs,
         kernel,
         workload: "fio 4k randwrite, libaio, direct=1, 1 GiB span",
@@ -537,6 +543,7 @@ mod tests {
             });
         }
         let report = Report {
+            core_insns: Vec::new(),
             seconds_per_run: 8,
             kernel: "bench",
             workload: "test",

@@ -5,6 +5,7 @@ mod bench;
 mod bench_cluster;
 mod build;
 mod cluster;
+mod core_cost;
 mod crash;
 mod demo;
 mod env;

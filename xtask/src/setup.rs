@@ -46,6 +46,10 @@ const PACKAGES: &[&str] = &[
     "psmisc",
     // `cargo xtask bench --profile` runs perf in the guest (the guest sees the host's files).
     "linux-perf",
+    // `cargo xtask bench`: the pure core's instructions per operation (callgrind), and the QEMU
+    // plugin of `--count-insns` (built with cc).
+    "valgrind",
+    "gcc",
     // Per-volume leases: the sanlock daemon and libsanlock_client (linked by the helper).
     "sanlock",
     "libsanlock-dev",
