@@ -7,7 +7,7 @@
 
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use plotters::prelude::*;
 use serde::Serialize;
 
@@ -46,8 +46,95 @@ struct Ratio {
     met: Option<bool>,
 }
 
+/// `--count-insns`: guest instructions per write of one run, on the primary and on each member.
+#[derive(Serialize, Clone)]
+struct Insns {
+    config: &'static str,
+    qd: u32,
+    /// node0's instructions per write it completed (net of the marker and the idle background).
+    primary: f64,
+    /// Each member's (node1, node2) instructions per record it wrote, for the wbp runs that
+    /// place replicas there.
+    members: Vec<(u32, f64)>,
+    /// Instructions of the whole cluster per write: the primary's and every member's.
+    total: f64,
+}
+
+/// A line of a node's `windows.txt`: `NAME W0 W1 T0 T1` (device writes and the guest's clock at
+/// both ends of the window).
+#[derive(Debug, Clone, PartialEq)]
+struct WindowLine {
+    name: String,
+    writes: f64,
+    secs: f64,
+}
+
+fn parse_windows(text: &str) -> Result<Vec<WindowLine>> {
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let w: Vec<&str> = l.split_whitespace().collect();
+            let num = |i: usize| -> Result<f64> {
+                w.get(i).and_then(|v| v.parse::<f64>().ok()).with_context(|| format!("a bad window line {l:?}"))
+            };
+            let name = w.first().with_context(|| format!("a bad window line {l:?}"))?.to_string();
+            Ok(WindowLine { name, writes: num(2)? - num(1)?, secs: num(4)? - num(3)? })
+        })
+        .collect()
+}
+
+/// Members of each wbp run (host id, node index).
+fn members_of(config: &str) -> &'static [(u32, usize)] {
+    match config {
+        "wbp1" => &[(2, 1)],
+        "wbp2" => &[(2, 1), (3, 2)],
+        _ => &[],
+    }
+}
+
+/// Reads every node's plugin log and window lines and works out the instructions per write.
+fn count(script: &Path) -> Result<Vec<Insns>> {
+    let repo = env::repo_root();
+    let mut per_node = Vec::new();
+    for i in 0..3 {
+        let log_path = crate::scenario::plugin_log(script, i);
+        let log = std::fs::read_to_string(&log_path).with_context(|| format!("no plugin log {}", log_path.display()))?;
+        let w = crate::insns::windows(&log)?;
+        let lines_path = repo.join(format!("target/vm/cluster-bench-wbp/node{i}/run/bench/windows.txt"));
+        let lines = parse_windows(&std::fs::read_to_string(&lines_path).with_context(|| format!("no {}", lines_path.display()))?)?;
+        let runs = CONFIGS.len() * DEPTHS.len();
+        if w.len() != 2 + runs || lines.len() != runs {
+            bail!("node{i}: {} windows and {} window lines, expected {} and {runs}", w.len(), lines.len(), 2 + runs);
+        }
+        per_node.push((w, lines));
+    }
+    let mut out = Vec::new();
+    let mut k = 0;
+    for (config, _) in CONFIGS {
+        for qd in DEPTHS {
+            let net = |node: usize| -> (f64, f64) {
+                let (w, lines) = &per_node[node];
+                let l = &lines[k];
+                let (_, net) = crate::insns::per_write(w[2 + k], w[0], w[1], 2.0, l.secs, l.writes);
+                (net, l.writes)
+            };
+            let (primary, _) = net(0);
+            let mut members = Vec::new();
+            for &(host, node) in members_of(config) {
+                members.push((host, net(node).0));
+            }
+            let total = primary + members.iter().map(|m| m.1).sum::<f64>();
+            out.push(Insns { config, qd, primary, members, total });
+            k += 1;
+        }
+    }
+    Ok(out)
+}
+
 #[derive(Serialize)]
 struct Report {
+    /// `--count-insns` only.
+    insns: Option<Vec<Insns>>,
     seconds_per_run: u64,
     kernel: &'static str,
     workload: &'static str,
@@ -115,11 +202,21 @@ fn ratios(rows: &[Row], rtt_mean: f64) -> Vec<Ratio> {
 
 /// Runs the cluster benchmark; `secs` per fio run. With `report_only`, only the report of the
 /// last run's results (left in node0's run directory) is made again.
-pub fn run(k: &Kernel, b: &Built, secs: u64, report_only: bool) -> Result<()> {
+pub fn run(k: &Kernel, b: &Built, secs: u64, report_only: bool, count_insns: bool) -> Result<()> {
     let repo = env::repo_root();
     let script = repo.join("tests/vm/scenarios/bench-wbp.sh");
     if !report_only {
-        crate::scenario::run_with(k, b, 3, &script, &[("PF_BENCH_SECS", secs.to_string())])?;
+        let mut vars = vec![("PF_BENCH_SECS", secs.to_string())];
+        let plugin = if count_insns {
+            if secs < 10 {
+                bail!("--cluster --count-insns needs --secs 10 or more (a window runs from 3 s into a run to 2 s before its end)");
+            }
+            vars.push(("PF_BENCH_MARK", "1".to_string()));
+            Some(crate::insns::build_plugin()?)
+        } else {
+            None
+        };
+        crate::scenario::run_with(k, b, 3, &script, &vars, plugin.as_deref())?;
     }
     let dir = repo.join("target/vm/cluster-bench-wbp/node0/run/bench");
     let (rtt_mean_us, rtt_p50_us) = parse_rtt(&dir.join("rtt.txt"))?;
@@ -152,7 +249,18 @@ pub fn run(k: &Kernel, b: &Built, secs: u64, report_only: bool) -> Result<()> {
         println!("{:<72} {:.2}x{t}", r.what, r.ratio);
     }
     println!("\nQD16 runs are bound by the submitting vCPU under TCG (emulated crc32 and HMAC): their ratios measure the emulator as much as peerflash.");
+    let insns = if count_insns { Some(count(&script)?) } else { None };
+    if let Some(rows) = &insns {
+        println!("\nguest instructions per write (QEMU plugin; net of the marker and each node's idle background):");
+        println!("{:<8} {:>4} {:>12} {:>24} {:>12}", "config", "QD", "primary", "member(s), per record", "cluster");
+        for r in rows {
+            let m: Vec<String> = r.members.iter().map(|(h, v)| format!("host {h}: {v:.0}")).collect();
+            println!("{:<8} {:>4} {:>12.0} {:>24} {:>12.0}", r.config, r.qd, r.primary, m.join(", "), r.total);
+        }
+        println!("(the IOPS of a counting run are not comparable with a run without the plugin)");
+    }
     let report = Report {
+        insns,
         seconds_per_run: secs,
         kernel,
         workload: "fio 4k randwrite, libaio, direct=1, 1 GiB span, on node0 of three",
@@ -240,6 +348,7 @@ mod tests {
     fn chart_has_iops_and_latency_panels() {
         let results = vec![row("nvme", 1, 1800.0, 535.0), row("nvme", 16, 5000.0, 3000.0), row("wbp1", 1, 198.0, 4996.0), row("wbp1", 16, 416.0, 38301.0)];
         let report = Report {
+            insns: None,
             seconds_per_run: 8,
             kernel: "bench",
             workload: "test",
@@ -257,6 +366,15 @@ mod tests {
         for want in ["IOPS, QD1", "IOPS, QD16", "mean latency (us), QD1", "rtt 4K", "4996", "wbp1"] {
             assert!(svg.contains(want), "the chart lacks {want}");
         }
+    }
+
+    #[test]
+    fn window_lines_give_writes_and_seconds() {
+        let l = parse_windows("wbp1-qd1 100 350 10.5 15.0\n\n").unwrap();
+        assert_eq!(l, [WindowLine { name: "wbp1-qd1".into(), writes: 250.0, secs: 4.5 }]);
+        assert!(parse_windows("wbp1-qd1 100\n").is_err());
+        assert_eq!(members_of("wbp2"), &[(2, 1), (3, 2)]);
+        assert!(members_of("wb").is_empty());
     }
 
     #[test]

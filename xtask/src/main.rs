@@ -106,13 +106,14 @@ enum Command {
         #[arg(long)]
         profile: bool,
         /// Count guest instructions (a QEMU TCG plugin): instructions and crc32 instructions per
-        /// write for every configuration, in a run of its own (the plugin slows the emulator).
+        /// write for every configuration, in a run of its own (the plugin slows the emulator);
+        /// with --cluster, on the primary and on each member (--secs 10 or more).
         #[arg(long, conflicts_with = "profile")]
         count_insns: bool,
         /// The cluster benchmark instead: three VMs, wt, wb and wbp with one and two replica
         /// hosts beside raw NVMe, the raw SAN and the 4 KiB round trip; target/bench/cluster.json
         /// and cluster.svg.
-        #[arg(long, conflicts_with_all = ["profile", "count_insns"])]
+        #[arg(long, conflicts_with = "profile")]
         cluster: bool,
         /// With --cluster: only make the report of the last run again (no VMs).
         #[arg(long, requires = "cluster")]
@@ -200,7 +201,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let k = setup::setup_flavor(setup::Flavor::bench_if(!debug_kernel))?;
             let b = build::build(&k)?;
             if cluster {
-                bench_cluster::run(&k, &b, secs, report_only)?;
+                bench_cluster::run(&k, &b, secs, report_only, count_insns)?;
             } else {
                 bench::run(&k, &b, secs, profile, count_insns)?;
             }

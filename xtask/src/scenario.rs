@@ -69,15 +69,28 @@ fn handle(c: &mut Cluster, ctl: &Path, id: u64) -> Result<(i32, String)> {
 
 /// Boots `n` nodes and runs `script`; fails when it does or a node's kernel log shows problems.
 pub fn run(k: &Kernel, b: &Built, n: usize, script: &Path) -> Result<()> {
-    run_with(k, b, n, script, &[])
+    run_with(k, b, n, script, &[], None)
 }
 
-/// [`run`], with `env` added to the script's environment.
-pub fn run_with(k: &Kernel, b: &Built, n: usize, script: &Path, env: &[(&str, String)]) -> Result<()> {
+/// The plugin log of node `i` of a scenario run with a plugin ([`run_with`]).
+pub fn plugin_log(script: &Path, i: usize) -> PathBuf {
+    let name = script.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    env::repo_root().join("target/vm").join(format!("cluster-{name}")).join(format!("insns-node{i}.log"))
+}
+
+/// [`run`], with `env` added to the script's environment and, with `plugin`, every node's QEMU
+/// loading that TCG plugin (its log: [`plugin_log`]).
+pub fn run_with(k: &Kernel, b: &Built, n: usize, script: &Path, env: &[(&str, String)], plugin: Option<&Path>) -> Result<()> {
     let script = std::fs::canonicalize(script).with_context(|| format!("no script {}", script.display()))?;
     let name = script.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
     let dir = env::repo_root().join("target/vm").join(format!("cluster-{name}"));
     let mut c = Cluster::new(k, b, n, dir.clone())?;
+    if let Some(p) = plugin {
+        std::fs::create_dir_all(&dir)?;
+        for (i, node) in c.nodes.iter_mut().enumerate() {
+            node.cfg.qemu_extra = Some(crate::insns::qemu_opts(p, &plugin_log(&script, i)));
+        }
+    }
     let ctl: PathBuf = dir.join("ctl");
     std::fs::create_dir_all(&ctl)?;
     phase("cluster: boot nodes", || c.start_all())?;

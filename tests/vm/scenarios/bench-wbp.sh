@@ -9,13 +9,44 @@
 # fio's JSON goes to $PF_RUN_DIR/bench/CONFIG-qdN.json of node0, the round trip to
 # $PF_RUN_DIR/bench/rtt.txt (mean and p50 in microseconds). PF_BENCH_SECS: seconds per run.
 SECS=${PF_BENCH_SECS:-8}
+# PF_BENCH_MARK=1 (`--cluster --count-insns`): every node's QEMU counts guest instructions (a TCG
+# plugin); each run gets a window on every node, marked by pf-mark, with the writes of the
+# node's device (node0: the device under test; node1, node2: their cache devices, which take the
+# replica records) and the guest's clock at both ends in $PF_RUN_DIR/bench/windows.txt.
+MARK=${PF_BENCH_MARK:-0}
 peers_up 3
+on_all() { for i in 0 1 2; do on $i "$1" || fail "node$i: $1"; done; }
+# The window commands: `win_start DEV` and `win_end NAME DEV` (guest side).
+writes_of='awk "{ print \$5 }" /sys/class/block/$(basename $(readlink -f $D))/stat'
+win_start() { echo "D=$1; $writes_of > /tmp/pf-w0; date +%s.%N > /tmp/pf-t0; pf-mark 1"; }
+win_end() { echo "D=$2; pf-mark 2; echo $1 \$(cat /tmp/pf-w0) \$($writes_of) \$(cat /tmp/pf-t0) \$(date +%s.%N) >> \$PF_RUN_DIR/bench/windows.txt"; }
+if [ "$MARK" = 1 ]; then
+    [ "$SECS" -ge 10 ] || fail "counting instructions needs PF_BENCH_SECS of at least 10"
+    # Every node: the marker's own cost (two back to back), then an idle 2 s.
+    on_all "mkdir -p \$PF_RUN_DIR/bench && rm -f \$PF_RUN_DIR/bench/windows.txt && pf-mark 1 && pf-mark 2 && pf-mark 1 && sleep 2 && pf-mark 2"
+fi
 for i in 1 2; do
     on $i "peerflash format-cache \$PF_CACHE_DEV --force > /dev/null && echo \$PF_CACHE_DEV > /sys/kernel/config/peerflash/replica_cache" || fail "node$i: replica cache"
 done
 
-# run CONFIG DEV: fio at QD1 and QD16 on DEV (node0).
+# run CONFIG DEV: fio at QD1 and QD16 on DEV (node0); with MARK=1, fio in the background and a
+# window on every node from 3 s into the run to 2 s before its end.
 run() {
+    if [ "$MARK" = 1 ]; then
+        for qd in 1 16; do
+            on 0 "setsid fio --name=$1-qd$qd --filename=$2 --rw=randwrite --bs=4k --ioengine=libaio --direct=1 --iodepth=$qd --size=1G --runtime=$SECS --time_based --ramp_time=1 --randrepeat=0 --norandommap --lat_percentiles=1 --output-format=json --output=\$PF_RUN_DIR/bench/$1-qd$qd.json > /dev/null 2>&1 < /dev/null & echo started" > /dev/null || fail "fio on $1 at QD$qd"
+            sleep 3
+            on 0 "$(win_start "$2")" || fail "window start on node0"
+            for i in 1 2; do on $i "$(win_start "\$PF_CACHE_DEV")" || fail "window start on node$i"; done
+            sleep $((SECS - 5))
+            on 0 "$(win_end "$1-qd$qd" "$2")" || fail "window end on node0"
+            for i in 1 2; do on $i "$(win_end "$1-qd$qd" "\$PF_CACHE_DEV")" || fail "window end on node$i"; done
+            on 0 "while pgrep -x fio > /dev/null; do sleep 0.5; done; sed -n 's/.*\"iops\" : \\([0-9]*\\).*/\\1/p' \$PF_RUN_DIR/bench/$1-qd$qd.json | sed -n 2p" > /tmp/pf-bench-iops.$$ || fail "fio on $1 at QD$qd"
+            echo "$1 QD$qd: $(cat /tmp/pf-bench-iops.$$) write IOPS"
+        done
+        rm -f /tmp/pf-bench-iops.$$
+        return
+    fi
     for qd in 1 16; do
         on 0 "fio --name=$1-qd$qd --filename=$2 --rw=randwrite --bs=4k --ioengine=libaio --direct=1 --iodepth=$qd --size=1G --runtime=$SECS --time_based --ramp_time=1 --randrepeat=0 --norandommap --lat_percentiles=1 --output-format=json --output=\$PF_RUN_DIR/bench/$1-qd$qd.json > /dev/null 2>&1 && sed -n 's/.*\"iops\" : \\([0-9]*\\).*/\\1/p' \$PF_RUN_DIR/bench/$1-qd$qd.json | sed -n 2p" > /tmp/pf-bench-iops.$$ || fail "fio on $1 at QD$qd"
         echo "$1 QD$qd: $(cat /tmp/pf-bench-iops.$$) write IOPS"
