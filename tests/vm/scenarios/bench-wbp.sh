@@ -16,10 +16,9 @@ SECS=${PF_BENCH_SECS:-8}
 MARK=${PF_BENCH_MARK:-0}
 peers_up 3
 on_all() { for i in 0 1 2; do on $i "$1" || fail "node$i: $1"; done; }
-# The window commands: `win_start DEV` and `win_end NAME DEV` (guest side).
-writes_of='awk "{ print \$5 }" /sys/class/block/$(basename $(readlink -f $D))/stat'
-win_start() { echo "D=$1; $writes_of > /tmp/pf-w0; date +%s.%N > /tmp/pf-t0; pf-mark 1"; }
-win_end() { echo "D=$2; pf-mark 2; echo $1 \$(cat /tmp/pf-w0) \$($writes_of) \$(cat /tmp/pf-t0) \$(date +%s.%N) >> \$PF_RUN_DIR/bench/windows.txt"; }
+# A window on node I (tests/vm/bench-window.sh, in the background): window I DELAY NAME DEV.
+window() { on $1 "setsid sh \$PF_REPO/tests/vm/bench-window.sh $2 $((SECS - 5)) $3 $4 > /dev/null 2>&1 < /dev/null & echo started" > /dev/null || fail "node$1: window"; }
+windows_done=0
 if [ "$MARK" = 1 ]; then
     [ "$SECS" -ge 10 ] || fail "counting instructions needs PF_BENCH_SECS of at least 10"
     # Every node: the marker's own cost (two back to back), then an idle 2 s.
@@ -34,15 +33,18 @@ done
 run() {
     if [ "$MARK" = 1 ]; then
         for qd in 1 16; do
+            # The members' windows are started first, while they are idle, and timed to open
+            # with node0's, 3 s into fio's run; each lasts SECS - 5 s.
+            window 1 4 "$1-qd$qd" "\$PF_CACHE_DEV"
+            window 2 4 "$1-qd$qd" "\$PF_CACHE_DEV"
             on 0 "setsid fio --name=$1-qd$qd --filename=$2 --rw=randwrite --bs=4k --ioengine=libaio --direct=1 --iodepth=$qd --size=1G --runtime=$SECS --time_based --ramp_time=1 --randrepeat=0 --norandommap --lat_percentiles=1 --output-format=json --output=\$PF_RUN_DIR/bench/$1-qd$qd.json > /dev/null 2>&1 < /dev/null & echo started" > /dev/null || fail "fio on $1 at QD$qd"
-            sleep 3
-            on 0 "$(win_start "$2")" || fail "window start on node0"
-            for i in 1 2; do on $i "$(win_start "\$PF_CACHE_DEV")" || fail "window start on node$i"; done
-            sleep $((SECS - 5))
-            on 0 "$(win_end "$1-qd$qd" "$2")" || fail "window end on node0"
-            for i in 1 2; do on $i "$(win_end "$1-qd$qd" "\$PF_CACHE_DEV")" || fail "window end on node$i"; done
+            window 0 3 "$1-qd$qd" "$2"
             on 0 "while pgrep -x fio > /dev/null; do sleep 0.5; done; sed -n 's/.*\"iops\" : \\([0-9]*\\).*/\\1/p' \$PF_RUN_DIR/bench/$1-qd$qd.json | sed -n 2p" > /tmp/pf-bench-iops.$$ || fail "fio on $1 at QD$qd"
             echo "$1 QD$qd: $(cat /tmp/pf-bench-iops.$$) write IOPS"
+            windows_done=$((windows_done + 1))
+            for i in 0 1 2; do
+                on $i "i=0; until [ \"\$(grep -c . \$PF_RUN_DIR/bench/windows.txt 2>/dev/null)\" = $windows_done ]; do i=\$((i + 1)); [ \$i -lt 120 ] || exit 1; sleep 0.5; done" || fail "node$i: the window of $1 at QD$qd did not end"
+            done
         done
         rm -f /tmp/pf-bench-iops.$$
         return
