@@ -112,17 +112,14 @@ fn count(script: &Path) -> Result<Vec<Insns>> {
     let mut k = 0;
     for (config, _) in CONFIGS {
         for qd in DEPTHS {
-            let net = |node: usize| -> (f64, f64) {
+            // A node's instructions per write of its own device in its window, net.
+            let net = |node: usize| -> f64 {
                 let (w, lines) = &per_node[node];
                 let l = &lines[k];
-                let (_, net) = crate::insns::per_write(w[2 + k], w[0], w[1], 2.0, l.secs, l.writes);
-                (net, l.writes)
+                crate::insns::per_write(w[2 + k], w[0], w[1], 2.0, l.secs, l.writes).1
             };
-            let (primary, _) = net(0);
-            let mut members = Vec::new();
-            for &(host, node) in members_of(config) {
-                members.push((host, net(node).0));
-            }
+            let primary = net(0);
+            let members: Vec<(u32, f64)> = members_of(config).iter().map(|&(host, node)| (host, net(node))).collect();
             let total = primary + members.iter().map(|m| m.1).sum::<f64>();
             out.push(Insns { config, qd, primary, members, total });
             k += 1;

@@ -72,18 +72,23 @@ pub fn run(k: &Kernel, b: &Built, n: usize, script: &Path) -> Result<()> {
     run_with(k, b, n, script, &[], None)
 }
 
+/// The name of a scenario (its script's stem) and its run directory, `target/vm/cluster-NAME`.
+fn name_and_dir(script: &Path) -> (String, PathBuf) {
+    let name = script.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let dir = env::repo_root().join("target/vm").join(format!("cluster-{name}"));
+    (name, dir)
+}
+
 /// The plugin log of node `i` of a scenario run with a plugin ([`run_with`]).
 pub fn plugin_log(script: &Path, i: usize) -> PathBuf {
-    let name = script.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-    env::repo_root().join("target/vm").join(format!("cluster-{name}")).join(format!("insns-node{i}.log"))
+    name_and_dir(script).1.join(format!("insns-node{i}.log"))
 }
 
 /// [`run`], with `env` added to the script's environment and, with `plugin`, every node's QEMU
 /// loading that TCG plugin (its log: [`plugin_log`]).
 pub fn run_with(k: &Kernel, b: &Built, n: usize, script: &Path, env: &[(&str, String)], plugin: Option<&Path>) -> Result<()> {
     let script = std::fs::canonicalize(script).with_context(|| format!("no script {}", script.display()))?;
-    let name = script.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-    let dir = env::repo_root().join("target/vm").join(format!("cluster-{name}"));
+    let (name, dir) = name_and_dir(&script);
     let mut c = Cluster::new(k, b, n, dir.clone())?;
     if let Some(p) = plugin {
         std::fs::create_dir_all(&dir)?;
