@@ -5,6 +5,7 @@
  * expression of the API it names. Prototypes are in this file (no header) to satisfy
  * -Wmissing-prototypes; the Rust declarations are in rust/blk/ffi.rs.
  */
+#include <crypto/poly1305.h>
 #include <crypto/sha2.h>
 #include <linux/bio.h>
 #include <linux/blk-mq.h>
@@ -15,6 +16,10 @@
 #include <linux/sched/mm.h>
 #include <linux/sched/task.h>
 #include <linux/workqueue.h>
+
+/* rust/klib.rs keeps a struct poly1305_desc_ctx in 64 eight-byte words. */
+static_assert(sizeof(struct poly1305_desc_ctx) <= 64 * sizeof(u64));
+static_assert(__alignof__(struct poly1305_desc_ctx) <= 8);
 
 gfp_t pf_gfp_noio(void);
 void pf_hmac_sha256_update(struct hmac_sha256_ctx *ctx, const u8 *data, size_t len);

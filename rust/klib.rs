@@ -3,11 +3,26 @@
 //! The thin layer over the kernel library calls the driver needs besides the block layer:
 //! CRC32C for the on-flash format, on the kernel's own implementation (`lib/crc`, which uses the
 //! CPU's CRC instruction when CONFIG_CRC_OPTIMIZATIONS is set), HMAC-SHA256 for the peer
-//! protocol (the crypto library's, `lib/crypto/sha256.c`, arch-accelerated, no allocation), and
-//! random bytes for new volume identities and handshake nonces.
+//! protocol's handshake (the crypto library's, `lib/crypto/sha256.c`, arch-accelerated, no
+//! allocation), ChaCha20 and Poly1305 for its frame tags (`lib/crypto/chacha-block-generic.c`,
+//! `lib/crypto/poly1305.c`, arch-accelerated, no allocation), and random bytes for new volume
+//! identities and handshake nonces.
 
 use kernel::bindings;
-use kernel::ffi::c_void;
+use kernel::ffi::{c_int, c_uint, c_void};
+
+/// `struct chacha_state` of `<crypto/chacha.h>`: sixteen 32-bit words.
+#[repr(C)]
+struct ChachaState {
+    x: [u32; 16],
+}
+
+/// Room for `struct poly1305_desc_ctx` of `<crypto/poly1305.h>`, whose size depends on the
+/// architecture's key powers; `rust/helpers.c` asserts at build time that it fits and that its
+/// alignment is at most 8.
+const POLY1305_CTX_WORDS: usize = 64;
+#[repr(C, align(8))]
+struct Poly1305Ctx([u64; POLY1305_CTX_WORDS]);
 
 extern "C" {
     /// `hmac_sha256_update` of `<crypto/sha2.h>` (inline; `rust/helpers.c`).
@@ -16,6 +31,16 @@ extern "C" {
     /// either end, callable in any context.
     #[link_name = "crc32c"]
     fn kernel_crc32c(crc: u32, p: *const c_void, len: usize) -> u32;
+    /// `void chacha_block_generic(struct chacha_state *state, u8 *out, int nrounds)`: one
+    /// 64-byte block of key stream; advances the state's counter word.
+    fn chacha_block_generic(state: *mut ChachaState, out: *mut u8, nrounds: c_int);
+    /// `void poly1305_init(struct poly1305_desc_ctx *desc, const u8 *key)` (32-byte key).
+    fn poly1305_init(desc: *mut Poly1305Ctx, key: *const u8);
+    /// `void poly1305_update(struct poly1305_desc_ctx *desc, const u8 *src, unsigned int n)`.
+    fn poly1305_update(desc: *mut Poly1305Ctx, src: *const u8, nbytes: c_uint);
+    /// `void poly1305_final(struct poly1305_desc_ctx *desc, u8 *digest)` (16 bytes; zeroises
+    /// the context).
+    fn poly1305_final(desc: *mut Poly1305Ctx, digest: *mut u8);
 }
 
 /// The CRC32C of everything so far (`prev`, 0 at the start) followed by `data`, in the standard
@@ -55,6 +80,60 @@ impl crate::pfcore::session::Mac for HmacSha256 {
         // SAFETY: the context was initialised by `new`; `out` has room for the 32-byte digest.
         // The call zeroises the context (no key material is left in it).
         unsafe { bindings::hmac_sha256_final(&mut self.0, out.as_mut_ptr()) };
+        out
+    }
+}
+
+/// ChaCha20 and Poly1305 from the kernel's crypto library, for `pfcore::frame_mac::Poly1305`.
+pub(crate) struct ChaChaPoly(Poly1305Ctx);
+
+impl crate::pfcore::frame_mac::Poly1305 for ChaChaPoly {
+    fn chacha20_block0(key: &[u8; 32], nonce: &[u8; 12]) -> [u8; 64] {
+        // RFC 8439 §2.3: the constants, the key's eight little-endian words, block counter 0,
+        // the nonce's three little-endian words (what `chacha_init` does with a 16-byte iv).
+        let word = |b: &[u8]| u32::from_le_bytes(<[u8; 4]>::try_from(b).unwrap_or([0; 4]));
+        let mut st = ChachaState { x: [0; 16] };
+        st.x[..4].copy_from_slice(&[0x6170_7865, 0x3320_646e, 0x7962_2d32, 0x6b20_6574]);
+        for (w, k) in st.x[4..12].iter_mut().zip(key.chunks_exact(4)) {
+            *w = word(k);
+        }
+        for (w, n) in st.x[13..].iter_mut().zip(nonce.chunks_exact(4)) {
+            *w = word(n);
+        }
+        let mut out = [0u8; 64];
+        // SAFETY: `st` is a valid `struct chacha_state` (16 words) and `out` has room for the
+        // 64-byte block; the call reads and updates the state, writes `out`, no allocation.
+        unsafe { chacha_block_generic(&mut st, out.as_mut_ptr(), 20) };
+        // The state holds the key: cleared before it goes.
+        st.x.fill(0);
+        core::hint::black_box(&st);
+        out
+    }
+
+    fn new(one_time_key: &[u8; 32]) -> Self {
+        let mut ctx = Poly1305Ctx([0; POLY1305_CTX_WORDS]);
+        // SAFETY: `ctx` has room and alignment for a `struct poly1305_desc_ctx` (checked at build
+        // time in rust/helpers.c); `one_time_key` is valid for reads of 32 bytes. The call only
+        // initialises the context (any context, no allocation).
+        unsafe { poly1305_init(&mut ctx, one_time_key.as_ptr()) };
+        ChaChaPoly(ctx)
+    }
+
+    fn update(&mut self, bytes: &[u8]) {
+        // Pieces are at most a page or a frame payload (1 MiB + 24): they fit an unsigned int;
+        // anything longer is fed in parts.
+        for part in bytes.chunks(1 << 30) {
+            // SAFETY: the context was initialised by `new`; `part` is valid for reads of its
+            // length, which fits a `c_uint` (at most 2^30).
+            unsafe { poly1305_update(&mut self.0, part.as_ptr(), part.len() as c_uint) };
+        }
+    }
+
+    fn finish(mut self) -> [u8; 16] {
+        let mut out = [0u8; 16];
+        // SAFETY: the context was initialised by `new`; `out` has room for the 16-byte tag. The
+        // call zeroises the context.
+        unsafe { poly1305_final(&mut self.0, out.as_mut_ptr()) };
         out
     }
 }

@@ -17,6 +17,8 @@ pub mod errno;
 pub mod extent;
 #[path = "../userspace/core/src/format.rs"]
 pub mod format;
+#[path = "../userspace/core/src/frame_mac.rs"]
+pub mod frame_mac;
 #[path = "../userspace/core/src/geometry.rs"]
 pub mod geometry;
 #[path = "../userspace/core/src/handshake.rs"]

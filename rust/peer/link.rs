@@ -7,7 +7,7 @@ use kernel::prelude::*;
 use kernel::sync::Arc;
 
 use super::node::{bump, Node, NodeConfig};
-use crate::klib::{random_bytes, HmacSha256};
+use crate::klib::{random_bytes, ChaChaPoly, HmacSha256};
 use crate::net::sock::Sock;
 use crate::pfcore::handshake::{self, HandshakeError, Identity};
 use crate::pfcore::hosts::Endpoint;
@@ -209,7 +209,7 @@ impl LinkTx {
         let fixed = fixed.get(..n).unwrap_or(&[]);
         let data = usize::try_from(head.sectors).map_err(|_| WireError::BadLength)?.checked_mul(512).ok_or(WireError::BadLength)?;
         let len = n.checked_add(data).ok_or(WireError::BadLength)?;
-        let (header, tag) = self.session.seal_fed::<HmacSha256>(Cmd::Write, 0, len, |feed| {
+        let (header, tag) = self.session.seal_fed::<ChaChaPoly>(Cmd::Write, 0, len, |feed| {
             feed(fixed);
             rq.each_piece(&mut |p| feed(p));
         })?;
@@ -235,7 +235,7 @@ fn send_frame(sock: &Sock, session: &mut Session, m: &Msg<'_>, volume: u32) -> R
         Msg::Write(_, d) => d,
         _ => &[],
     };
-    let (header, tag) = session.seal::<HmacSha256>(m.cmd(), volume, m.payload_len(), [fixed, data])?;
+    let (header, tag) = session.seal::<ChaChaPoly>(m.cmd(), volume, m.payload_len(), [fixed, data])?;
     sock.send(&[&header, fixed, data, &tag])?;
     Ok(())
 }
@@ -250,5 +250,5 @@ fn recv_frame<'a>(sock: &Sock, session: &mut Session, buf: &'a mut [u8]) -> Resu
     sock.recv_exact(payload)?;
     let mut tag = [0u8; TAG_BYTES];
     sock.recv_exact(&mut tag)?;
-    Ok(session.open::<HmacSha256>(&hb, payload, &tag)?)
+    Ok(session.open::<ChaChaPoly>(&hb, payload, &tag)?)
 }

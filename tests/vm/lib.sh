@@ -10,7 +10,7 @@ fail() {
     fi
     exit 1
 }
-step() { echo "--- $*"; }
+step() { echo "--- [$(cut -d" " -f1 /proc/uptime) s] $*"; }
 same() { [ "$1" = "$2" ] || fail "$3: got '$1', expected '$2'"; echo "ok: $3 = $1"; }
 # stat_of VOLUME KEY: a counter from the volume's stats attribute.
 stat_of() { awk -v k="$2" '$1 == k { print $2 }' "/sys/kernel/config/peerflash/$1/stats"; }

@@ -10,12 +10,13 @@ use serde::Serialize;
 use crate::env;
 
 /// The operations (`write_path OP N`) and what they are, per 4 KiB write.
-const OPS: [(&str, &str); 5] = [
+const OPS: [(&str, &str); 6] = [
     ("record", "record header CRC32C over header + 4 KiB, encoded"),
     ("index", "extent into a 65536-extent index (BTreeMap)"),
     ("plan", "share of planning a 256-record destage batch"),
-    ("seal", "wbp: HMAC-SHA256 of a WRITE frame (primary)"),
+    ("seal", "wbp: ChaCha20-Poly1305 tag of a WRITE frame (primary)"),
     ("open", "wbp: the frame checked and decoded (member)"),
+    ("hmac", "for comparison: HMAC-SHA256 of the same frame (wire version 1's tag)"),
 ];
 const N: u64 = 1000;
 
@@ -76,7 +77,7 @@ pub fn measure() -> Result<Vec<OpCost>> {
 
 /// Prints the costs as a small table.
 pub fn print(costs: &[OpCost]) {
-    println!("\npure core, instructions per operation (host, callgrind; crates where the module uses the kernel's CRC32C, tree and HMAC):");
+    println!("\npure core, instructions per operation (host, callgrind; crates where the module uses the kernel's CRC32C, tree, ChaCha20 and Poly1305):");
     for c in costs {
         println!("  {:<7} {:>9}  {}", c.op, c.instructions, c.what);
     }

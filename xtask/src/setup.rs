@@ -598,6 +598,8 @@ fn check_config(config: &Path, flavor: Flavor) -> Result<()> {
         "CONFIG_NF_TABLES=y",
         "CONFIG_NF_TABLES_IPV4=y",
         "CONFIG_HUGETLBFS=y",
+        "CONFIG_CRYPTO_LIB_POLY1305=y",
+        "CONFIG_CRYPTO_LIB_CHACHA=y",
     ];
     let missing: Vec<&str> = need
         .iter()

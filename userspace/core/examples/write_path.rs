@@ -8,9 +8,11 @@
 //! - `index`: the write's extent put into a volume index of 65536 extents (a `BTreeMap` here;
 //!   the module uses the kernel's red-black tree);
 //! - `plan`: the write's share of planning a destage batch of 256 records;
-//! - `seal`: the MAC of a WRITE frame of a wbp write on the primary (HMAC-SHA256, `hmac` and
-//!   `sha2` here; the module uses the kernel's crypto library);
-//! - `open`: the member's check and decoding of that frame.
+//! - `seal`: the tag of a WRITE frame of a wbp write on the primary (ChaCha20-Poly1305, the
+//!   `chacha20` and `poly1305` crates here; the module uses the kernel's crypto library);
+//! - `open`: the member's check and decoding of that frame;
+//! - `hmac`: for comparison, HMAC-SHA256 over the same header and payload (the tag of wire
+//!   version 1, and the handshake's MAC).
 
 use std::hint::black_box;
 
@@ -18,8 +20,8 @@ use peerflash_core::btree::BTreeIndex;
 use peerflash_core::destage::{plan_batch, BatchLimits};
 use peerflash_core::extent::{apply, Extent};
 use peerflash_core::format::{RecordHeader, RECORD_DIRTY};
-use peerflash_core::mac::HmacSha256;
-use peerflash_core::session::Session;
+use peerflash_core::mac::{ChaChaPoly, HmacSha256};
+use peerflash_core::session::{Mac, Session};
 use peerflash_core::wire::{Cmd, Dir, WRITE_FIXED_BYTES};
 
 const DATA: usize = 4096;
@@ -41,7 +43,7 @@ fn next(x: &mut u64) -> u64 {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let (Some(op), Some(Ok(n))) = (args.get(1), args.get(2).map(|n| n.parse::<u64>())) else {
-        eprintln!("usage: write_path record|index|plan|seal|open N");
+        eprintln!("usage: write_path record|index|plan|seal|open|hmac N");
         std::process::exit(2);
     };
     let data = vec![0x5au8; DATA];
@@ -84,7 +86,7 @@ fn main() {
             for i in 0..n {
                 payload[..8].copy_from_slice(&(i + 1).to_le_bytes());
                 payload[16..20].copy_from_slice(&8u32.to_le_bytes());
-                let sealed = primary.seal_fed::<HmacSha256>(Cmd::Write, 1, payload.len(), |feed| {
+                let sealed = primary.seal_fed::<ChaChaPoly>(Cmd::Write, 1, payload.len(), |feed| {
                     feed(&payload[..WRITE_FIXED_BYTES]);
                     feed(&payload[WRITE_FIXED_BYTES..]);
                 });
@@ -93,9 +95,20 @@ fn main() {
                     std::process::exit(1);
                 };
                 if op == "open" {
-                    black_box(member.open::<HmacSha256>(&header, &payload, &tag).is_ok());
+                    black_box(member.open::<ChaChaPoly>(&header, &payload, &tag).is_ok());
                 }
                 black_box((header, tag));
+            }
+        }
+        "hmac" => {
+            let mut frame = vec![0u8; 32 + WRITE_FIXED_BYTES + DATA];
+            frame[32 + WRITE_FIXED_BYTES..].copy_from_slice(&data);
+            for i in 0..n {
+                frame[..8].copy_from_slice(&(i + 1).to_le_bytes());
+                let mut m = HmacSha256::new(&[3; 32]);
+                m.update(&frame[..32 + WRITE_FIXED_BYTES]);
+                m.update(&frame[32 + WRITE_FIXED_BYTES..]);
+                black_box(m.finish());
             }
         }
         _ => {

@@ -17,6 +17,7 @@ pub mod destage;
 pub mod errno;
 pub mod extent;
 pub mod format;
+pub mod frame_mac;
 pub mod geometry;
 pub mod handshake;
 pub mod hosts;

@@ -1,13 +1,15 @@
 //! The authenticated session of a peer connection (Documentation/wire-protocol.md, "Frames"):
-//! after the handshake, every frame carries a tag, HMAC-SHA256 under the session key of the
-//! direction byte, the header (with its per-direction sequence number) and the payload. `seal`
-//! numbers and tags what a side sends; `open` accepts only the other side's next frame, its tag
-//! checked in constant time before the payload is decoded.
+//! after the handshake, every frame carries a tag, ChaCha20-Poly1305 (`frame_mac.rs`) under the
+//! session key with the frame's direction and per-direction sequence number as its nonce, over
+//! the header (which carries that sequence number) and the payload. `seal` numbers and tags what
+//! a side sends; `open` accepts only the other side's next frame, its tag checked in constant
+//! time before the payload is decoded.
 
+use super::frame_mac::{FrameMac, Poly1305};
 use super::wire::{decode, payload_len_ok, Cmd, Dir, Header, Msg, WireError, HEADER_BYTES, TAG_BYTES};
 
 /// HMAC-SHA256, supplied by the caller (the kernel's crypto library in the module, the `hmac`
-/// and `sha2` crates in userspace), fed in pieces so that a write's pages are read in place.
+/// and `sha2` crates in userspace), for the handshake's proofs and session key.
 pub trait Mac: Sized {
     /// Starts a MAC under `key`.
     fn new(key: &[u8; 32]) -> Self;
@@ -26,24 +28,21 @@ pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
     core::hint::black_box(diff) == 0
 }
 
-/// The tag of a frame: HMAC-SHA256 under the session key of the direction byte, the header
-/// (with its sequence number) and the payload, cut to [`TAG_BYTES`].
-pub fn frame_tag<'a, M: Mac>(
+/// The tag of a frame: ChaCha20-Poly1305 (`frame_mac.rs`) under the session key, with the
+/// frame's direction and sequence number as nonce, over the header and the payload.
+pub fn frame_tag<'a, P: Poly1305>(
     key: &[u8; 32],
     dir: Dir,
+    seq: u64,
     header: &[u8; HEADER_BYTES],
     payload: impl IntoIterator<Item = &'a [u8]>,
 ) -> [u8; TAG_BYTES] {
-    let mut m = M::new(key);
-    m.update(&[dir.code()]);
+    let mut m = FrameMac::<P>::new(key, dir, seq);
     m.update(header);
     for p in payload {
         m.update(p);
     }
-    let full = m.finish();
-    let mut tag = [0u8; TAG_BYTES];
-    tag.copy_from_slice(&full[..TAG_BYTES]);
-    tag
+    m.finish()
 }
 
 /// One side of an authenticated connection: the session key and the next sequence number of
@@ -83,7 +82,7 @@ impl Session {
 
     /// The header for the next frame this side sends (its sequence number taken) and the tag
     /// over it and `payload`.
-    pub fn seal<'a, M: Mac>(
+    pub fn seal<'a, P: Poly1305>(
         &mut self,
         cmd: Cmd,
         volume: u32,
@@ -97,13 +96,13 @@ impl Session {
         let seq = self.next_send;
         self.next_send = seq.checked_add(1).ok_or(WireError::BadSequence)?;
         let header = Header { cmd, len, volume, seq }.to_bytes();
-        let tag = frame_tag::<M>(&self.key, self.send, &header, payload);
+        let tag = frame_tag::<P>(&self.key, self.send, seq, &header, payload);
         Ok((header, tag))
     }
 
     /// Like [`Session::seal`], for a payload fed in pieces by `feed` (a write's data, read in
     /// place from its pages): the same header and tag as `seal` over the same bytes.
-    pub fn seal_fed<M: Mac>(
+    pub fn seal_fed<P: Poly1305>(
         &mut self,
         cmd: Cmd,
         volume: u32,
@@ -117,8 +116,7 @@ impl Session {
         let seq = self.next_send;
         let next = seq.checked_add(1).ok_or(WireError::BadSequence)?;
         let header = Header { cmd, len, volume, seq }.to_bytes();
-        let mut m = M::new(&self.key);
-        m.update(&[self.send.code()]);
+        let mut m = FrameMac::<P>::new(&self.key, self.send, seq);
         m.update(&header);
         let mut fed = 0usize;
         feed(&mut |p: &[u8]| {
@@ -130,16 +128,13 @@ impl Session {
             return Err(WireError::BadLength);
         }
         self.next_send = next;
-        let full = m.finish();
-        let mut tag = [0u8; TAG_BYTES];
-        tag.copy_from_slice(&full[..TAG_BYTES]);
-        Ok((header, tag))
+        Ok((header, m.finish()))
     }
 
     /// Checks a received frame: its header must be the next of the other side's sequence and its
     /// tag must verify over the header and `payload`. Only then is the payload decoded. A
     /// failure leaves the sequence where it was (the caller drops the connection).
-    pub fn open<'a, M: Mac>(
+    pub fn open<'a, P: Poly1305>(
         &mut self,
         header: &[u8; HEADER_BYTES],
         payload: &'a [u8],
@@ -152,7 +147,7 @@ impl Session {
         if h.seq != self.next_recv {
             return Err(WireError::BadSequence);
         }
-        let want = frame_tag::<M>(&self.key, self.recv_dir(), header, [payload]);
+        let want = frame_tag::<P>(&self.key, self.recv_dir(), h.seq, header, [payload]);
         if !ct_eq(&want, tag) {
             return Err(WireError::BadTag);
         }

@@ -1,23 +1,25 @@
-//! The peer wire protocol, version 1 (Documentation/wire-protocol.md): how two peerflash hosts
+//! The peer wire protocol, version 2 (Documentation/wire-protocol.md): how two peerflash hosts
 //! frame the messages of write-back with peers (wbp) on a TCP connection.
 //!
 //! A frame is a 32-byte header, a payload of the header's length and a 16-byte tag. All integers
 //! are little-endian. The header is checked on its own (magic, version, command, flags, reserved
 //! bytes, and the payload length against the command's) before a byte of the payload is read, so
 //! a receiver never sizes a buffer from an unchecked length. After the handshake
-//! (`handshake.rs`) the tag is a MAC over the direction, the header (which carries the
-//! per-direction sequence number) and the payload; the receiver checks the sequence and the tag
-//! before it decodes or acts on the payload (`session.rs`).
+//! (`handshake.rs`) the tag is a MAC (ChaCha20-Poly1305, `frame_mac.rs`) over the header (which
+//! carries the per-direction sequence number) and the payload, with the direction and sequence
+//! number as its nonce; the receiver checks the sequence and the tag before it decodes or acts on
+//! the payload (`session.rs`).
 //!
 //! Decoding never panics on any input: the fuzz target `wire` and `tests/wire.rs` check this.
 
 use super::format::{put, Le};
 use super::geometry::SECTOR_SIZE;
 
-/// Protocol version written by this code.
-pub const VERSION: u8 = 1;
-/// The lowest version this code speaks.
-pub const MIN_VERSION: u8 = 1;
+/// Protocol version written by this code. Version 2 tags frames with ChaCha20-Poly1305 where
+/// version 1 used HMAC-SHA256.
+pub const VERSION: u8 = 2;
+/// The lowest version this code speaks (a version 1 peer's frame tags would not verify).
+pub const MIN_VERSION: u8 = 2;
 /// First bytes of every frame.
 pub const MAGIC: [u8; 4] = *b"PFNW";
 /// Bytes of a frame header.
@@ -32,7 +34,7 @@ pub const MAX_WRITE_SECTORS: u32 = 2048;
 pub const NAME_BYTES: usize = 32;
 /// Bytes of a handshake nonce.
 pub const NONCE_BYTES: usize = 32;
-/// Feature bits this code knows (none yet: version 1 has no optional parts).
+/// Feature bits this code knows (none yet: version 2 has no optional parts).
 pub const FEATURES_KNOWN: u64 = 0;
 /// WRITE flag: the peer writes the record with FUA.
 pub const WRITE_FUA: u32 = 1;
@@ -241,7 +243,7 @@ pub enum WireError {
     BadVersion(u8),
     /// An unknown command byte.
     BadCmd(u8),
-    /// Flag bits or reserved bytes that version 1 leaves zero are set.
+    /// Flag bits or reserved bytes that this version leaves zero are set.
     Reserved,
     /// The payload length does not fit the command.
     BadLength,

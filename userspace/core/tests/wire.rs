@@ -5,7 +5,7 @@
 
 use hmac::{Hmac, Mac as _};
 use peerflash_core::handshake::*;
-use peerflash_core::mac::HmacSha256;
+use peerflash_core::mac::{ChaChaPoly, HmacSha256};
 use peerflash_core::session::*;
 use peerflash_core::wire::*;
 use proptest::prelude::*;
@@ -20,6 +20,33 @@ fn mac_adapter_is_hmac_sha256() {
     let mut one = <Hmac<sha2::Sha256> as hmac::Mac>::new_from_slice(&key).unwrap();
     one.update(b"Hi There");
     assert_eq!(Mac::finish(m), <[u8; 32]>::from(one.finalize().into_bytes()));
+}
+
+proptest! {
+    /// A frame's tag, fed in pieces of any size, is the RFC 8439 AEAD tag (the
+    /// `chacha20poly1305` crate's) with the header and payload as associated data, nothing
+    /// encrypted, and the frame's direction and sequence number as nonce.
+    #[test]
+    fn frame_tag_is_chacha20_poly1305(key in any::<[u8; 32]>(), seq in any::<u64>(), to_client in any::<bool>(),
+                                      header in any::<[u8; HEADER_BYTES]>(), payload in proptest::collection::vec(any::<u8>(), 0..5000),
+                                      cuts in proptest::collection::vec(0usize..5000, 0..6)) {
+        use chacha20poly1305::aead::{AeadInPlace, KeyInit};
+        let dir = if to_client { Dir::ToClient } else { Dir::ToServer };
+        let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(payload.len())).collect();
+        cuts.sort();
+        let mut pieces = Vec::new();
+        let mut at = 0;
+        for c in cuts.into_iter().chain([payload.len()]) {
+            pieces.push(&payload[at..c]);
+            at = c;
+        }
+        let got = frame_tag::<ChaChaPoly>(&key, dir, seq, &header, pieces);
+        let aad = [&header[..], &payload[..]].concat();
+        let cipher = chacha20poly1305::ChaCha20Poly1305::new(&key.into());
+        let nonce = peerflash_core::frame_mac::nonce(dir, seq);
+        let want = cipher.encrypt_in_place_detached(&nonce.into(), &aad, &mut []).unwrap();
+        prop_assert_eq!(got, <[u8; 16]>::from(want));
+    }
 }
 
 /// An owned message, so proptest can generate it (a WRITE's data is a Vec).
@@ -73,7 +100,7 @@ fn seal(s: &mut Session, m: &Msg<'_>, volume: u32) -> Vec<u8> {
     if let Msg::Write(_, data) = m {
         payload[fixed..].copy_from_slice(data);
     }
-    let (h, tag) = s.seal::<HmacSha256>(m.cmd(), volume, payload.len(), [&payload[..]]).expect("a valid message seals");
+    let (h, tag) = s.seal::<ChaChaPoly>(m.cmd(), volume, payload.len(), [&payload[..]]).expect("a valid message seals");
     [&h[..], &payload, &tag].concat()
 }
 
@@ -83,7 +110,7 @@ fn open<'a>(s: &mut Session, frame: &'a [u8]) -> Result<(Header, Msg<'a>), WireE
     let len = Header::decode(&h)?.len as usize;
     let payload = frame.get(HEADER_BYTES..HEADER_BYTES + len).ok_or(WireError::Short)?;
     let tag: [u8; TAG_BYTES] = frame.get(HEADER_BYTES + len..).ok_or(WireError::Short)?.try_into().map_err(|_| WireError::Short)?;
-    s.open::<HmacSha256>(&h, payload, &tag)
+    s.open::<ChaChaPoly>(&h, payload, &tag)
 }
 
 fn pair(key: [u8; 32]) -> (Session, Session) {
@@ -117,12 +144,12 @@ proptest! {
         m.encode_payload(&mut fixed).unwrap();
         let payload = [&fixed[..], &data].concat();
         let (mut a, mut b) = (Session::new(key, Dir::ToServer), Session::new(key, Dir::ToServer));
-        let want = a.seal::<HmacSha256>(Cmd::Write, 3, payload.len(), [&payload[..]]);
+        let want = a.seal::<ChaChaPoly>(Cmd::Write, 3, payload.len(), [&payload[..]]);
         let cut = cut % (payload.len() + 1);
-        let too_short = b.seal_fed::<HmacSha256>(Cmd::Write, 3, payload.len(), |f| f(&payload[..payload.len().saturating_sub(short)]));
+        let too_short = b.seal_fed::<ChaChaPoly>(Cmd::Write, 3, payload.len(), |f| f(&payload[..payload.len().saturating_sub(short)]));
         prop_assert!(too_short.is_err());
         prop_assert!(want.is_ok());
-        let got = b.seal_fed::<HmacSha256>(Cmd::Write, 3, payload.len(), |f| {
+        let got = b.seal_fed::<ChaChaPoly>(Cmd::Write, 3, payload.len(), |f| {
             f(&payload[..cut]);
             f(&payload[cut..]);
         });
@@ -217,7 +244,7 @@ fn lengths_are_exact() {
     assert_eq!(MAX_PAYLOAD, 24 + 2048 * 512);
     // Handshake frames cannot be sealed, and later frames that claim to be one are refused.
     let (mut c, _) = pair([1; 32]);
-    assert!(c.seal::<HmacSha256>(Cmd::Auth, 0, 32, [&[0u8; 32][..]]).is_err());
+    assert!(c.seal::<ChaChaPoly>(Cmd::Auth, 0, 32, [&[0u8; 32][..]]).is_err());
 }
 
 #[test]
@@ -286,8 +313,11 @@ fn handshake_refuses_strangers_and_wrong_secrets() {
     assert_eq!(check_hello(&host(2, k), &h, address_of, &"10.0.0.1", None), Err(HandshakeError::NotForMe));
     let h = hello(&host(1, k), 2, Role::Control, n.0);
     assert_eq!(check_hello(&host(2, k), &h, address_of, &"10.0.0.1", Some(Role::Data)), Err(HandshakeError::WrongRole));
+    // A peer that speaks only newer versions, or only older ones (version 1: HMAC-SHA256 tags).
     let mut h = hello(&host(1, k), 2, Role::Data, n.0);
-    (h.min_version, h.max_version) = (2, 5);
+    (h.min_version, h.max_version) = (VERSION + 1, VERSION + 4);
+    assert_eq!(check_hello(&host(2, k), &h, address_of, &"10.0.0.1", None), Err(HandshakeError::NoCommonVersion));
+    (h.min_version, h.max_version) = (1, MIN_VERSION - 1);
     assert_eq!(check_hello(&host(2, k), &h, address_of, &"10.0.0.1", None), Err(HandshakeError::NoCommonVersion));
 }
 

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use peerflash_core::handshake::{self, parse_cluster_id, parse_secret, Identity};
-use peerflash_core::mac::HmacSha256;
+use peerflash_core::mac::{ChaChaPoly, HmacSha256};
 use peerflash_core::session::*;
 use peerflash_core::wire::*;
 
@@ -268,7 +268,7 @@ fn sealed(session: &mut Session, m: &Msg<'_>) -> Vec<u8> {
     if let Msg::Write(_, data) = m {
         p[fixed..].copy_from_slice(data);
     }
-    let (h, t) = session.seal::<HmacSha256>(m.cmd(), 0, p.len(), [&p[..]]).expect("valid");
+    let (h, t) = session.seal::<ChaChaPoly>(m.cmd(), 0, p.len(), [&p[..]]).expect("valid");
     [&h[..], &p, &t].concat()
 }
 
@@ -280,7 +280,7 @@ fn ping(c: &mut Client, stamp: u64) -> Result<Option<Duration>> {
         return Ok(None);
     }
     let Some((_, hb, p, t)) = read_frame(&mut c.s)? else { return Ok(None) };
-    match c.session.open::<HmacSha256>(&hb, &p, &t) {
+    match c.session.open::<ChaChaPoly>(&hb, &p, &t) {
         Ok((_, Msg::PingAck { stamp: s })) if s == stamp => Ok(Some(t0.elapsed())),
         Ok((_, m)) => bail!("a wrong answer to a ping: {:?}", m.cmd()),
         Err(e) => bail!("the listener's frame does not verify: {}", e.describe()),
@@ -422,7 +422,7 @@ fn serve(cli: &Cli, at: SocketAddrV4, client_id: u32, client_addr: Ipv4Addr, con
         let mut session = Session::new(key, Dir::ToClient);
         let mut pings = 0u64;
         while let Some((_, hb, p, t)) = read_frame(&mut s)? {
-            let (_, m) = session.open::<HmacSha256>(&hb, &p, &t).map_err(|e| anyhow::anyhow!("frame refused: {}", e.describe()))?;
+            let (_, m) = session.open::<ChaChaPoly>(&hb, &p, &t).map_err(|e| anyhow::anyhow!("frame refused: {}", e.describe()))?;
             let Msg::Ping { stamp } = m else { bail!("unexpected {:?}", m.cmd()) };
             s.write_all(&sealed(&mut session, &Msg::PingAck { stamp }))?;
             pings += 1;
@@ -462,7 +462,7 @@ fn call(c: &mut Client, m: &Msg<'_>) -> Result<Option<Vec<u8>>> {
 /// The next answer's payload, checked by the session, re-encoded for the caller to decode.
 fn answer_frame(c: &mut Client) -> Result<Option<Vec<u8>>> {
     let Ok(Some((_, hb, p, t))) = read_frame(&mut c.s) else { return Ok(None) };
-    c.session.open::<HmacSha256>(&hb, &p, &t).map_err(|e| anyhow::anyhow!("the peer's frame does not verify: {}", e.describe()))?;
+    c.session.open::<ChaChaPoly>(&hb, &p, &t).map_err(|e| anyhow::anyhow!("the peer's frame does not verify: {}", e.describe()))?;
     Ok(Some([&hb[..], &p].concat()))
 }
 

@@ -7,7 +7,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use peerflash_core::handshake::*;
-use peerflash_core::mac::HmacSha256;
+use peerflash_core::mac::{ChaChaPoly, HmacSha256};
 use peerflash_core::session::*;
 use peerflash_core::wire::*;
 
@@ -32,9 +32,9 @@ fuzz_target!(|data: &[u8]| {
             let tag: [u8; TAG_BYTES] = tag.try_into().expect("checked length");
             let mut s = Session::new([0x11; 32], Dir::ToClient);
             // Unforgeable: an input frame passes only if it carries the true tag, which the fuzzer
-            // can only find by computing HMAC-SHA256.
-            if s.open::<HmacSha256>(&header, payload, &tag).is_ok() {
-                assert_eq!(frame_tag::<HmacSha256>(&[0x11; 32], Dir::ToServer, &header, [payload]), tag);
+            // can only find by computing ChaCha20-Poly1305 under the key.
+            if s.open::<ChaChaPoly>(&header, payload, &tag).is_ok() {
+                assert_eq!(frame_tag::<ChaChaPoly>(&[0x11; 32], Dir::ToServer, 1, &header, [payload]), tag);
             }
         }
     }
@@ -54,7 +54,7 @@ fn sealed_round_trip(data: &[u8]) {
     let n = m.encode_payload(&mut payload).expect("sized buffer");
     payload[n..].copy_from_slice(&body);
     let mut tx = Session::new([0x22; 32], Dir::ToServer);
-    let (header, tag) = tx.seal::<HmacSha256>(Cmd::Write, 1, payload.len(), [&payload[..]]).expect("valid write");
+    let (header, tag) = tx.seal::<ChaChaPoly>(Cmd::Write, 1, payload.len(), [&payload[..]]).expect("valid write");
     let mut frame = [&header[..], &payload, &tag].concat();
     let mut rx = Session::new([0x22; 32], Dir::ToClient);
     let bit = data.get(8..16).map_or(0, |b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8]))) as usize % (frame.len() * 8);
@@ -63,7 +63,7 @@ fn sealed_round_trip(data: &[u8]) {
         let h: [u8; HEADER_BYTES] = f[..HEADER_BYTES].try_into().expect("length");
         let p = &f[HEADER_BYTES..f.len() - TAG_BYTES];
         let t: [u8; TAG_BYTES] = f[f.len() - TAG_BYTES..].try_into().expect("length");
-        rx.open::<HmacSha256>(&h, p, &t).is_ok()
+        rx.open::<ChaChaPoly>(&h, p, &t).is_ok()
     };
     assert!(!open(&mut rx, &frame), "a write with bit {bit} flipped was accepted");
     frame[bit / 8] ^= 1 << (bit % 8);
