@@ -91,14 +91,16 @@ impl crate::pfcore::frame_mac::Poly1305 for ChaChaPoly {
     fn chacha20_block0(key: &[u8; 32], nonce: &[u8; 12]) -> [u8; 64] {
         // RFC 8439 §2.3: the constants, the key's eight little-endian words, block counter 0,
         // the nonce's three little-endian words (what `chacha_init` does with a 16-byte iv).
-        let word = |b: &[u8]| u32::from_le_bytes(<[u8; 4]>::try_from(b).unwrap_or([0; 4]));
-        let mut st = ChachaState { x: [0; 16] };
-        st.x[..4].copy_from_slice(&[0x6170_7865, 0x3320_646e, 0x7962_2d32, 0x6b20_6574]);
-        for (w, k) in st.x[4..12].iter_mut().zip(key.chunks_exact(4)) {
-            *w = word(k);
+        let mut st = ChachaState { x: [0x6170_7865, 0x3320_646e, 0x7962_2d32, 0x6b20_6574, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0] };
+        for (i, w) in key.as_chunks::<4>().0.iter().enumerate() {
+            if let Some(x) = st.x.get_mut(4 + i) {
+                *x = u32::from_le_bytes(*w);
+            }
         }
-        for (w, n) in st.x[13..].iter_mut().zip(nonce.chunks_exact(4)) {
-            *w = word(n);
+        for (i, w) in nonce.as_chunks::<4>().0.iter().enumerate() {
+            if let Some(x) = st.x.get_mut(13 + i) {
+                *x = u32::from_le_bytes(*w);
+            }
         }
         let mut out = [0u8; 64];
         // SAFETY: `st` is a valid `struct chacha_state` (16 words) and `out` has room for the

@@ -15,6 +15,8 @@ pub mod destage;
 pub mod errno;
 #[path = "../userspace/core/src/extent.rs"]
 pub mod extent;
+#[path = "../userspace/core/src/flow.rs"]
+pub mod flow;
 #[path = "../userspace/core/src/format.rs"]
 pub mod format;
 #[path = "../userspace/core/src/frame_mac.rs"]

@@ -499,6 +499,10 @@ impl Cache {
         u64::try_from(self.born.elapsed().as_millis()).unwrap_or(0)
     }
 
+    pub(super) fn now_ns(&self) -> u64 {
+        u64::try_from(self.born.elapsed().as_nanos()).unwrap_or(0)
+    }
+
     pub(super) fn note_destaged(&self, bytes: u64) {
         let now = self.now_ms();
         let r = &self.rate;

@@ -147,11 +147,13 @@ impl Cache {
             Ok(b) => b,
             Err(sleep) => return Ok(Next::Sleep(sleep)),
         };
+        let started = self.now_ns();
         let result = self.write_batch(san, bset, &batch);
+        let took_ns = self.now_ns().saturating_sub(started);
         let Batch { recs, pieces, checkpoint } = batch;
         // The segments may be reused once the checkpoint passes the records (`record_batch`).
         drop(pieces);
-        self.record_batch(&recs, checkpoint, result)
+        self.record_batch(&recs, checkpoint, result, took_ns)
     }
 
     /// The next batch, if one is due (`Err(ms)`: sleep that long at most). Takes the state lock.
@@ -177,7 +179,8 @@ impl Cache {
             return Ok(Ok(Batch { recs, pieces, checkpoint: safe }));
         }
         let due = destage::batch_due(&DueView {
-            drain: g.drain,
+            // Flow control pacing (or writing through) the writers: destage without delay.
+            drain: g.drain || self.flow_urgent(&g),
             write_through: g.policy == Policy::WriteThrough,
             dirty_sectors: g.dirty_sectors,
             batch_sectors: self.tunables.batch_sectors.load(Ordering::Relaxed),
@@ -316,7 +319,8 @@ impl Cache {
 
     /// Records how the batch went: on the SAN, its records become clean and the checkpoint
     /// moves; abandoned or failed, they stay dirty.
-    fn record_batch(&self, recs: &[Rec], checkpoint: u64, result: Result<core::result::Result<u64, Abandon>>) -> Result<Next> {
+    /// `took_ns`: the batch's SAN writes, flush and checkpoint, for flow control's bandwidth.
+    fn record_batch(&self, recs: &[Rec], checkpoint: u64, result: Result<core::result::Result<u64, Abandon>>, took_ns: u64) -> Result<Next> {
         let bytes = match result {
             Ok(Ok(bytes)) => bytes,
             Ok(Err(why)) => {
@@ -338,8 +342,9 @@ impl Cache {
         // What is left (less than a full batch, or the next batch would be due at once) waits
         // for the timer again: no dirty data waits much more than twice `destage_delay_ms`.
         g.dirty_since_ms = Some(self.now_ms());
+        g.flow.on_batch(bytes, took_ns);
         for r in recs.iter() {
-            g.dirty_q.remove(&r.serial);
+            g.destaged(r);
             match extent::mark_clean(&mut g.index, r.lba, r.len, r.serial) {
                 Ok(d) => g.account(d),
                 // No memory to re-insert the clean extent: drop it (the data is on the SAN).

@@ -45,7 +45,10 @@ impl Cache {
         let _noio = thread::NoIo::enter();
         let mut g = self.lock();
         // Write-back and nothing in its way: the worker's path would place it at once too.
-        let ready = g.policy == Policy::WriteBack && admit_write(&self.write_view(&g, lba, len)) == Admit::Place;
+        // Flow control pacing or writing through: the worker decides (it may sleep).
+        let ready = g.policy == Policy::WriteBack
+            && admit_write(&self.write_view(&g, lba, len)) == Admit::Place
+            && self.flow_free(&mut g);
         // No room, or an error making room (no memory): the worker waits for room, or reports
         // the error when it meets it again.
         let placed = if ready { g.place(footprint).ok().flatten() } else { None };

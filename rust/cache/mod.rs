@@ -20,6 +20,7 @@ pub(crate) mod cache;
 mod destager;
 mod early;
 mod fast;
+mod flow;
 mod flush;
 mod index;
 pub(crate) mod peers;

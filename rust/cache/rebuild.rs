@@ -4,6 +4,8 @@
 //! region scanned, with the attach rules of `pfcore::rebuild` (what is replayed, what refused).
 
 use kernel::prelude::*;
+
+use crate::pfcore::flow::Flow;
 use kernel::rbtree::RBTree;
 
 use crate::blk::bdev::BlockDev;
@@ -127,6 +129,9 @@ fn empty_state(sb: &Superblock, slot: &Slot, checkpoint: u64, checkpoint_seq: u6
         log_at_limit: false,
         wb_submitted: 0,
         floor: None,
+        dirty_log_sectors: 0,
+        head_sectors: sb.block_sectors(),
+        flow: Flow::default(),
     })
 }
 

@@ -9,6 +9,7 @@ use kernel::rbtree::RBTree;
 use crate::blk::GFP_IO_PATH;
 use crate::pfcore::destage::{self, LogHead};
 use crate::pfcore::extent::{self, Delta, Extent};
+use crate::pfcore::flow::Flow;
 use crate::pfcore::policy::Policy;
 use crate::pfcore::inflight::{self, InFlight};
 use crate::pfcore::mode::{self, AtFailure, Fallback, Mode};
@@ -74,6 +75,14 @@ pub(super) struct State {
     /// Bypassing, the checkpoint that must be on flash before SAN writes go on (`None`: none
     /// is needed, or it is written).
     pub(super) floor: Option<Floor>,
+    /// Log space of the dirty records (data and header block each), in sectors: the fill that
+    /// flow control looks at (`super::flow`). Space comes back when the destager's checkpoint
+    /// passes them.
+    pub(super) dirty_log_sectors: u64,
+    /// Sectors of a record's header block.
+    pub(super) head_sectors: u64,
+    /// Flow control's measured destage bandwidth and token bucket.
+    pub(super) flow: Flow,
 }
 
 impl State {
@@ -116,6 +125,19 @@ impl State {
     /// The highest serial below every operation still in flight.
     pub(super) fn safe_serial(&self) -> u64 {
         inflight::safe_serial(&self.inflight, self.next_serial)
+    }
+
+    /// A dirty record is on the SAN (the destager's checkpoint passed it): it leaves the
+    /// destage queue and its log space counts as free.
+    pub(super) fn destaged(&mut self, r: &Rec) {
+        if self.dirty_q.remove(&r.serial).is_some() {
+            self.dirty_log_sectors = self.dirty_log_sectors.saturating_sub(self.head_sectors.saturating_add(r.len));
+        }
+    }
+
+    /// Sectors of the volume's region (its share of the cache device).
+    pub(super) fn region_sectors(&self) -> u64 {
+        (self.segs.len() as u64).saturating_mul(self.head.segment_sectors)
     }
 
     /// Drops the index entries of segment `s` (clean by now) so that it can be written again.
@@ -178,6 +200,7 @@ impl State {
         if dirty {
             s.max_dirty = s.max_dirty.max(rec.serial);
             self.dirty_q.try_create_and_insert(rec.serial, rec, GFP_IO_PATH)?;
+            self.dirty_log_sectors = self.dirty_log_sectors.saturating_add(self.head_sectors.saturating_add(rec.len));
         }
         let d = extent::apply(
             &mut self.index,

@@ -25,6 +25,12 @@ pub(crate) struct Counters {
     pub(crate) fast_writes: AtomicU64,
     /// Destage batches abandoned because the lease ran out while they ran.
     pub(crate) fenced_batches: AtomicU64,
+    /// Flow control: writes delayed, their delays in all (us), the last delay (us), writes
+    /// written through at the limit.
+    pub(crate) paced_writes: AtomicU64,
+    pub(crate) paced_us: AtomicU64,
+    pub(crate) flow_delay_us: AtomicU64,
+    pub(crate) flow_writethroughs: AtomicU64,
 }
 
 pub(super) fn bump(c: &AtomicU64, by: u64) {
@@ -53,6 +59,11 @@ pub(crate) struct Tunables {
     pub(crate) san_group: AtomicU64,
     /// wbp: a member that owes an answer this long is lost.
     pub(crate) peer_timeout_ms: AtomicU64,
+    /// Flow control (`super::flow`): fill where pacing starts, fill where writes go through,
+    /// the longest delay of one write.
+    pub(crate) flow_start_pct: AtomicU64,
+    pub(crate) flow_limit_pct: AtomicU64,
+    pub(crate) flow_max_delay_us: AtomicU64,
 }
 
 impl Default for Tunables {
@@ -68,6 +79,9 @@ impl Default for Tunables {
             read_populate: d(Attr::ReadPopulate),
             san_group: d(Attr::SanGroup),
             peer_timeout_ms: d(Attr::PeerTimeoutMs),
+            flow_start_pct: d(Attr::FlowStartPct),
+            flow_limit_pct: d(Attr::FlowLimitPct),
+            flow_max_delay_us: d(Attr::FlowMaxDelayUs),
         }
     }
 }

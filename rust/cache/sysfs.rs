@@ -61,6 +61,18 @@ impl Cache {
                 };
             }
             Attr::PeerTimeoutMs => l(&t.peer_timeout_ms),
+            Attr::FlowState => {
+                let st = self.flow_state(&self.lock());
+                return w.write_fmt(fmt!("{}\n", st.name())).map_err(|_| EINVAL);
+            }
+            Attr::FlowDelayUs => l(&c.flow_delay_us),
+            Attr::PacedWrites => l(&c.paced_writes),
+            Attr::PacedUs => l(&c.paced_us),
+            Attr::FlowWritethroughs => l(&c.flow_writethroughs),
+            Attr::DestageBw => self.flow_bandwidth(),
+            Attr::FlowStartPct => l(&t.flow_start_pct),
+            Attr::FlowLimitPct => l(&t.flow_limit_pct),
+            Attr::FlowMaxDelayUs => l(&t.flow_max_delay_us),
         };
         w.write_fmt(fmt!("{v}\n")).map_err(|_| EINVAL)
     }
@@ -82,6 +94,9 @@ impl Cache {
             Attr::DestageDelayMs => &t.destage_delay_ms,
             Attr::ReadPopulate => &t.read_populate,
             Attr::SanGroup => &t.san_group,
+            Attr::FlowStartPct => &t.flow_start_pct,
+            Attr::FlowLimitPct => &t.flow_limit_pct,
+            Attr::FlowMaxDelayUs => &t.flow_max_delay_us,
             Attr::PeerTimeoutMs => {
                 t.peer_timeout_ms.store(n, Ordering::Relaxed);
                 if let Some(m) = self.peers() {

@@ -15,6 +15,7 @@ use super::peers::{self, Replicas, Ticket};
 use crate::blk::io::{Bio, IoSet};
 use crate::blk::request::{Handler, Request};
 use crate::pfcore::admission::{admit_write, Admit};
+use crate::pfcore::flow::FlowDecision;
 use crate::pfcore::policy::Policy;
 use crate::pfcore::format::{RecordHeader, RECORD_DIRTY};
 use crate::pfcore::mode::Mode;
@@ -85,6 +86,9 @@ impl Cache {
             return Err(EINVAL);
         }
         let mut g = self.lock();
+        // Flow control (write-back): paced once (its delay slept), or written through at the
+        // limit (`super::flow`).
+        let mut paced = false;
         // `write_waits` counts writes that waited, once each (a wait is re-checked every
         // `WAIT_SLICE_MS`).
         let mut waited = false;
@@ -116,6 +120,38 @@ impl Cache {
                     return Ok(Start::Done(self.san_request(b, rq)));
                 }
                 Admit::Place => {
+                    if !paced {
+                        match self.flow_admit(&mut g, len) {
+                            FlowDecision::Go => {}
+                            FlowDecision::Delay(ns) => {
+                                paced = true;
+                                drop(g);
+                                self.flow_sleep(ns);
+                                g = self.lock();
+                                // Everything may have changed meanwhile: admission again.
+                                continue;
+                            }
+                            // At the limit: straight to the SAN, needing no room in the log (the
+                            // cache forgets any clean copy of its blocks), unless the lease is
+                            // out or anything in flight or older dirty data on its blocks would
+                            // have to go first (then it is written back, as before).
+                            FlowDecision::WriteThrough => {
+                                if self.san_writes_allowed()
+                                    && !g.overlaps_inflight(lba, len, false)
+                                    && !g.overlaps_dirty(lba, len)
+                                {
+                                    g.invalidate(lba, len)?;
+                                    let op = self.begin_op(&mut g, lba, len, true, None)?;
+                                    drop(g);
+                                    self.flow_wrote_through();
+                                    let r = self.san_request(b, rq);
+                                    // Its drop ends it (and notifies).
+                                    drop(op);
+                                    return Ok(Start::Done(r));
+                                }
+                            }
+                        }
+                    }
                     // wbp: the members in force when it is placed (none left: the volume runs
                     // write-through, `effective_policy`, so a wbp write always has some).
                     let peers = if g.policy == Policy::WriteBackPeers {

@@ -5,8 +5,8 @@
 //! passes when it exits 0, its kernel log shows no warning, bug or lockdep report, and lockdep
 //! was on), the scenarios driven from here (the VM exit status, the crash test, the failover
 //! test; the cluster smoke test only with `--filter smoke`) and the scenario scripts of
-//! `tests/vm/scenarios/` marked `# test: nodes=N`. The single-VM cases run two at a time
-//! (`PEERFLASH_VM_JOBS`), the cluster cases one at a time after them.
+//! `tests/vm/scenarios/` marked `# test: nodes=N`. The single-VM cases run one at a time unless
+//! `PEERFLASH_VM_JOBS` says more; the cluster cases one at a time after them.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -212,16 +212,17 @@ fn failover_case(k: &Kernel, b: &Built) -> Outcome {
 /// A single-VM case to run.
 type Job<'a> = Box<dyn FnOnce() -> Result<Outcome> + Send + 'a>;
 
-/// How many single-VM cases run at once: `PEERFLASH_VM_JOBS`, else 2. One case's VM (two vCPUs
-/// under TCG, much of it waiting on I/O and timers) keeps about 1.4 of this machine's two cores
-/// busy (cache-wb alone: 373 s of CPU in 275 s), so two at a time finish the single-VM cases
-/// sooner. The cluster cases (three VMs each) always run alone.
+/// How many single-VM cases run at once: `PEERFLASH_VM_JOBS`, else 1. One case's VM (two vCPUs
+/// under TCG) keeps about 1.4 of this machine's two cores busy (cache-wb alone: 373 s of CPU in
+/// 275 s), yet two at a time were slower in all than one after the other (2026-12-06: each case
+/// took 2.1-2.3x its time alone, e.g. big-cache 332 s against 147 s), so the default is one. The
+/// cluster cases (three VMs each) always run alone.
 fn vm_jobs() -> usize {
     std::env::var("PEERFLASH_VM_JOBS")
         .ok()
         .and_then(|v| v.parse::<usize>().ok())
         .filter(|&n| n >= 1)
-        .unwrap_or(2)
+        .unwrap_or(1)
 }
 
 /// Runs `jobs` on `workers` threads, each case reported as it ends; the outcomes in the jobs'

@@ -33,10 +33,8 @@ pub trait Poly1305: Sized {
 /// The 12-byte AEAD nonce of the frame `seq` sent in direction `dir`: the direction's code, three
 /// zero bytes, the sequence number (little-endian).
 pub fn nonce(dir: Dir, seq: u64) -> [u8; 12] {
-    let mut n = [0u8; 12];
-    n[0] = dir.code();
-    n[4..].copy_from_slice(&seq.to_le_bytes());
-    n
+    let s = seq.to_le_bytes();
+    [dir.code(), 0, 0, 0, s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7]]
 }
 
 /// The tag of one frame, fed in pieces.
@@ -50,8 +48,7 @@ impl<P: Poly1305> FrameMac<P> {
     /// Starts the tag of the frame `seq` sent in direction `dir` under the session key `key`.
     pub fn new(key: &[u8; 32], dir: Dir, seq: u64) -> Self {
         let mut block = P::chacha20_block0(key, &nonce(dir, seq));
-        let mut otk = [0u8; 32];
-        otk.copy_from_slice(&block[..32]);
+        let mut otk: [u8; 32] = block.first_chunk::<32>().copied().unwrap_or([0; 32]);
         let poly = P::new(&otk);
         // The one-time key is not left on the stack longer than needed.
         block.fill(0);

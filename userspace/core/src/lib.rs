@@ -16,6 +16,7 @@ pub mod btree;
 pub mod destage;
 pub mod errno;
 pub mod extent;
+pub mod flow;
 pub mod format;
 pub mod frame_mac;
 pub mod geometry;

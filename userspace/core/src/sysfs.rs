@@ -40,6 +40,15 @@ pub enum Attr {
     FencedBatches,
     Replicas,
     PeerTimeoutMs,
+    FlowState,
+    FlowDelayUs,
+    PacedWrites,
+    PacedUs,
+    FlowWritethroughs,
+    DestageBw,
+    FlowStartPct,
+    FlowLimitPct,
+    FlowMaxDelayUs,
 }
 
 /// What a write to a file may do.
@@ -79,7 +88,7 @@ const fn rw(attr: Attr, name: &'static CStr, min: u64, max: u64, default: u64, d
 }
 
 /// Number of files.
-pub const COUNT: usize = 32;
+pub const COUNT: usize = 41;
 
 /// The files, in the order of [`Attr`] (`ATTRS[a as usize].attr == a`, checked by a test).
 pub const ATTRS: [Spec; COUNT] = [
@@ -115,6 +124,15 @@ pub const ATTRS: [Spec; COUNT] = [
     ro(Attr::FencedBatches, c"fenced_batches", "destage batches abandoned because the lease ran out while they ran"),
     ro(Attr::Replicas, c"replicas", "wbp: the replica set in force and each member's state"),
     rw(Attr::PeerTimeoutMs, c"peer_timeout_ms", 200, 60_000, 2000, "wbp: a member that owes an answer this long is lost"),
+    ro(Attr::FlowState, c"flow_state", "wb: freerun, paced or writethrough (the flow-control law at the share's current fill)"),
+    ro(Attr::FlowDelayUs, c"flow_delay_us", "wb: the delay of the last paced write"),
+    ro(Attr::PacedWrites, c"paced_writes", "wb: writes delayed by flow control"),
+    ro(Attr::PacedUs, c"paced_us", "wb: microseconds of those delays, in all"),
+    ro(Attr::FlowWritethroughs, c"flow_writethroughs", "wb: writes written through because the share was at flow_limit_pct"),
+    ro(Attr::DestageBw, c"destage_bw", "bytes/s the destager measured over its last batches (the paced rate's base)"),
+    rw(Attr::FlowStartPct, c"flow_start_pct", 1, 100, 50, "wb: fill of the share (log space in use) where pacing starts; 100: flow control off"),
+    rw(Attr::FlowLimitPct, c"flow_limit_pct", 2, 100, 90, "wb: fill where new writes are written through instead of waiting for room"),
+    rw(Attr::FlowMaxDelayUs, c"flow_max_delay_us", 0, 1_000_000, 5000, "wb: the longest delay of one paced write"),
 ];
 
 /// `(name, writable)` of every file, in order: what the block layer's sysfs directory is made of.

@@ -1,0 +1,86 @@
+#!/bin/sh
+# Flow control (Documentation/design.md, "Flow control"): a write-back volume whose share fills
+# faster than the destager empties it paces its writers, then writes through at the limit,
+# instead of making them wait for room.
+#  1. The destager paused, 2x the share written sequentially (64 KiB direct writes, SAN behind
+#     dm-delay): every write completes (before flow control they waited for room that never
+#     came: this phase never ended), some were paced (`paced_writes`), the rest written through
+#     (`flow_writethroughs`), none waited (`write_waits` 0), the fill stayed below the limit, and
+#     the data reads back.
+#  2. The destager resumed: it measures its bandwidth (`destage_bw`), drains, the state returns to
+#     freerun, and the SAN holds the data.
+#  3. Bad tunables are refused.
+. "$PF_REPO/tests/vm/lib.sh"
+set -u
+cd /tmp
+SAN=$PF_SAN_DEV
+CACHE=$PF_CACHE_DEV
+S=/sys/block/pf-v/peerflash
+val() { cat "$S/$1"; }
+SHARE_MIB=32
+
+modprobe peerflash || fail "modprobe peerflash"
+modprobe dm-delay || fail "modprobe dm-delay"
+dmsetup create pfsan --table "0 $(blockdev --getsz "$SAN") delay $SAN 0 0 $SAN 0 2" || fail "dm-delay SAN"
+udevadm settle
+peerflash format-cache "$CACHE" --force > /dev/null || fail "format-cache"
+peerflash create v --backing /dev/mapper/pfsan --cache "$CACHE" --cache-mib $SHARE_MIB --policy wb > /dev/null || fail "create"
+same "$(val flow_state)" freerun "flow state of an empty volume"
+same "$(val flow_start_pct) $(val flow_limit_pct) $(val flow_max_delay_us)" "50 90 5000" "flow tunables by default"
+expect_write_refused $S/flow_start_pct 0
+expect_write_refused $S/flow_limit_pct 101
+expect_write_refused $S/flow_max_delay_us 1000001
+echo 2000 > $S/flow_max_delay_us || fail "flow_max_delay_us"
+
+step "the destager paused, 2x the share written"
+echo 1 > $S/destage_paused
+dd if=/dev/urandom of=pattern bs=1M count=$((2 * SHARE_MIB)) status=none
+# Sample the state while the writes run: the fill must never pass the limit.
+(
+    while [ ! -e done ]; do
+        echo "$(val flow_state) $(val dirty_bytes)" >> samples
+        sleep 0.2
+    done
+) &
+sampler=$!
+# A write waiting for room sleeps where no signal reaches it: the writer is watched, not timed
+# out (without flow control it never finished).
+(dd if=pattern of=/dev/pf-v bs=64k oflag=direct status=none; echo $? > dd.rc) &
+i=0
+until [ -e dd.rc ]; do
+    i=$((i + 1)); [ $i -lt 600 ] || { touch done; fail "the writes did not complete in 10 min: they waited for room"; }
+    sleep 1
+done
+touch done
+wait $sampler
+same "$(cat dd.rc)" 0 "exit status of the writes"
+echo "states seen: $(cut -d' ' -f1 samples | sort | uniq -c | tr '\n' ' ')"
+paced=$(val paced_writes)
+through=$(val flow_writethroughs)
+echo "paced $paced writes ($(val paced_us) us in all, last $(val flow_delay_us) us), written through $through"
+[ "$paced" -gt 0 ] || fail "no write was paced"
+[ "$through" -gt 0 ] || fail "no write was written through at the limit"
+same "$(val write_waits)" 0 "writes that waited for room"
+same "$(val flow_state)" writethrough "flow state at the limit"
+max_dirty=$(cut -d' ' -f2 samples | sort -n | tail -1)
+limit=$((SHARE_MIB * 1048576 * 90 / 100))
+echo "most dirty bytes sampled: $max_dirty (limit of the log space: $limit)"
+[ "$max_dirty" -le "$limit" ] || fail "dirty data passed the limit"
+dd if=/dev/pf-v of=back bs=1M count=$((2 * SHARE_MIB)) iflag=direct status=none || fail "read back"
+cmp -s pattern back || fail "the data read back differs"
+echo "ok: the data reads back"
+
+step "the destager resumed: it measures its bandwidth and drains"
+echo 0 > $S/destage_paused
+peerflash flush v --timeout 300 > /dev/null || fail "flush"
+bw=$(val destage_bw)
+echo "destage bandwidth measured: $bw bytes/s"
+[ "$bw" -gt 0 ] || fail "no destage bandwidth measured"
+same "$(val flow_state)" freerun "flow state after the drain"
+same "$(val dirty_bytes)" 0 "dirty bytes after the drain"
+peerflash remove v || fail "remove"
+dd if=/dev/mapper/pfsan of=san bs=1M count=$((2 * SHARE_MIB)) iflag=direct status=none || fail "read the SAN"
+cmp -s pattern san || fail "the SAN lacks the data"
+echo "ok: the SAN holds the data"
+dmsetup remove pfsan
+echo "flow-control: all checks passed"
