@@ -3,6 +3,7 @@
 
 mod bench;
 mod bench_cluster;
+mod bench_sustained;
 mod build;
 mod cluster;
 mod core_cost;
@@ -115,8 +116,13 @@ enum Command {
         /// and cluster.svg.
         #[arg(long, conflicts_with = "profile")]
         cluster: bool,
-        /// With --cluster: only make the report of the last run again (no VMs).
-        #[arg(long, requires = "cluster")]
+        /// Sustained writes instead: 3x a cache's share over a SAN throttled by QEMU and delayed
+        /// by dm-delay, for peerflash wb (flow control), dm-writecache and bcache beside the raw
+        /// SAN, with per-second IOPS, latency and fill; target/bench/sustained.json and .svg.
+        #[arg(long, conflicts_with_all = ["profile", "cluster", "count_insns"])]
+        sustained: bool,
+        /// With --cluster or --sustained: only make the report of the last run again (no VMs).
+        #[arg(long)]
         report_only: bool,
     },
     /// Fuzz the on-flash parsers or the attach rules (libFuzzer through cargo-fuzz).
@@ -196,11 +202,17 @@ fn run(cli: Cli) -> Result<ExitCode> {
             profile,
             count_insns,
             cluster,
+            sustained,
             report_only,
         } => {
+            if report_only && !cluster && !sustained {
+                anyhow::bail!("--report-only goes with --cluster or --sustained");
+            }
             let k = setup::setup_flavor(setup::Flavor::bench_if(!debug_kernel))?;
             let b = build::build(&k)?;
-            if cluster {
+            if sustained {
+                bench_sustained::run(&k, &b, report_only)?;
+            } else if cluster {
                 bench_cluster::run(&k, &b, secs, report_only, count_insns)?;
             } else {
                 bench::run(&k, &b, secs, profile, count_insns)?;

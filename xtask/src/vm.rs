@@ -59,6 +59,8 @@ pub struct VmConfig {
     pub env: Vec<(String, String)>,
     /// Extra QEMU options (a TCG plugin and its log, for `bench --count-insns`).
     pub qemu_extra: Option<String>,
+    /// Extra options of the SAN's `-drive` (QEMU write throttling, for `bench --sustained`).
+    pub san_drive_opts: Option<String>,
 }
 
 impl VmConfig {
@@ -78,6 +80,7 @@ impl VmConfig {
             netns: None,
             env: Vec::new(),
             qemu_extra: None,
+            san_drive_opts: None,
         }
     }
 }
@@ -169,11 +172,15 @@ impl Vm {
         }
 
         let share = if cfg.shared_san { ",share-rw=on" } else { "" };
-        let lock = if cfg.shared_san {
-            ",file.locking=off"
+        let mut lock = if cfg.shared_san {
+            ",file.locking=off".to_string()
         } else {
-            ""
+            String::new()
         };
+        if let Some(o) = &cfg.san_drive_opts {
+            lock.push(',');
+            lock.push_str(o);
+        }
         let mut qemu = format!(
             "-drive file={},if=none,id=pfcache,format=raw,cache=writeback \
              -device nvme,serial=pfcache0,drive=pfcache \

@@ -130,7 +130,7 @@ pub const ATTRS: [Spec; COUNT] = [
     ro(Attr::PacedUs, c"paced_us", "wb: microseconds of those delays, in all"),
     ro(Attr::FlowWritethroughs, c"flow_writethroughs", "wb: writes written through because the share was at flow_limit_pct"),
     ro(Attr::DestageBw, c"destage_bw", "bytes/s the destager measured over its last batches (the paced rate's base)"),
-    rw(Attr::FlowStartPct, c"flow_start_pct", 1, 100, 50, "wb: fill of the share (log space in use) where pacing starts; 100: flow control off"),
+    rw(Attr::FlowStartPct, c"flow_start_pct", 1, 100, 50, "wb: fill of the share (log space in use) where pacing starts"),
     rw(Attr::FlowLimitPct, c"flow_limit_pct", 2, 100, 90, "wb: fill where new writes are written through instead of waiting for room"),
     rw(Attr::FlowMaxDelayUs, c"flow_max_delay_us", 0, 1_000_000, 5000, "wb: the longest delay of one paced write"),
 ];
