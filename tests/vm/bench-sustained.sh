@@ -30,9 +30,6 @@ modprobe bcache || fail "modprobe bcache"
 modprobe peerflash || fail "modprobe peerflash"
 sectors=$(blockdev --getsz "$SAN")
 dmsetup create pf-sus-san --table "0 $sectors delay $SAN 0 0 $SAN 0 3" || fail "dm-delay"
-# A share-sized piece of the NVMe device for dm-writecache and bcache.
-share_sectors=$((SHARE_MIB * 2048))
-dmsetup create pf-sus-nvme --table "0 $share_sectors linear $NVME 0" || fail "dm-linear"
 udevadm settle
 PIECE=/dev/mapper/pf-sus-nvme
 now_ms() { awk '{ printf "%d\n", $1 * 1000 }' /proc/uptime; }
@@ -123,6 +120,10 @@ for qd in 1 16; do
     peerflash remove sus || fail "remove the wb volume"
 done
 
+# A share-sized piece of the NVMe device for dm-writecache and bcache (peerflash's share is its
+# --cache-mib on the whole device, which must not be held by another user).
+dmsetup create pf-sus-nvme --table "0 $((SHARE_MIB * 2048)) linear $NVME 0" || fail "dm-linear"
+udevadm settle
 for qd in 1 16; do
     step "dm-writecache (ssd mode), QD$qd"
     dd if=/dev/zero of=$PIECE bs=1M count=4 oflag=direct 2>/dev/null
