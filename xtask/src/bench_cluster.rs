@@ -245,7 +245,7 @@ pub fn run(k: &Kernel, b: &Built, secs: u64, report_only: bool, count_insns: boo
         };
         println!("{:<72} {:.2}x{t}", r.what, r.ratio);
     }
-    println!("\nQD16 runs are bound by the submitting vCPU under TCG (emulated crc32 and HMAC): their ratios measure the emulator as much as peerflash.");
+    println!("\nQD16 runs are bound by the submitting vCPU under TCG (emulated crc32 and frame tags): their ratios measure the emulator as much as peerflash.");
     let insns = if count_insns { Some(count(&script)?) } else { None };
     if let Some(rows) = &insns {
         println!("\nguest instructions per write (QEMU plugin; net of the marker and each node's idle background):");

@@ -54,6 +54,8 @@ struct Run {
     /// Dirty bytes when fio ended, and the ms until the cache was clean.
     dirty_bytes: u64,
     clean_ms: u64,
+    /// Dirty bytes left when the wait for clean gave up (5 min; 0: it got clean).
+    dirty_left: u64,
     /// peerflash's counters (write_waits, paced_writes, ...), empty for the others.
     counters: Vec<(String, u64)>,
     /// The goals, as ratios against the raw SAN at the same depth.
@@ -110,13 +112,15 @@ pub(crate) fn mean_cv(xs: &[f64]) -> (f64, f64) {
     (mean, if mean > 0.0 { var.sqrt() / mean } else { 0.0 })
 }
 
-/// Two numbers on the first line of a file.
-fn two(path: &Path) -> Result<(u64, u64)> {
+/// A `.clean` file: ms to clean, dirty bytes when the writes ended, dirty bytes left when the
+/// wait for clean ended (0: clean).
+pub(crate) fn parse_clean(path: &Path) -> Result<(u64, u64, u64)> {
     let text = std::fs::read_to_string(path).with_context(|| format!("no {}", path.display()))?;
-    let mut it = text.split_whitespace().map(|w| w.parse::<u64>());
-    match (it.next(), it.next()) {
-        (Some(Ok(a)), Some(Ok(b))) => Ok((a, b)),
-        _ => bail!("{}: expected two numbers", path.display()),
+    let n: Vec<u64> = text.split_whitespace().map(|w| w.parse::<u64>()).collect::<Result<_, _>>().with_context(|| format!("{}: not numbers", path.display()))?;
+    match n[..] {
+        [ms, dirty] => Ok((ms, dirty, 0)),
+        [ms, dirty, left] => Ok((ms, dirty, left)),
+        _ => bail!("{}: expected two or three numbers", path.display()),
     }
 }
 
@@ -178,7 +182,7 @@ fn collect(out: &Path) -> Result<Report> {
             let max_lat_us: Vec<f64> = parse_log(&out.join(format!("{config}-qd{qd}_lat.1.log")))?.iter().map(|ns| ns / 1000.0).collect();
             let fill_text = std::fs::read_to_string(base.with_extension("fill")).unwrap_or_default();
             let fill_pct: Vec<f64> = fill_text.lines().filter_map(|l| l.split_whitespace().nth(1)?.parse().ok()).collect();
-            let (clean_ms, dirty_bytes) = two(&base.with_extension("clean"))?;
+            let (clean_ms, dirty_bytes, dirty_left) = parse_clean(&base.with_extension("clean"))?;
             let counters = std::fs::read_to_string(base.with_extension("counters"))
                 .unwrap_or_default()
                 .lines()
@@ -205,6 +209,7 @@ fn collect(out: &Path) -> Result<Report> {
                 steady_cv,
                 dirty_bytes,
                 clean_ms,
+                dirty_left,
                 counters,
             });
         }
@@ -237,6 +242,9 @@ fn print(r: &Report) {
             x.clean_ms as f64 / 1000.0,
             x.clean_vs_predicted
         );
+        if x.dirty_left > 0 {
+            println!("{:<15} not clean after {:.0} s: {} dirty bytes left of {}", "", x.clean_ms as f64 / 1000.0, x.dirty_left, x.dirty_bytes);
+        }
         if !x.counters.is_empty() {
             let c: Vec<String> = x.counters.iter().map(|(k, v)| format!("{k} {v}")).collect();
             println!("{:<15} {}", "", c.join(", "));
@@ -301,6 +309,13 @@ mod tests {
         std::fs::write(&json, r#"note: x
 {"jobs":[{"write":{"iops":900.5,"lat_ns":{"mean":1.0,"max":9000000.0,"percentile":{"99.000000":3000000}}}}]}"#).unwrap();
         assert_eq!(parse_whole(&json).unwrap(), Whole { iops: 900.5, p99_us: 3000.0, max_us: 9000.0 });
+        let clean = dir.join("x.clean");
+        std::fs::write(&clean, "6890 27992064\n").unwrap();
+        assert_eq!(parse_clean(&clean).unwrap(), (6890, 27992064, 0));
+        std::fs::write(&clean, "300000 5 4\n").unwrap();
+        assert_eq!(parse_clean(&clean).unwrap(), (300000, 5, 4));
+        std::fs::write(&clean, "1\n").unwrap();
+        assert!(parse_clean(&clean).is_err());
         let _ = std::fs::remove_dir_all(&dir);
         let (m, cv) = mean_cv(&[10.0, 10.0, 10.0]);
         assert_eq!((m, cv), (10.0, 0.0));
