@@ -31,7 +31,7 @@ impl Cache {
         if g.policy != Policy::WriteBack {
             return FlowState::Freerun;
         }
-        flow::state(&self.flow_tunables(), flow::fill(g.dirty_log_sectors, g.region_sectors()))
+        flow::state(&self.flow_tunables(), g.fill())
     }
 
     /// The destager should work without its delay: the writers are paced or written through.
@@ -45,9 +45,8 @@ impl Cache {
         if self.flow_state(g) != FlowState::Freerun {
             return false;
         }
-        let now = self.now_ns();
-        // Resets the bucket (nothing is banked while running free).
-        let _ = g.flow.admit(&self.flow_tunables(), 0, 0, now);
+        // Nothing is banked while running free (no clock read on the fast path for it).
+        g.flow.ran_free();
         true
     }
 
@@ -56,8 +55,7 @@ impl Cache {
         if g.policy != Policy::WriteBack {
             return FlowDecision::Go;
         }
-        let u = flow::fill(g.dirty_log_sectors, g.region_sectors());
-        let now = self.now_ns();
+        let (u, now) = (g.fill(), self.now_ns());
         g.flow.admit(&self.flow_tunables(), u, sectors.saturating_mul(512), now)
     }
 

@@ -4,8 +4,6 @@
 //! region scanned, with the attach rules of `pfcore::rebuild` (what is replayed, what refused).
 
 use kernel::prelude::*;
-
-use crate::pfcore::flow::Flow;
 use kernel::rbtree::RBTree;
 
 use crate::blk::bdev::BlockDev;
@@ -13,6 +11,7 @@ use crate::blk::bioset::BioSet;
 use crate::blk::io::{self, PageBuf};
 use crate::klib::crc32c;
 use crate::pfcore::destage::LogHead;
+use crate::pfcore::flow::Flow;
 use crate::pfcore::format::{self, Checkpoint, Superblock};
 use crate::pfcore::slot::Slot;
 use crate::pfcore::rebuild;

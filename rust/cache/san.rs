@@ -10,7 +10,8 @@ use kernel::prelude::*;
 use crate::blk::io::{self, Bio};
 use crate::blk::request::{Handler, Op, Request};
 
-use super::cache::{Backend, Cache};
+use super::cache::{Backend, Cache, InFlightOp};
+use super::state::State;
 use crate::pfcore::mode::Mode;
 
 impl Cache {
@@ -38,12 +39,8 @@ impl Cache {
                 }
                 Mode::Normal => {}
             }
-            if !g.overlaps_inflight(lba, len, false)
-                && !g.overlaps_dirty(lba, len)
-                && self.san_writes_allowed()
-            {
-                g.invalidate(lba, len)?;
-                break self.begin_op(&mut g, lba, len, true, None)?;
+            if self.san_direct_ready(&g, lba, len) {
+                break self.begin_san_direct(&mut g, lba, len)?;
             }
             if g.overlaps_dirty(lba, len) {
                 // Dirty data of the range goes to the SAN first: now, not on the destage timer.
@@ -57,6 +54,21 @@ impl Cache {
         // Its drop ends it (and notifies).
         drop(op);
         r
+    }
+
+    /// Whether an operation on `[lba, lba + len)` may go to the SAN directly now, in normal use:
+    /// nothing in flight on the range, no dirty data of it (the SAN must not get it after
+    /// newer data, nor a replay older data after it), and the lease valid.
+    pub(super) fn san_direct_ready(&self, g: &State, lba: u64, len: u64) -> bool {
+        !g.overlaps_inflight(lba, len, false) && !g.overlaps_dirty(lba, len) && self.san_writes_allowed()
+    }
+
+    /// Takes `[lba, lba + len)` for an operation that goes to the SAN directly (after
+    /// [`Cache::san_direct_ready`]): the cache forgets its clean copies of the range, and the
+    /// operation is in flight until the returned op is dropped.
+    pub(super) fn begin_san_direct(&self, g: &mut State, lba: u64, len: u64) -> Result<InFlightOp<'_>> {
+        g.invalidate(lba, len)?;
+        self.begin_op(g, lba, len, true, None)
     }
 
     /// The request sent to the SAN as it is; waits for it. A write that completes there is

@@ -9,7 +9,7 @@ use kernel::rbtree::RBTree;
 use crate::blk::GFP_IO_PATH;
 use crate::pfcore::destage::{self, LogHead};
 use crate::pfcore::extent::{self, Delta, Extent};
-use crate::pfcore::flow::Flow;
+use crate::pfcore::flow::{self, Flow};
 use crate::pfcore::policy::Policy;
 use crate::pfcore::inflight::{self, InFlight};
 use crate::pfcore::mode::{self, AtFailure, Fallback, Mode};
@@ -135,9 +135,10 @@ impl State {
         }
     }
 
-    /// Sectors of the volume's region (its share of the cache device).
-    pub(super) fn region_sectors(&self) -> u64 {
-        (self.segs.len() as u64).saturating_mul(self.head.segment_sectors)
+    /// The share's fill for flow control: the dirty records' log space over the volume's region
+    /// (its share of the cache device), in parts per `flow::ONE`.
+    pub(super) fn fill(&self) -> u64 {
+        flow::fill(self.dirty_log_sectors, (self.segs.len() as u64).saturating_mul(self.head.segment_sectors))
     }
 
     /// Drops the index entries of segment `s` (clean by now) so that it can be written again.

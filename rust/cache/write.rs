@@ -136,12 +136,8 @@ impl Cache {
                             // out or anything in flight or older dirty data on its blocks would
                             // have to go first (then it is written back, as before).
                             FlowDecision::WriteThrough => {
-                                if self.san_writes_allowed()
-                                    && !g.overlaps_inflight(lba, len, false)
-                                    && !g.overlaps_dirty(lba, len)
-                                {
-                                    g.invalidate(lba, len)?;
-                                    let op = self.begin_op(&mut g, lba, len, true, None)?;
+                                if self.san_direct_ready(&g, lba, len) {
+                                    let op = self.begin_san_direct(&mut g, lba, len)?;
                                     drop(g);
                                     self.flow_wrote_through();
                                     let r = self.san_request(b, rq);

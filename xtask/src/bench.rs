@@ -128,14 +128,38 @@ struct Report {
 }
 
 /// Reads write IOPS, mean and p99 completion latency (submission to completion) from fio's JSON.
-pub(crate) fn parse(path: &Path) -> Result<Sample> {
+/// Boots the bench VM `cfg` running `script` (console in `dir`), waits at most `limit`, removes
+/// the RAM-backed cache image `shm`, prints the guest's output, and fails unless the script
+/// exited 0 with a clean kernel log.
+pub(crate) fn run_vm(k: &Kernel, b: &Built, cfg: &VmConfig, dir: &Path, script: String, limit: Duration, shm: &Path) -> Result<()> {
+    let console = dir.join("console.log");
+    let mut vm = Vm::spawn(k, b, cfg, &["sh".into(), script], Some(&console))?;
+    let rc = vm.wait(limit);
+    let _ = std::fs::remove_file(shm);
+    let output = std::fs::read_to_string(cfg.run_dir.join("output.log")).unwrap_or_default();
+    eprint!("{output}");
+    match rc? {
+        Some(0) => {}
+        other => bail!("the benchmark VM failed ({other:?}); see {}", console.display()),
+    }
+    if let Some(why) = crate::verdict::kernel_verdict_for(&cfg.run_dir, k.flavor) {
+        bail!("benchmark run: {why}");
+    }
+    Ok(())
+}
+
+/// fio's JSON output in `path` (fio may print notes before it): its first job's `write`.
+pub(crate) fn fio_write(path: &Path) -> Result<serde_json::Value> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("no result {}", path.display()))?;
-    // fio may print notes before the JSON object.
     let start = text.find('{').context("no JSON in fio's output")?;
-    let v: serde_json::Value = serde_json::from_str(&text[start..])
+    let mut v: serde_json::Value = serde_json::from_str(&text[start..])
         .with_context(|| format!("fio's JSON in {} does not parse", path.display()))?;
-    let w = &v["jobs"][0]["write"];
+    Ok(v["jobs"][0]["write"].take())
+}
+
+pub(crate) fn parse(path: &Path) -> Result<Sample> {
+    let w = &fio_write(path)?;
     let iops = w["iops"].as_f64().context("no write iops")?;
     let mean_ns = w["lat_ns"]["mean"]
         .as_f64()
@@ -193,22 +217,7 @@ pub fn run(k: &Kernel, b: &Built, secs: u64, profile: bool, count_insns: bool) -
         "==> booting a VM to run {script} ({} fio runs of {secs} s)",
         CONFIGS.len() * DEPTHS.len()
     );
-    let console = dir.join("console.log");
-    let mut vm = Vm::spawn(k, b, &cfg, &["sh".into(), script], Some(&console))?;
-    let rc = vm.wait(Duration::from_secs(3600));
-    let _ = std::fs::remove_file(shm);
-    let output = std::fs::read_to_string(cfg.run_dir.join("output.log")).unwrap_or_default();
-    eprint!("{output}");
-    match rc? {
-        Some(0) => {}
-        other => bail!(
-            "the benchmark VM failed ({other:?}); see {}",
-            console.display()
-        ),
-    }
-    if let Some(why) = crate::verdict::kernel_verdict_for(&cfg.run_dir, k.flavor) {
-        bail!("benchmark run: {why}");
-    }
+    run_vm(k, b, &cfg, &dir, script, Duration::from_secs(3600), shm)?;
 
     // With --count-insns: the marker's own cost (two markers back to back), an idle window of
     // 2 s, then one window per run, in the order the guest runs them.

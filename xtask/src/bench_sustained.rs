@@ -16,7 +16,7 @@ use serde::Serialize;
 use crate::build::Built;
 use crate::env;
 use crate::setup::Kernel;
-use crate::vm::{Vm, VmConfig};
+use crate::vm::VmConfig;
 
 /// The caches, in the order the guest runs them: (file stem, label).
 const CACHES: [(&str, &str); 3] = [
@@ -76,10 +76,7 @@ struct Report {
 
 /// fio's JSON: write IOPS, p99 and max of the completion-to-submission latency.
 pub(crate) fn parse_whole(path: &Path) -> Result<Whole> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("no result {}", path.display()))?;
-    let start = text.find('{').context("no JSON in fio's output")?;
-    let v: serde_json::Value = serde_json::from_str(&text[start..]).with_context(|| format!("fio's JSON in {} does not parse", path.display()))?;
-    let w = &v["jobs"][0]["write"];
+    let w = &crate::bench::fio_write(path)?;
     let iops = w["iops"].as_f64().context("no write iops")?;
     let p99 = w["lat_ns"]["percentile"]["99.000000"].as_f64().context("no write lat_ns p99")?;
     let max = w["lat_ns"]["max"].as_f64().context("no write lat_ns max")?;
@@ -141,19 +138,7 @@ pub fn run(k: &Kernel, b: &Built, report_only: bool) -> Result<()> {
         cfg.env.push(("PF_SUSTAINED_SHARE_MIB".into(), SHARE_MIB.to_string()));
         let script = repo.join("tests/vm/bench-sustained.sh").display().to_string();
         eprintln!("==> booting a VM to run {script} (3 caches x 2 depths, each writing {} MiB)", 3 * SHARE_MIB);
-        let console = dir.join("console.log");
-        let mut vm = Vm::spawn(k, b, &cfg, &["sh".into(), script], Some(&console))?;
-        let rc = vm.wait(Duration::from_secs(5400));
-        let _ = std::fs::remove_file(shm);
-        let output = std::fs::read_to_string(cfg.run_dir.join("output.log")).unwrap_or_default();
-        eprint!("{output}");
-        match rc? {
-            Some(0) => {}
-            other => bail!("the benchmark VM failed ({other:?}); see {}", console.display()),
-        }
-        if let Some(why) = crate::verdict::kernel_verdict_for(&cfg.run_dir, k.flavor) {
-            bail!("benchmark run: {why}");
-        }
+        crate::bench::run_vm(k, b, &cfg, &dir, script, Duration::from_secs(5400), shm)?;
     }
     let out = cfg.run_dir.join("sustained");
     let report = collect(&out)?;

@@ -5,8 +5,7 @@
 //! passes when it exits 0, its kernel log shows no warning, bug or lockdep report, and lockdep
 //! was on), the scenarios driven from here (the VM exit status, the crash test, the failover
 //! test; the cluster smoke test only with `--filter smoke`) and the scenario scripts of
-//! `tests/vm/scenarios/` marked `# test: nodes=N`. The single-VM cases run one at a time unless
-//! `PEERFLASH_VM_JOBS` says more; the cluster cases one at a time after them.
+//! `tests/vm/scenarios/` marked `# test: nodes=N`. The cases run one at a time.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -210,50 +209,26 @@ fn failover_case(k: &Kernel, b: &Built) -> Outcome {
 }
 
 /// A single-VM case to run.
-type Job<'a> = Box<dyn FnOnce() -> Result<Outcome> + Send + 'a>;
+type Job<'a> = Box<dyn FnOnce() -> Result<Outcome> + 'a>;
 
-/// How many single-VM cases run at once: `PEERFLASH_VM_JOBS`, else 1. One case's VM (two vCPUs
-/// under TCG) keeps about 1.4 of this machine's two cores busy (cache-wb alone: 373 s of CPU in
-/// 275 s), yet two at a time were slower in all than one after the other (2026-12-06: each case
-/// took 2.1-2.3x its time alone, e.g. big-cache 332 s against 147 s), so the default is one. The
-/// cluster cases (three VMs each) always run alone.
-fn vm_jobs() -> usize {
-    std::env::var("PEERFLASH_VM_JOBS")
-        .ok()
-        .and_then(|v| v.parse::<usize>().ok())
-        .filter(|&n| n >= 1)
-        .unwrap_or(1)
-}
-
-/// Runs `jobs` on `workers` threads, each case reported as it ends; the outcomes in the jobs'
-/// order. A job that cannot run (its VM did not start) is a failed case.
-fn run_parallel(jobs: Vec<(String, Job<'_>)>, workers: usize) -> Vec<Outcome> {
-    let n = jobs.len();
-    let queue = std::sync::Mutex::new(jobs.into_iter().enumerate().collect::<std::collections::VecDeque<_>>());
-    let done = std::sync::Mutex::new(Vec::with_capacity(n));
-    std::thread::scope(|scope| {
-        for _ in 0..workers.min(n) {
-            scope.spawn(|| loop {
-                let next = queue.lock().ok().and_then(|mut q| q.pop_front());
-                let Some((i, (name, job))) = next else { break };
-                eprintln!("    running {name}");
-                let start = Instant::now();
-                let o = job().unwrap_or_else(|e| Outcome {
-                    name,
-                    passed: false,
-                    took: start.elapsed(),
-                    detail: format!("{e:#}"),
-                });
-                report(Some(&o));
-                if let Ok(mut d) = done.lock() {
-                    d.push((i, o));
-                }
-            });
-        }
-    });
-    let mut done = done.into_inner().unwrap_or_default();
-    done.sort_by_key(|(i, _)| *i);
-    done.into_iter().map(|(_, o)| o).collect()
+/// Runs `jobs` one after the other, each case reported as it ends. A job that cannot run (its VM
+/// did not start) is a failed case. (Two at once were slower in all on this machine's two cores:
+/// each case took 2.1-2.3x its time alone, 2026-12-06.)
+fn run_in_turn(jobs: Vec<(String, Job<'_>)>) -> Vec<Outcome> {
+    let mut done = Vec::with_capacity(jobs.len());
+    for (name, job) in jobs {
+        eprintln!("    running {name}");
+        let start = Instant::now();
+        let o = job().unwrap_or_else(|e| Outcome {
+            name,
+            passed: false,
+            took: start.elapsed(),
+            detail: format!("{e:#}"),
+        });
+        report(Some(&o));
+        done.push(o);
+    }
+    done
 }
 
 /// Kill points of the crash test in the suite (`cargo xtask crash --rounds N` for more).
@@ -294,7 +269,7 @@ pub fn run(filter: Option<&str>, host_only: bool, vm_only: bool) -> Result<ExitC
         let wanted = |name: &str| filter.is_none_or(|f| name.contains(f));
         let mut outcomes = Vec::new();
         phase("VM tests", || {
-            // The single-VM cases, run `vm_jobs()` at a time.
+            // The single-VM cases.
             let mut jobs: Vec<(String, Job<'_>)> = Vec::new();
             if wanted("vm-exit-status") {
                 jobs.push(("vm-exit-status".into(), Box::new(|| exit_status_case(&k, &b))));
@@ -324,7 +299,7 @@ pub fn run(filter: Option<&str>, host_only: bool, vm_only: bool) -> Result<ExitC
                     }),
                 ));
             }
-            outcomes.extend(run_parallel(jobs, vm_jobs()));
+            outcomes.extend(run_in_turn(jobs));
             // The cluster smoke test checks the harness itself (reachability, the shared SAN, a
             // node killed and restarted over its images, a cut link, a frozen node, netem) and
             // the module-to-module dial; cluster-wbp covers the dial, the shared SAN, a cut link

@@ -38,8 +38,8 @@ pub struct FlowTunables {
 }
 
 impl FlowTunables {
-    /// Defaults: pacing from 50% (dm-writecache's and PWL's high water), write-through from 90%,
-    /// delays capped at 5 ms (a SAN write; the module lowers it to the SAN latency it measures).
+    /// Defaults (the sysfs table's, `sysfs.rs`): pacing from 50% (dm-writecache's and PWL's high
+    /// water), write-through from 90%, delays capped at 5 ms (about a SAN write).
     pub const DEFAULT: FlowTunables = FlowTunables { start_pct: 50, limit_pct: 90, max_delay_ns: 5_000_000 };
 
     /// Whether the tunables make a law: `0 < start < limit <= 100`.
@@ -99,9 +99,13 @@ pub fn fill(used: u64, share: u64) -> u64 {
     mul_div(used, ONE, share).min(2 * ONE)
 }
 
+/// A percentage in parts per ONE (at most 100%).
+fn pct(p: u32) -> u64 {
+    u64::from(p.min(100)) * ONE / 100
+}
+
 /// The state at fill `u` (parts per ONE).
 pub fn state(t: &FlowTunables, u: u64) -> FlowState {
-    let pct = |p: u32| u64::from(p.min(100)) * ONE / 100;
     if !t.valid() {
         // Tunables that make no law: pacing off, write-through only when full.
         return if u >= ONE { FlowState::WriteThrough } else { FlowState::Freerun };
@@ -121,8 +125,7 @@ pub fn rate_factor(t: &FlowTunables, u: u64) -> u64 {
     if !t.valid() {
         return ONE;
     }
-    let lo = u64::from(t.start_pct) * ONE / 100;
-    let hi = u64::from(t.limit_pct) * ONE / 100;
+    let (lo, hi) = (pct(t.start_pct), pct(t.limit_pct));
     if u <= lo {
         return 2 * ONE;
     }
@@ -174,6 +177,12 @@ impl Flow {
         };
     }
 
+    /// A write ran free: the bucket does not bank that time, so pacing starts from the next
+    /// paced write's own time (`admit` takes the later of this and now).
+    pub fn ran_free(&mut self) {
+        self.next_free_ns = 0;
+    }
+
     /// The admission rate at fill `u`, bytes per second (0: unknown or nothing).
     pub fn rate(&self, t: &FlowTunables, u: u64) -> u64 {
         mul_div(self.bandwidth, rate_factor(t, u), ONE)
@@ -186,8 +195,7 @@ impl Flow {
     pub fn admit(&mut self, t: &FlowTunables, u: u64, bytes: u64, now_ns: u64) -> FlowDecision {
         match state(t, u) {
             FlowState::Freerun => {
-                // The bucket does not bank idle time: pacing starts from now.
-                self.next_free_ns = now_ns;
+                self.ran_free();
                 FlowDecision::Go
             }
             FlowState::WriteThrough => FlowDecision::WriteThrough,

@@ -81,7 +81,8 @@ impl Session {
     }
 
     /// The header for the next frame this side sends (its sequence number taken) and the tag
-    /// over it and `payload`.
+    /// over it and `payload` ([`Session::seal_fed`] with the pieces of `payload`, which must
+    /// add up to `payload_len`).
     pub fn seal<'a, P: Poly1305>(
         &mut self,
         cmd: Cmd,
@@ -89,19 +90,16 @@ impl Session {
         payload_len: usize,
         payload: impl IntoIterator<Item = &'a [u8]>,
     ) -> Result<([u8; HEADER_BYTES], [u8; TAG_BYTES]), WireError> {
-        let len = u32::try_from(payload_len).map_err(|_| WireError::BadLength)?;
-        if !payload_len_ok(cmd, len) || cmd.is_handshake() {
-            return Err(WireError::BadLength);
-        }
-        let seq = self.next_send;
-        self.next_send = seq.checked_add(1).ok_or(WireError::BadSequence)?;
-        let header = Header { cmd, len, volume, seq }.to_bytes();
-        let tag = frame_tag::<P>(&self.key, self.send, seq, &header, payload);
-        Ok((header, tag))
+        self.seal_fed::<P>(cmd, volume, payload_len, |feed| {
+            for p in payload {
+                feed(p);
+            }
+        })
     }
 
-    /// Like [`Session::seal`], for a payload fed in pieces by `feed` (a write's data, read in
-    /// place from its pages): the same header and tag as `seal` over the same bytes.
+    /// The header for the next frame this side sends and its tag, for a payload fed in pieces by
+    /// `feed` (a write's data, read in place from its pages). The pieces must add up to
+    /// `payload_len`, else nothing is sealed and the sequence number is not taken.
     pub fn seal_fed<P: Poly1305>(
         &mut self,
         cmd: Cmd,

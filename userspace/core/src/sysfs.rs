@@ -87,6 +87,9 @@ const fn rw(attr: Attr, name: &'static CStr, min: u64, max: u64, default: u64, d
     Spec { attr, name, access: Access::Tunable { min, max, default }, doc }
 }
 
+/// The flow-control law's defaults (`flow.rs`), the defaults of its tunables.
+const FLOW: super::flow::FlowTunables = super::flow::FlowTunables::DEFAULT;
+
 /// Number of files.
 pub const COUNT: usize = 41;
 
@@ -130,9 +133,9 @@ pub const ATTRS: [Spec; COUNT] = [
     ro(Attr::PacedUs, c"paced_us", "wb: microseconds of those delays, in all"),
     ro(Attr::FlowWritethroughs, c"flow_writethroughs", "wb: writes written through because the share was at flow_limit_pct"),
     ro(Attr::DestageBw, c"destage_bw", "bytes/s the destager measured over its last batches (the paced rate's base)"),
-    rw(Attr::FlowStartPct, c"flow_start_pct", 1, 100, 50, "wb: fill of the share (log space in use) where pacing starts"),
-    rw(Attr::FlowLimitPct, c"flow_limit_pct", 2, 100, 90, "wb: fill where new writes are written through instead of waiting for room"),
-    rw(Attr::FlowMaxDelayUs, c"flow_max_delay_us", 0, 1_000_000, 5000, "wb: the longest delay of one paced write"),
+    rw(Attr::FlowStartPct, c"flow_start_pct", 1, 100, FLOW.start_pct as u64, "wb: fill of the share (log space in use) where pacing starts"),
+    rw(Attr::FlowLimitPct, c"flow_limit_pct", 2, 100, FLOW.limit_pct as u64, "wb: fill where new writes are written through instead of waiting for room"),
+    rw(Attr::FlowMaxDelayUs, c"flow_max_delay_us", 0, 1_000_000, FLOW.max_delay_ns / 1000, "wb: the longest delay of one paced write"),
 ];
 
 /// `(name, writable)` of every file, in order: what the block layer's sysfs directory is made of.
