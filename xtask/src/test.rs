@@ -232,7 +232,7 @@ fn run_in_turn(jobs: Vec<(String, Job<'_>)>) -> Vec<Outcome> {
 }
 
 /// Kill points of the crash test in the suite (`cargo xtask crash --rounds N` for more).
-const CRASH_ROUNDS: u32 = 5;
+const CRASH_ROUNDS: u32 = 4;
 
 /// Runs everything; `filter` selects VM tests by name.
 pub fn run(filter: Option<&str>, host_only: bool, vm_only: bool) -> Result<ExitCode> {

@@ -23,12 +23,12 @@ peerflash format-cache "$CACHE" --segment-kib 256 --force > /dev/null || fail "f
 step "wb: fio verify"
 peerflash create v --backing "$SAN" --cache "$CACHE" --policy wb || fail "create wb"
 same "$(val state)" clean "state of a new volume"
-# fio_job RW BS QD N EXTRA...: job N works on its own 32 MiB region.
+# fio_job RW BS QD N EXTRA...: job N works on the first 8 MiB of its own 32 MiB region.
 fio_job() {
     rw=$1 bs=$2 qd=$3 n=$4
     shift 4
     fio --name="$rw-$bs-qd$qd" --filename=$DEV --rw="$rw" --bs="$bs" --iodepth="$qd" \
-        --ioengine=libaio --direct=1 --offset=$((n * 32))M --size=16M --verify=crc32c \
+        --ioengine=libaio --direct=1 --offset=$((n * 32))M --size=8M --verify=crc32c \
         --verify_fatal=1 --randseed=$((1000 + n)) "$@" > fio.log 2>&1
     rc=$?
     grep -E 'err=|IOPS' fio.log

@@ -65,9 +65,9 @@ peers_up 3 "peerflash format-cache \$PF_CACHE_DEV --force > /dev/null && echo \$
 
 step "p=2: fio randwrite 4k/64k QD16 and randrw 4k/64k QD1 with verify, destaging paused"
 on 0 "peerflash create v --backing \$PF_SAN_DEV --cache \$PF_CACHE_DEV --cache-mib 192 --policy wbp --replicas '1 1 2 2 3' && echo 1 > $S/destage_paused && echo $TIMEOUT_MS > $S/peer_timeout_ms && cat $S/policy $S/replicas" || fail "create wbp p=2"
-fio_verify w4k randwrite 4k 16 0 8M 11
+fio_verify w4k randwrite 4k 16 0 4M 11
 fio_verify w64k randwrite 64k 16 16M 8M 15
-fio_verify rw4k randrw 4k 1 24M 4M 16
+fio_verify rw4k randrw 4k 1 24M 2M 16
 fio_verify rw64k randrw 64k 1 32M 8M 12
 on 0 "peerflash status v | sed -n '/^  policy/,/^  cache state/p'; peerflash status v --output json | python3 -c 'import json, sys; s = json.load(sys.stdin); s = s[0] if isinstance(s, list) else s; r = s[\"replicas\"]; assert r[\"members\"] == [2, 3] and all(p[\"state\"] == \"up\" for p in r[\"peers\"]), r'" || fail "status shows the replica set"
 zc=$(on 0 "awk '/^host/ { for (i = 1; i < NF; i++) if (\$i == \"zero_copy\") s += \$(i + 1) } END { print s + 0 }' $S/replicas")
@@ -121,7 +121,7 @@ restore 2
 
 step "p=1: node0 killed during writes; node1's replica alone holds every acknowledged write"
 on 0 "peerflash flush v --timeout 600 && peerflash remove v && peerflash create v --backing \$PF_SAN_DEV --cache \$PF_CACHE_DEV --cache-mib 128 --policy wbp --replicas '3 1 1 2' && echo 1 > $S/destage_paused && echo $TIMEOUT_MS > $S/peer_timeout_ms && cat $S/policy $S/replicas" || fail "create wbp p=1"
-fio_verify p1w4k randwrite 4k 16 192M 8M 21
+fio_verify p1w4k randwrite 4k 16 192M 4M 21
 fio_verify p1w64k randwrite 64k 16 200M 8M 22
 fio_verify p1rw4k randrw 4k 1 208M 2M 23
 fio_verify p1rw64k randrw 64k 1 216M 8M 24
