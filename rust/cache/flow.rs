@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! Flow control in the data path of a write-back volume: the law of `pfcore::flow` (its
+//! Flow control in the data path of a write-back volume (wb or wbp): the law of `pfcore::flow` (its
 //! arithmetic and why it is this law) on the share's fill, the destager's measured bandwidth and
 //! the tunables `flow_start_pct`, `flow_limit_pct` and `flow_max_delay_us`. A paced write sleeps
 //! its delay in the worker, never in `queue_rq` (the fast path takes only writes that run free);
@@ -9,7 +9,6 @@
 use core::sync::atomic::Ordering;
 
 use crate::pfcore::flow::{self, FlowDecision, FlowState, FlowTunables};
-use crate::pfcore::policy::Policy;
 
 use super::cache::Cache;
 use super::state::State;
@@ -26,9 +25,9 @@ impl Cache {
         }
     }
 
-    /// Where the volume is on the law now (write-back only; other policies run free).
+    /// Where the volume is on the law now (write-back, wb or wbp; write-through runs free).
     pub(super) fn flow_state(&self, g: &State) -> FlowState {
-        if g.policy != Policy::WriteBack {
+        if !g.policy.writes_back() {
             return FlowState::Freerun;
         }
         flow::state(&self.flow_tunables(), g.fill())
@@ -52,7 +51,7 @@ impl Cache {
 
     /// The decision for one write of `sectors` in the worker (takes its share of the rate).
     pub(super) fn flow_admit(&self, g: &mut State, sectors: u64) -> FlowDecision {
-        if g.policy != Policy::WriteBack {
+        if !g.policy.writes_back() {
             return FlowDecision::Go;
         }
         let (u, now) = (g.fill(), self.now_ns());

@@ -33,6 +33,12 @@ impl Policy {
         Self::ALL.into_iter().find(|p| p.name().as_bytes() == s)
     }
 
+    /// Whether a write completes before it is on the SAN (wb, wbp): its record stays dirty in
+    /// the log until the destager writes it, so the share fills and flow control applies.
+    pub fn writes_back(self) -> bool {
+        matches!(self, Policy::WriteBack | Policy::WriteBackPeers)
+    }
+
     /// The code on flash and in lock records.
     pub fn code(self) -> u8 {
         match self {

@@ -177,3 +177,12 @@ fn without_the_law_the_writer_stalls() {
     let r = model(false, 64 << 20, 4_000_000, 50_000, 2_000_000, 60);
     assert!(r.stalls > 1000, "stalls {}", r.stalls);
 }
+
+/// Flow control applies to the policies whose writes complete before the SAN has them (their
+/// records fill the share): wb and wbp; write-through runs free.
+#[test]
+fn flow_control_applies_to_write_back_policies() {
+    use peerflash_core::policy::Policy;
+    let applies: Vec<_> = Policy::ALL.into_iter().filter(|p| p.writes_back()).collect();
+    assert_eq!(applies, [Policy::WriteBack, Policy::WriteBackPeers]);
+}

@@ -106,6 +106,12 @@ enum Action {
         client_addr: Ipv4Addr,
         #[arg(long, default_value_t = 1)]
         connections: u64,
+        /// Also act as a member that stores nothing: acknowledge ATTACH (with `CREDIT` bytes of
+        /// credit), every WRITE, FLUSH and CHECKPOINT at once, and end the connection at
+        /// DETACH. A test double for the primary's side of wbp (its flow control) on one VM:
+        /// what it acknowledges is not on any flash.
+        #[arg(long)]
+        ack_without_storing: bool,
     },
 }
 
@@ -300,7 +306,9 @@ fn main() -> Result<()> {
             println!("ok: {count} authenticated pings, mean {} us", total.as_micros() / u128::from(count.max(1)));
         }
         Action::Attack { target: Target { to, server, from }, kind, count } => attack(&cli, to, server, from, kind, count)?,
-        Action::Serve { listen, client, client_addr, connections } => serve(&cli, listen, client, client_addr, connections)?,
+        Action::Serve { listen, client, client_addr, connections, ack_without_storing } => {
+            serve(&cli, listen, client, client_addr, connections, ack_without_storing)?
+        }
         Action::Replicate { target: Target { to, server, from }, ref uuid, volume_sectors, region_bytes, count, first, sectors, checkpoint, checkpoint_epoch, flip } => {
             let uuid: [u8; 16] = handshake::parse_hex(uuid.as_bytes()).context("--uuid: expected 32 hex digits")?;
             let me = identity(&cli, None)?;
@@ -403,12 +411,46 @@ fn attack(cli: &Cli, to: SocketAddrV4, server: u32, from: Option<Ipv4Addr>, kind
     Ok(())
 }
 
-fn serve(cli: &Cli, at: SocketAddrV4, client_id: u32, client_addr: Ipv4Addr, connections: u64) -> Result<()> {
+/// Credit granted by `serve --ack-without-storing`: more than any test's share.
+const CREDIT: u64 = 1 << 30;
+
+/// What a member that stores nothing answers to `m` (`None`: the connection ends).
+fn member_answer(m: &Msg<'_>, n: &mut Served) -> Result<Option<Msg<'static>>> {
+    Ok(Some(match *m {
+        Msg::Ping { stamp } => {
+            n.pings += 1;
+            Msg::PingAck { stamp }
+        }
+        Msg::Attach(a) => Msg::AttachOk(AttachOk { uuid: a.uuid, gen: a.gen, contiguous: 0, checkpoint: 0, credit: CREDIT }),
+        Msg::Write(h, _) => {
+            n.writes += 1;
+            Msg::WriteAck { serial: h.serial, credit: CREDIT }
+        }
+        Msg::Flush { id } => Msg::FlushAck { id, errno: 0 },
+        Msg::Checkpoint { gen, epoch, serial } => {
+            n.checkpoints += 1;
+            Msg::CheckpointAck { gen, epoch, serial }
+        }
+        Msg::Detach { .. } => return Ok(None),
+        ref m => bail!("unexpected {}", m.cmd().name()),
+    }))
+}
+
+/// What `serve` answered on one connection.
+#[derive(Default)]
+struct Served {
+    pings: u64,
+    writes: u64,
+    checkpoints: u64,
+}
+
+fn serve(cli: &Cli, at: SocketAddrV4, client_id: u32, client_addr: Ipv4Addr, connections: u64, member: bool) -> Result<()> {
     let me = identity(cli, None)?;
     let l = TcpListener::bind(at)?;
     for _ in 0..connections {
         let (mut s, from) = l.accept()?;
-        s.set_read_timeout(Some(Duration::from_secs(10)))?;
+        // A member's connection is idle while its primary is (it pings every few seconds).
+        s.set_read_timeout(Some(Duration::from_secs(if member { 120 } else { 10 })))?;
         let Some((h, _, p, _)) = read_frame(&mut s)? else { continue };
         let Ok(Msg::Hello(hello)) = decode(&h, &p) else { bail!("not a hello") };
         let SocketAddr::V4(from) = from else { bail!("not IPv4") };
@@ -420,14 +462,24 @@ fn serve(cli: &Cli, at: SocketAddrV4, client_id: u32, client_addr: Ipv4Addr, con
         let Ok(Msg::Auth(proof)) = decode(&h, &p) else { bail!("not an auth") };
         let key = pending.on_auth::<HmacSha256>(&proof).map_err(|e| anyhow::anyhow!("auth refused: {}", e.describe()))?;
         let mut session = Session::new(key, Dir::ToClient);
-        let mut pings = 0u64;
+        let mut n = Served::default();
         while let Some((_, hb, p, t)) = read_frame(&mut s)? {
             let (_, m) = session.open::<ChaChaPoly>(&hb, &p, &t).map_err(|e| anyhow::anyhow!("frame refused: {}", e.describe()))?;
-            let Msg::Ping { stamp } = m else { bail!("unexpected {:?}", m.cmd()) };
-            s.write_all(&sealed(&mut session, &Msg::PingAck { stamp }))?;
-            pings += 1;
+            let answer = if member {
+                member_answer(&m, &mut n)?
+            } else {
+                let Msg::Ping { stamp } = m else { bail!("unexpected {:?}", m.cmd()) };
+                n.pings += 1;
+                Some(Msg::PingAck { stamp })
+            };
+            let Some(a) = answer else { break };
+            s.write_all(&sealed(&mut session, &a))?;
         }
-        println!("served host {}: {pings} pings", hello.from);
+        if member {
+            println!("served host {}: {} pings, {} writes and {} checkpoints acknowledged (nothing stored)", hello.from, n.pings, n.writes, n.checkpoints);
+        } else {
+            println!("served host {}: {} pings", hello.from, n.pings);
+        }
     }
     Ok(())
 }
