@@ -16,7 +16,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
@@ -96,16 +96,83 @@ pub fn run_with(k: &Kernel, b: &Built, n: usize, script: &Path, env: &[(&str, St
             node.cfg.qemu_extra = Some(crate::insns::qemu_opts(p, &plugin_log(&script, i)));
         }
     }
-    let ctl: PathBuf = dir.join("ctl");
-    std::fs::create_dir_all(&ctl)?;
     phase("cluster: boot nodes", || c.start_all())?;
+    let ran = run_script(&mut c, &dir, &script, env);
+    let problems = stop_all(&mut c);
+    ran.with_context(|| format!("scenario {name} failed"))?;
+    if !problems.is_empty() {
+        bail!("scenario {name}: kernel logs show problems:\n{}", problems.join("\n"));
+    }
+    Ok(())
+}
+
+/// Runs `scripts` in turn on one cluster of `n` nodes, in `target/vm/cluster-GROUP`: each script
+/// leaves the nodes as booted (nothing loaded or running) for the next, and a script that fails
+/// is followed by a fresh boot. A result per script, and its time (a boot it needed included);
+/// every node's kernel log is checked whenever the nodes stop, and its problems fail the
+/// scripts that ran since their boot.
+pub fn run_group(k: &Kernel, b: &Built, n: usize, group: &str, scripts: &[PathBuf]) -> Vec<(Result<()>, Duration)> {
+    let dir = env::repo_root().join("target/vm").join(format!("cluster-{group}"));
+    let mut results: Vec<(Result<()>, Duration)> = Vec::new();
+    let mut cluster: Option<Cluster> = None;
+    // The scripts that ran on the nodes up now (indexes into `results`).
+    let mut on_these: Vec<usize> = Vec::new();
+    for (i, script) in scripts.iter().enumerate() {
+        let start = Instant::now();
+        let c = match cluster.take() {
+            Some(c) => Ok(c),
+            None => Cluster::new(k, b, n, dir.clone()).and_then(|mut c| phase("cluster: boot nodes", || c.start_all()).map(|_| c)),
+        };
+        let mut c = match c {
+            Ok(c) => c,
+            Err(e) => {
+                results.push((Err(e), start.elapsed()));
+                continue;
+            }
+        };
+        eprintln!("    running cluster-{}", script.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default());
+        let r = std::fs::canonicalize(script)
+            .with_context(|| format!("no script {}", script.display()))
+            .and_then(|s| run_script(&mut c, &dir, &s, &[]));
+        let failed = r.is_err();
+        on_these.push(results.len());
+        results.push((r, Duration::ZERO));
+        if failed || i + 1 == scripts.len() {
+            let problems = stop_all(&mut c);
+            if !problems.is_empty() {
+                for &j in &on_these {
+                    if let Some((r @ Ok(()), _)) = results.get_mut(j) {
+                        *r = Err(anyhow::anyhow!("kernel logs show problems (nodes up since before this scenario):\n{}", problems.join("\n")));
+                    }
+                }
+            }
+            on_these.clear();
+        } else {
+            cluster = Some(c);
+        }
+        if let Some(last) = results.last_mut() {
+            last.1 = start.elapsed();
+        }
+    }
+    results
+}
+
+/// Runs `script` against the booted cluster `c` (its directory `dir`, exported to the script as
+/// `PF_CLUSTER_DIR`; node I's run directory, the guest's `$PF_RUN_DIR`, is `$PF_CLUSTER_DIR/nodeI/run`).
+fn run_script(c: &mut Cluster, dir: &Path, script: &Path, env: &[(&str, String)]) -> Result<()> {
+    let stem = script.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    // A request directory of its own: request numbers start again at 1.
+    let ctl: PathBuf = dir.join(format!("ctl-{stem}"));
+    let _ = std::fs::remove_dir_all(&ctl);
+    std::fs::create_dir_all(&ctl)?;
     let lib = env::repo_root().join("tests/vm/cluster-lib.sh");
     let mut child = Command::new("sh")
         .arg("-c")
         .arg(format!(". '{}' && . '{}'", lib.display(), script.display()))
         .env("PF_CTL", &ctl)
-        .env("PF_NODES", n.to_string())
+        .env("PF_NODES", c.nodes.len().to_string())
         .env("PF_REPO", env::repo_root())
+        .env("PF_CLUSTER_DIR", dir)
         .envs(env.iter().map(|(k, v)| (k, v)))
         .spawn()
         .context("cannot run the scenario script")?;
@@ -115,7 +182,7 @@ pub fn run_with(k: &Kernel, b: &Built, n: usize, script: &Path, env: &[(&str, St
             break st;
         }
         if ctl.join(format!("req-{next}")).exists() {
-            let (rc, out) = match handle(&mut c, &ctl, next) {
+            let (rc, out) = match handle(c, &ctl, next) {
                 Ok(r) => r,
                 Err(e) => (255, format!("xtask: {e:#}\n")),
             };
@@ -127,20 +194,22 @@ pub fn run_with(k: &Kernel, b: &Built, n: usize, script: &Path, env: &[(&str, St
             std::thread::sleep(Duration::from_millis(50));
         }
     };
+    if !status.success() {
+        bail!("{stem}: the script exited with {status}");
+    }
+    Ok(())
+}
+
+/// Stops every node (a frozen one thawed first, so it can power off); the problems their kernel
+/// logs show.
+fn stop_all(c: &mut Cluster) -> Vec<String> {
     let mut problems = Vec::new();
-    for i in 0..n {
-        // A frozen node is thawed first, so it can power off.
+    for i in 0..c.nodes.len() {
         let _ = c.freeze(i, false);
         match c.stop(i) {
             Ok(log) => problems.extend(crate::verdict::kernel_log_problems(&log).into_iter().map(|p| format!("node{i}: {p}"))),
             Err(e) => problems.push(format!("node{i}: {e:#}")),
         }
     }
-    if !status.success() {
-        bail!("scenario {name} failed ({status})");
-    }
-    if !problems.is_empty() {
-        bail!("scenario {name}: kernel logs show problems:\n{}", problems.join("\n"));
-    }
-    Ok(())
+    problems
 }

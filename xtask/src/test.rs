@@ -310,16 +310,22 @@ pub fn run(filter: Option<&str>, host_only: bool, vm_only: bool) -> Result<ExitC
                 outcomes.push(cluster_case(&k, &b));
                 report(outcomes.last());
             }
-            // Scenario scripts with a `# test: nodes=N` line are cluster tests too.
-            for (name, path, n) in scenario_tests()? {
-                if wanted(&name) {
-                    eprintln!("    running {name}");
-                    let start = Instant::now();
-                    let r = crate::scenario::run(&k, &b, n, &path);
+            // Scenario scripts with a `# test: nodes=N` line are cluster tests too. Those of the
+            // same N share one boot of the cluster (each leaves the nodes as booted), in name
+            // order; each is reported as its own case, its time including its share of the boot.
+            let tests: Vec<_> = scenario_tests()?.into_iter().filter(|t| wanted(&t.0)).collect();
+            let mut sizes: Vec<usize> = tests.iter().map(|t| t.2).collect();
+            sizes.sort();
+            sizes.dedup();
+            for n in sizes {
+                let group: Vec<_> = tests.iter().filter(|t| t.2 == n).collect();
+                let scripts: Vec<_> = group.iter().map(|t| t.1.clone()).collect();
+                let results = crate::scenario::run_group(&k, &b, n, &format!("tests-{n}-nodes"), &scripts);
+                for (t, (r, took)) in group.iter().zip(results) {
                     outcomes.push(Outcome {
-                        name,
+                        name: t.0.clone(),
                         passed: r.is_ok(),
-                        took: start.elapsed(),
+                        took,
                         detail: r.err().map(|e| format!("{e:#}")).unwrap_or_default(),
                     });
                     report(outcomes.last());
@@ -358,7 +364,8 @@ pub fn run(filter: Option<&str>, host_only: bool, vm_only: bool) -> Result<ExitC
 }
 
 /// The scenario scripts of `tests/vm/scenarios/` that are tests: those with a line
-/// `# test: nodes=N`; named `cluster-STEM`.
+/// `# test: nodes=N [order=K]`; named `cluster-STEM`, in order of K (default 50), then name (the
+/// tests of one N share a cluster in that order: one that kills a node goes last).
 fn scenario_tests() -> Result<Vec<(String, std::path::PathBuf, usize)>> {
     let dir = env::repo_root().join("tests/vm/scenarios");
     let mut out = Vec::new();
@@ -368,20 +375,27 @@ fn scenario_tests() -> Result<Vec<(String, std::path::PathBuf, usize)>> {
             continue;
         }
         let text = std::fs::read_to_string(&path)?;
-        if let Some(n) = scenario_nodes(&text) {
+        if let Some((n, order)) = scenario_directive(&text) {
             let stem = path.file_stem().map(|x| x.to_string_lossy().into_owned()).unwrap_or_default();
-            out.push((format!("cluster-{stem}"), path, n));
+            out.push((order, format!("cluster-{stem}"), path, n));
         }
     }
     out.sort();
-    Ok(out)
+    Ok(out.into_iter().map(|(_, name, path, n)| (name, path, n)).collect())
 }
 
-/// N of a `# test: nodes=N` line.
-fn scenario_nodes(text: &str) -> Option<usize> {
-    text.lines()
-        .find_map(|l| l.strip_prefix("# test: nodes="))
-        .and_then(|n| n.trim().parse().ok())
+/// N and K of a `# test: nodes=N [order=K]` line (K 50 when not given).
+fn scenario_directive(text: &str) -> Option<(usize, u32)> {
+    let line = text.lines().find_map(|l| l.strip_prefix("# test:"))?;
+    let (mut nodes, mut order) = (None, 50);
+    for kv in line.split_whitespace() {
+        match kv.split_once('=') {
+            Some(("nodes", v)) => nodes = Some(v.parse().ok()?),
+            Some(("order", v)) => order = v.parse().ok()?,
+            _ => return None,
+        }
+    }
+    Some((nodes?, order))
 }
 
 /// The line of a failed case's detail that says why: the script's `FAIL:` line if there is one,
@@ -412,9 +426,12 @@ mod tests {
 
     #[test]
     fn scenario_directives_name_cluster_tests() {
-        assert_eq!(scenario_nodes("# x\n# test: nodes=3\nrest"), Some(3));
-        assert_eq!(scenario_nodes("# test: nodes=x"), None);
-        assert_eq!(scenario_nodes("no directive"), None);
+        assert_eq!(scenario_directive("# x\n# test: nodes=3\nrest"), Some((3, 50)));
+        assert_eq!(scenario_directive("# test: nodes=3 order=90"), Some((3, 90)));
+        assert_eq!(scenario_directive("# test: order=90"), None);
+        assert_eq!(scenario_directive("# test: nodes=3 colour=red"), None);
+        assert_eq!(scenario_directive("# test: nodes=x"), None);
+        assert_eq!(scenario_directive("no directive"), None);
     }
 
     #[test]

@@ -10,11 +10,13 @@
 # write-through and fio verifies every write. vm1 is then taken down and up again while node2 is
 # still cut off: the agent places the set on the peers that answer (epoch 3, host 2 alone; the
 # volume starts write-through rather than failing); with the link back, the next run has both
-# (epoch 4, wbp).
+# (epoch 4, wbp). At the end each node is left as booted (nothing loaded or running), for the
+# next scenario on the same cluster.
 NODE="sh $PF_REPO/tests/vm/wbp-agent/node.sh"
-RUN=$PF_REPO/target/vm/cluster-wbp-agent
+RUN=$PF_CLUSTER_DIR
 S=/sys/block/pf-vm1/peerflash
 od -An -N32 -tx1 /dev/urandom | tr -d ' \n' > "$RUN/secret"
+for i in 0 1 2; do cp "$RUN/secret" "$RUN/node$i/run/secret" || fail "secret for node$i"; done
 
 # record_set: "EPOCH MEMBERS" of vm1's lock record, read on node0.
 record_set() {
@@ -69,4 +71,10 @@ restore 2
 on 0 "$NODE down && $NODE up" || fail "down and up vm1 with node2 back"
 expect_set "4 2,3"
 on 0 "cat $S/policy | grep -qx wbp" || fail "vm1 does not run wbp with both members back"
+# The nodes as booted for the next scenario on this cluster: vm1 down (clean), agents and
+# sanlock stopped, the SAN split removed, the module unloaded.
+on 0 "$NODE down" || fail "down vm1 at the end"
+for i in 0 1 2; do
+    on $i "$NODE stop" || fail "node$i: stop"
+done
 echo "wbp-agent: ok"

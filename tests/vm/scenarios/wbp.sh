@@ -1,6 +1,7 @@
 # Scenario (cargo xtask cluster --nodes 3 --script tests/vm/scenarios/wbp.sh; in `cargo xtask
 # test` as cluster-wbp): write-back with peers between the modules of three nodes sharing one SAN.
-# test: nodes=3
+# test: nodes=3 order=90
+# (Last of the 3-node tests on their shared cluster: it kills node0.)
 #
 # 1. p=2: node0's volume v replicates to hosts 2 and 3 (node1, node2). fio with verify, destaging
 #    paused: randwrite 4k QD16 and 64k QD16, randrw 4k QD1 and 64k QD1: every member's replica
@@ -15,7 +16,7 @@
 #    a trigger, then node0 is killed (power cut) and its cache image deleted: node1's device
 #    alone holds every acknowledged write; adopting the replica replays it to the SAN, and fio
 #    verify_only on node1 finds 0 errors.
-RUN=$PF_REPO/target/vm/cluster-wbp
+RUN=$PF_CLUSTER_DIR
 S=/sys/block/pf-v/peerflash
 # peer_timeout_ms for this test: twice the default, so that three TCG VMs on two host cores never
 # see a member as lost while it is only slow. A member owing an answer this long is lost; it is

@@ -3,12 +3,14 @@
 # call on one node:
 #   node.sh start NODE     modprobe, dm-linear SAN split (vm1's disk + a 64 MiB lock datastore),
 #                          the cache device formatted, the cluster file with [peer] (a root-only
-#                          secret file from the shared run directory) and a sanlock daemon
+#                          secret file from the node's run directory) and a sanlock daemon
 #   node.sh init           `peerflash lock init` (once, on one node)
 #   node.sh agent NODE     `peerflash agent` (which configures and starts the peer transport)
 #   node.sh up             `peerflash up vm1` (wbp, replicas on node1 and node2)
 #   node.sh down           `peerflash down vm1`
 #   node.sh record         vm1's lock record as JSON
+#   node.sh stop           the agent and sanlock stopped, the SAN split removed, the module
+#                          unloaded (vm1 must be down)
 . "$PF_REPO/tests/vm/lib.sh"
 set -u
 CFG=$PF_RUN_DIR/cluster.toml
@@ -24,7 +26,7 @@ start)
     san_split $LOCK_SECTORS
     peerflash format-cache "$PF_CACHE_DEV" --force > /dev/null || fail "format-cache"
     mkdir -p /etc/peerflash
-    cp "$PF_REPO/target/vm/cluster-wbp-agent/secret" /etc/peerflash/cluster.secret
+    cp "$PF_RUN_DIR/secret" /etc/peerflash/cluster.secret
     chmod 600 /etc/peerflash/cluster.secret
     cat > "$CFG" <<EOF
 cluster = "wbp-agent"
@@ -92,6 +94,20 @@ down)
     ;;
 record)
     peerflash lock status --config "$CFG" vm1 --output json
+    ;;
+stop)
+    # vm1 is down and there is no watchdog: nothing to wait for (sanlock does not leave while
+    # it holds a lockspace).
+    pkill -9 -x peerflash
+    pkill -9 -x sanlock
+    i=0
+    while pgrep -x peerflash > /dev/null || pgrep -x sanlock > /dev/null; do
+        i=$((i + 1)); [ $i -lt 100 ] || fail "the agent or sanlock did not stop"; sleep 0.2
+    done
+    dmsetup remove pf-san && dmsetup remove pf-locks || fail "remove the SAN split"
+    echo > /sys/kernel/config/peerflash/listen
+    rmmod peerflash || fail "rmmod peerflash: $(ls /sys/kernel/config/peerflash)"
+    echo "stopped"
     ;;
 *)
     fail "unknown step $1"
