@@ -11,8 +11,9 @@
 //! | `cut I` / `restore I` | takes node I's link down / up (its tap on the bridge) |
 //! | `netem I SPEC` | `tc qdisc ... netem SPEC` on node I's NIC (empty SPEC: removed) |
 //!
-//! `node_ip I` gives node I's address. The scenario fails when the script exits non-zero; every
-//! node's kernel log is checked at the end like every VM test's.
+//! `node_ip I` gives node I's address; `$PF_CLUSTER_DIR` is the cluster's directory (node I's
+//! images and its run directory `nodeI/run`). The scenario fails when the script exits
+//! non-zero; every node's kernel log is checked at the end like every VM test's.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

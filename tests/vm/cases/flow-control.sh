@@ -36,43 +36,52 @@ expect_write_refused $S/flow_limit_pct 101
 expect_write_refused $S/flow_max_delay_us 1000001
 echo 2000 > $S/flow_max_delay_us || fail "flow_max_delay_us"
 
-step "the destager paused, 2x the share written"
-echo 1 > $S/destage_paused
-dd if=/dev/urandom of=pattern bs=1M count=$((2 * SHARE_MIB)) status=none
-# Sample the state while the writes run: the fill must never pass the limit.
-(
-    while [ ! -e done ]; do
-        echo "$(val flow_state) $(val dirty_bytes)" >> samples
-        sleep 0.2
+# fill_past_the_limit WHAT: with the destager paused, twice the share written sequentially (64
+# KiB direct writes): they complete, some paced, the rest written through at the limit, none
+# waited for room, the fill sampled while they run never past the limit, and the data reads back.
+fill_past_the_limit() {
+    what=$1
+    echo 1 > $S/destage_paused
+    dd if=/dev/urandom of=pattern bs=1M count=$((2 * SHARE_MIB)) status=none
+    rm -f done dd.rc samples
+    # Sample the state while the writes run: the fill must never pass the limit.
+    (
+        while [ ! -e done ]; do
+            echo "$(val flow_state) $(val dirty_bytes)" >> samples
+            sleep 0.2
+        done
+    ) &
+    sampler=$!
+    # A write waiting for room sleeps where no signal reaches it: the writer is watched, not
+    # timed out (without flow control it never finished).
+    (dd if=pattern of=/dev/pf-v bs=64k oflag=direct status=none; echo $? > dd.rc) &
+    i=0
+    until [ -e dd.rc ]; do
+        i=$((i + 1)); [ $i -lt 600 ] || { touch done; fail "the $what writes did not complete in 10 min: they waited for room"; }
+        sleep 1
     done
-) &
-sampler=$!
-# A write waiting for room sleeps where no signal reaches it: the writer is watched, not timed
-# out (without flow control it never finished).
-(dd if=pattern of=/dev/pf-v bs=64k oflag=direct status=none; echo $? > dd.rc) &
-i=0
-until [ -e dd.rc ]; do
-    i=$((i + 1)); [ $i -lt 600 ] || { touch done; fail "the writes did not complete in 10 min: they waited for room"; }
-    sleep 1
-done
-touch done
-wait $sampler
-same "$(cat dd.rc)" 0 "exit status of the writes"
-echo "states seen: $(cut -d' ' -f1 samples | sort | uniq -c | tr '\n' ' ')"
-paced=$(val paced_writes)
-through=$(val flow_writethroughs)
-echo "paced $paced writes ($(val paced_us) us in all, last $(val flow_delay_us) us), written through $through"
-[ "$paced" -gt 0 ] || fail "no write was paced"
-[ "$through" -gt 0 ] || fail "no write was written through at the limit"
-same "$(val write_waits)" 0 "writes that waited for room"
-same "$(val flow_state)" writethrough "flow state at the limit"
-max_dirty=$(cut -d' ' -f2 samples | sort -n | tail -1)
-limit=$((SHARE_MIB * 1048576 * 90 / 100))
-echo "most dirty bytes sampled: $max_dirty (limit of the log space: $limit)"
-[ "$max_dirty" -le "$limit" ] || fail "dirty data passed the limit"
-dd if=/dev/pf-v of=back bs=1M count=$((2 * SHARE_MIB)) iflag=direct status=none || fail "read back"
-cmp -s pattern back || fail "the data read back differs"
-echo "ok: the data reads back"
+    touch done
+    wait $sampler
+    same "$(cat dd.rc)" 0 "exit status of the $what writes"
+    echo "states seen: $(cut -d' ' -f1 samples | sort | uniq -c | tr '\n' ' ')"
+    paced=$(val paced_writes)
+    through=$(val flow_writethroughs)
+    echo "$what: paced $paced writes ($(val paced_us) us in all, last $(val flow_delay_us) us), written through $through"
+    [ "$paced" -gt 0 ] || fail "no $what write was paced"
+    [ "$through" -gt 0 ] || fail "no $what write was written through at the limit"
+    same "$(val write_waits)" 0 "$what writes that waited for room"
+    same "$(val flow_state)" writethrough "$what flow state at the limit"
+    max_dirty=$(cut -d' ' -f2 samples | sort -n | tail -1)
+    limit=$((SHARE_MIB * 1048576 * 90 / 100))
+    echo "most dirty bytes sampled: $max_dirty (limit of the log space: $limit)"
+    [ "$max_dirty" -le "$limit" ] || fail "$what dirty data passed the limit"
+    dd if=/dev/pf-v of=back bs=1M count=$((2 * SHARE_MIB)) iflag=direct status=none || fail "read back ($what)"
+    cmp -s pattern back || fail "the $what data read back differs"
+    echo "ok: the $what data reads back"
+}
+
+step "the destager paused, 2x the share written"
+fill_past_the_limit wb
 
 step "the destager resumed: it measures its bandwidth and drains"
 echo 0 > $S/destage_paused
@@ -108,25 +117,7 @@ same "$(val policy)" wbp "policy with its member"
 # wbp write (its round trip to the member included) takes longer than 2 ms here, so the cap is
 # raised for pacing to show.
 echo 20000 > $S/flow_max_delay_us || fail "flow_max_delay_us"
-echo 1 > $S/destage_paused
-dd if=/dev/urandom of=pattern bs=1M count=$((2 * SHARE_MIB)) status=none
-rm -f dd.rc
-(dd if=pattern of=/dev/pf-v bs=64k oflag=direct status=none; echo $? > dd.rc) &
-i=0
-until [ -e dd.rc ]; do
-    i=$((i + 1)); [ $i -lt 600 ] || fail "the wbp writes did not complete in 10 min: they waited for room"
-    sleep 1
-done
-same "$(cat dd.rc)" 0 "exit status of the wbp writes"
-paced=$(val paced_writes)
-through=$(val flow_writethroughs)
-echo "wbp: paced $paced writes ($(val paced_us) us in all), written through $through"
-[ "$paced" -gt 0 ] || fail "no wbp write was paced"
-[ "$through" -gt 0 ] || fail "no wbp write was written through at the limit"
-same "$(val write_waits)" 0 "wbp writes that waited for room"
-same "$(val flow_state)" writethrough "wbp flow state at the limit"
-dd if=/dev/pf-v of=back bs=1M count=$((2 * SHARE_MIB)) iflag=direct status=none || fail "read back (wbp)"
-cmp -s pattern back || fail "the wbp data read back differs"
+fill_past_the_limit wbp
 echo 0 > $S/destage_paused
 peerflash flush v --timeout 300 > /dev/null || fail "flush (wbp)"
 same "$(val flow_state)" freerun "wbp flow state after the drain"

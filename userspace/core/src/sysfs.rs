@@ -127,7 +127,7 @@ pub const ATTRS: [Spec; COUNT] = [
     ro(Attr::FencedBatches, c"fenced_batches", "destage batches abandoned because the lease ran out while they ran"),
     ro(Attr::Replicas, c"replicas", "wbp: the replica set in force and each member's state"),
     rw(Attr::PeerTimeoutMs, c"peer_timeout_ms", 200, 60_000, 2000, "wbp: a member that owes an answer this long is lost"),
-    ro(Attr::FlowState, c"flow_state", "wb: freerun, paced or writethrough (the flow-control law at the share's current fill)"),
+    ro(Attr::FlowState, c"flow_state", "wb and wbp (wt: always freerun): freerun, paced or writethrough (the flow-control law at the share's current fill)"),
     ro(Attr::FlowDelayUs, c"flow_delay_us", "wb: the delay of the last paced write"),
     ro(Attr::PacedWrites, c"paced_writes", "wb: writes delayed by flow control"),
     ro(Attr::PacedUs, c"paced_us", "wb: microseconds of those delays, in all"),
