@@ -143,7 +143,7 @@ pub fn run_group(k: &Kernel, b: &Built, n: usize, group: &str, scripts: &[PathBu
             if !problems.is_empty() {
                 for &j in &on_these {
                     if let Some((r @ Ok(()), _)) = results.get_mut(j) {
-                        *r = Err(anyhow::anyhow!("kernel logs show problems (nodes up since before this scenario):\n{}", problems.join("\n")));
+                        *r = Err(anyhow::anyhow!("kernel logs show problems (checked when the nodes this scenario ran on stopped):\n{}", problems.join("\n")));
                     }
                 }
             }

@@ -128,14 +128,14 @@ pub const ATTRS: [Spec; COUNT] = [
     ro(Attr::Replicas, c"replicas", "wbp: the replica set in force and each member's state"),
     rw(Attr::PeerTimeoutMs, c"peer_timeout_ms", 200, 60_000, 2000, "wbp: a member that owes an answer this long is lost"),
     ro(Attr::FlowState, c"flow_state", "wb and wbp (wt: always freerun): freerun, paced or writethrough (the flow-control law at the share's current fill)"),
-    ro(Attr::FlowDelayUs, c"flow_delay_us", "wb: the delay of the last paced write"),
-    ro(Attr::PacedWrites, c"paced_writes", "wb: writes delayed by flow control"),
-    ro(Attr::PacedUs, c"paced_us", "wb: microseconds of those delays, in all"),
-    ro(Attr::FlowWritethroughs, c"flow_writethroughs", "wb: writes written through because the share was at flow_limit_pct"),
+    ro(Attr::FlowDelayUs, c"flow_delay_us", "wb and wbp: the delay of the last paced write"),
+    ro(Attr::PacedWrites, c"paced_writes", "wb and wbp: writes delayed by flow control"),
+    ro(Attr::PacedUs, c"paced_us", "wb and wbp: microseconds of those delays, in all"),
+    ro(Attr::FlowWritethroughs, c"flow_writethroughs", "wb and wbp: writes written through because the share was at flow_limit_pct"),
     ro(Attr::DestageBw, c"destage_bw", "bytes/s the destager measured over its last batches (the paced rate's base)"),
-    rw(Attr::FlowStartPct, c"flow_start_pct", 1, 100, FLOW.start_pct as u64, "wb: fill of the share (log space in use) where pacing starts"),
-    rw(Attr::FlowLimitPct, c"flow_limit_pct", 2, 100, FLOW.limit_pct as u64, "wb: fill where new writes are written through instead of waiting for room"),
-    rw(Attr::FlowMaxDelayUs, c"flow_max_delay_us", 0, 1_000_000, FLOW.max_delay_ns / 1000, "wb: the longest delay of one paced write"),
+    rw(Attr::FlowStartPct, c"flow_start_pct", 1, 100, FLOW.start_pct as u64, "wb and wbp: fill of the share (log space in use) where pacing starts"),
+    rw(Attr::FlowLimitPct, c"flow_limit_pct", 2, 100, FLOW.limit_pct as u64, "wb and wbp: fill where new writes are written through instead of waiting for room"),
+    rw(Attr::FlowMaxDelayUs, c"flow_max_delay_us", 0, 1_000_000, FLOW.max_delay_ns / 1000, "wb and wbp: the longest delay of one paced write"),
 ];
 
 /// `(name, writable)` of every file, in order: what the block layer's sysfs directory is made of.
