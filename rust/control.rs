@@ -117,6 +117,7 @@ impl configfs::GroupOperations for Config {
                 replay: 13,
                 adopt: 14,
                 replicas: 15,
+                fresh: 16,
             ],
         };
         Ok(configfs::Group::new(
@@ -131,6 +132,7 @@ impl configfs::GroupOperations for Config {
                     cache_mib: 0,
                     force: false,
                     replay: false,
+                    fresh: false,
                     adopt: None,
                     replicas: None,
                     node: self.node.node.clone(),
@@ -164,6 +166,9 @@ struct VolumeInner {
     /// Replay the slot's records even after a removal with dirty data, or from its floor when
     /// no checkpoint copy is readable.
     replay: bool,
+    /// Start the slot empty: the lock record says the SAN holds every acknowledged write, so
+    /// the records its log holds are dropped, never replayed.
+    fresh: bool,
     /// Adopt the replica slot of (origin host, volume uuid) on the cache device.
     adopt: Option<(u16, [u8; 16])>,
     /// wbp: the replica set in force, the ownership generation and the count asked for.
@@ -228,6 +233,9 @@ impl VolumeInner {
         let mut limits = limits;
         let cache = match self.cache.as_ref() {
             None => None,
+            Some(_) if self.fresh && self.replay => {
+                return Err(self.refuse("fresh drops the records a replay is for: set only one of them", EINVAL));
+            }
             Some(cpath) => {
                 let want = attach::Want {
                     name: self.name.to_bytes(),
@@ -237,6 +245,7 @@ impl VolumeInner {
                     mib: self.cache_mib,
                     force: self.force,
                     adopt: self.adopt,
+                    fresh: self.fresh,
                 };
                 let a = match attach::attach(cpath, &dev, &want) {
                     Ok(a) => a,
@@ -259,7 +268,7 @@ impl VolumeInner {
                     a.slot.first_segment,
                     a.slot.segments
                 );
-                let opened = match Cache::open(a, self.replay) {
+                let opened = match Cache::open(a, self.replay, self.fresh && self.adopt.is_none()) {
                     Ok(init) => KBox::pin_init(init, GFP_KERNEL),
                     Err((why, e)) => {
                         pr_err!("volume {:?}: cache open refused: {} ({:?})\n", &*self.name, why, e);
@@ -644,6 +653,34 @@ impl AttributeOperations<13> for VolumeConfig {
         match attr::parse_u64(page) {
             Ok(n @ (0 | 1)) => g.replay = n == 1,
             Ok(_) => return Err(g.refuse("replay is 0 or 1", ERANGE)),
+            Err(e) => return Err(g.refuse(e.describe(), EINVAL)),
+        }
+        g.last_error = "";
+        Ok(())
+    }
+}
+
+#[vtable]
+impl AttributeOperations<16> for VolumeConfig {
+    type Data = VolumeConfig;
+
+    fn show(this: &VolumeConfig, page: &mut [u8; PAGE_SIZE]) -> Result<usize> {
+        show_fmt(page, fmt!("{}\n", u8::from(this.inner.lock().fresh)))
+    }
+
+    /// 1: the slot starts empty: the records its log holds are dropped, never replayed, and its
+    /// checkpoint moves past them (persisted before the volume runs). For a host that runs the
+    /// volume when the lock record says the SAN holds every acknowledged write: a record left
+    /// on this flash is then on the SAN already, or stale (another host replayed a replica of
+    /// it and wrote on).
+    fn store(this: &VolumeConfig, page: &[u8]) -> Result {
+        let mut g = this.inner.lock();
+        if g.running.is_some() {
+            return Err(g.refuse("fresh only matters before enabling", EBUSY));
+        }
+        match attr::parse_u64(page) {
+            Ok(n @ (0 | 1)) => g.fresh = n == 1,
+            Ok(_) => return Err(g.refuse("fresh is 0 or 1", ERANGE)),
             Err(e) => return Err(g.refuse(e.describe(), EINVAL)),
         }
         g.last_error = "";

@@ -85,7 +85,7 @@ pub(crate) struct Attached {
     /// The slot is the volume's while this lives.
     pub(crate) claim: SlotClaim,
     /// Slots a forced attach took back to make room (their volumes' data on the cache device
-    /// is gone).
+    /// is gone); for a replica, the previous owner's replica of the volume it took over.
     pub(crate) reclaimed: KVec<Slot>,
 }
 
@@ -106,6 +106,9 @@ pub(crate) struct Want<'a> {
     /// Adopt the replica slot of (origin host id, volume uuid) as this volume's slot: the records
     /// a peer held for a primary whose own flash is gone, replayed by the volume's attach.
     pub(crate) adopt: Option<(u16, [u8; 16])>,
+    /// With `adopt`: a slot of this name already on the device is cleared first (the lock
+    /// record says the SAN holds every acknowledged write, so its records are not needed).
+    pub(crate) fresh: bool,
 }
 
 fn open_refusal(e: Error) -> Refusal {
@@ -165,8 +168,16 @@ pub(crate) fn attach(path: &CStr, backing: &BlockDev, want: &Want<'_>) -> Result
     let mut tables = SLOT_TABLES.lock();
     let scan = scan_slots(&dev, &sb, &tables, |s| s.is_local_named(want.name), &mut block)?;
     if let Some((origin, uuid)) = want.adopt {
-        if scan.mine.is_some() {
-            return Err(("the cache device already holds a slot of this name: a replica is adopted only by a volume that has none", EEXIST));
+        if let Some((j, _)) = scan.mine {
+            if !want.fresh {
+                return Err(("the cache device already holds a slot of this name: a replica is adopted only by a volume that has none (or with fresh, which clears it)", EEXIST));
+            }
+            if is_running(&tables, devno, j) {
+                return Err(("the slot of this name is running", EBUSY));
+            }
+            block.fill(0);
+            dev.write_sync(sb.slot_sector(j), &block).map_err(|e| ("cannot clear the slot of this name", e))?;
+            pr_info!("cache slot {}: cleared (fresh) for the adoption of a replica\n", j);
         }
         let scan = scan_slots(&dev, &sb, &tables, |s| s.is_replica_of(origin, &uuid), &mut block)?;
         let Some((i, s)) = scan.mine else {
@@ -365,6 +376,35 @@ pub(crate) fn attach_replica(devno: u32, want: &ReplicaWant<'_>) -> Result<Attac
             dev.write_sync(sb.slot_sector(i), &block).map_err(|e| ("cannot write the replica slot", e))?;
         }
         return Ok(Attached { claim: claim(&mut tables, devno, i)?, dev, sb, slot_index: i, slot, created: false, reclaimed: KVec::new() });
+    }
+    // A previous owner's replica of the same volume (same uuid, another origin): the volume
+    // runs on `want.origin` now, which it does only once its lock record is clean (every write
+    // the previous owner acknowledged is on the SAN), so that replica is obsolete. Taken over
+    // in place, records and all: `Replica::open` scans it and moves its checkpoint past every
+    // record it holds, so none of them is ever replayed.
+    let older = scan_slots(&dev, &sb, &tables, |s| s.is_replica() && s.uuid == want.uuid && s.origin != want.origin, &mut block)?;
+    if let Some((i, s)) = older.mine {
+        if s.backing_sectors == want.sectors && !is_running(&tables, devno, i) {
+            let slot = Slot {
+                name: Slot::pack_name(want.name),
+                generation: s.generation.wrapping_add(1),
+                origin: want.origin,
+                epoch: want.epoch,
+                ..s
+            };
+            block.fill(0);
+            slot.encode(&mut block, crc32c);
+            dev.write_sync(sb.slot_sector(i), &block).map_err(|e| ("cannot write the replica slot", e))?;
+            pr_info!(
+                "cache slot {}: the replica of host {}'s volume is taken over by host {} (the volume moved there)\n",
+                i,
+                s.origin,
+                want.origin
+            );
+            let mut reclaimed = KVec::new();
+            reclaimed.push(s, GFP_KERNEL).map_err(|_| ("out of memory", ENOMEM))?;
+            return Ok(Attached { claim: claim(&mut tables, devno, i)?, dev, sb, slot_index: i, slot, created: false, reclaimed });
+        }
     }
     if scan.damaged {
         return Err(("a slot of the cache device is damaged: no replica slot can be made while its region is unknown", EIO));

@@ -133,11 +133,12 @@ impl Cache {
     /// Opens the cache of an attached slot: reads the checkpoint, scans the region and rebuilds
     /// the index of the writes after the checkpoint (they are replayed by the destager), with
     /// the attach rules of `pfcore::rebuild` (`replay`: the operator asks for a replay from the
-    /// slot's floor when no checkpoint copy is readable). A slot this attach made is cleared
+    /// slot's floor when no checkpoint copy is readable; `fresh`: nothing is replayed, the
+    /// checkpoint and the slot's floor move past every record). A slot this attach made is cleared
     /// again when the open fails, so that a refused volume keeps no room on the device.
-    pub(crate) fn open(a: Attached, replay: bool) -> Result<impl PinInit<Self, Error>, Refusal> {
+    pub(crate) fn open(a: Attached, replay: bool, fresh: bool) -> Result<impl PinInit<Self, Error>, Refusal> {
         let Attached { dev, sb, slot_index, mut slot, claim, created, .. } = a;
-        let st = match rebuild::state_from_flash(&dev, &sb, slot_index, &slot, replay) {
+        let st = match rebuild::state_from_flash(&dev, &sb, slot_index, &slot, replay, fresh) {
             Ok(st) => st,
             Err(r) => {
                 if created {

@@ -30,13 +30,31 @@ fn io_error(e: Error) -> Refusal {
 }
 
 /// Reads the checkpoint copies and scans the slot's region: the state of the volume's
-/// cache after a restart (`pfcore::rebuild`'s rules decide what is replayed).
-pub(super) fn state_from_flash(dev: &BlockDev, sb: &Superblock, slot_index: u32, slot: &Slot, replay: bool) -> Result<State, Refusal> {
-    let (checkpoint, checkpoint_seq) = read_checkpoint(dev, sb, slot_index, slot, replay)?;
+/// cache after a restart (`pfcore::rebuild`'s rules decide what is replayed). `fresh`: the lock
+/// record says the SAN holds every acknowledged write, so nothing is replayed and the checkpoint
+/// moves past every serial the log holds (`Cache::open` persists it as the slot's floor).
+pub(super) fn state_from_flash(dev: &BlockDev, sb: &Superblock, slot_index: u32, slot: &Slot, replay: bool, fresh: bool) -> Result<State, Refusal> {
+    let (checkpoint, checkpoint_seq) = read_checkpoint(dev, sb, slot_index, slot, replay || fresh)?;
     let mut st = empty_state(sb, slot, checkpoint, checkpoint_seq)?;
     let mut scan = rebuild::Scan::new(checkpoint);
     let start = kernel::time::Instant::<kernel::time::Monotonic>::now();
     scan_region(dev, sb, slot, &mut scan, &mut st)?;
+    if fresh {
+        let past = scan.fresh_checkpoint();
+        let mut st = empty_state(sb, slot, past, checkpoint_seq)?;
+        if let Some(s) = scan.max_seg {
+            st.head.segment = s;
+        }
+        pr_info!(
+            "cache slot {}: started fresh: {} records ({} KiB) above checkpoint {} dropped (the SAN holds every acknowledged write); checkpoint {}\n",
+            slot_index,
+            scan.replay,
+            scan.replay_sectors / 2,
+            checkpoint,
+            past
+        );
+        return Ok(st);
+    }
     if let Some(s) = scan.max_seg {
         st.head.segment = s;
     }

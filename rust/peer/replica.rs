@@ -80,14 +80,21 @@ impl Replica {
             epoch: want.epoch,
         };
         if !r.att.created {
-            r.scan()?;
+            let newest = r.scan()?;
+            // Taken over from the volume's previous owner (`attach_replica`): what it holds is
+            // on the SAN; the checkpoint moves past all of it, so a replay never brings it back.
+            if !r.att.reclaimed.is_empty() {
+                if let Some(serial) = newest {
+                    r.set_checkpoint(serial).map_err(|e| ("cannot write the replica's checkpoint", e))?;
+                }
+            }
         }
         Ok(r)
     }
 
     /// Reads the region: the highest serial of each segment, and the log's head after the
-    /// newest record.
-    fn scan(&mut self) -> Result<(), Refusal> {
+    /// newest record. Returns the newest serial seen.
+    fn scan(&mut self) -> Result<Option<u64>, Refusal> {
         let sb = &self.att.sb;
         let slot = &self.att.slot;
         let seg_bytes = sb.segment_sectors as usize * 512;
@@ -128,7 +135,7 @@ impl Replica {
             held,
             self.log.checkpoint
         );
-        Ok(())
+        Ok(newest.map(|(serial, _)| serial))
     }
 
     /// The checkpoint the replica holds.

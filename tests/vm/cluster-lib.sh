@@ -29,6 +29,7 @@ on() {
 }
 kill_node() { _pf_req "$(_pf_next)" kill "$1"; }
 start_node() { _pf_req "$(_pf_next)" start "$1"; }
+running() { _pf_req "$(_pf_next)" running "$1"; }
 freeze() { _pf_req "$(_pf_next)" freeze "$1"; }
 thaw() { _pf_req "$(_pf_next)" thaw "$1"; }
 cut() { _pf_req "$(_pf_next)" cut "$1"; }
@@ -36,6 +37,12 @@ restore() { _pf_req "$(_pf_next)" restore "$1"; }
 netem() { n=$1; shift; _pf_req "$(_pf_next)" netem "$n" "$@"; }
 node_ip() { echo "192.0.2.$((11 + $1))"; }
 fail() { echo "FAIL: $*" >&2; exit 1; }
+# kernel_log_clean I: node I's kernel log so far shows no warning, bug or lockdep report (for a
+# node about to be killed: the harness checks the log of a node only when it powers off cleanly).
+kernel_log_clean() {
+    _kl=$(on "$1" "dmesg | grep -E 'WARNING:|BUG:|Oops|possible recursive locking|possible circular locking|inconsistent lock state|INFO: task|general protection fault'")
+    [ -z "$_kl" ] || fail "node$1's kernel log before it is killed: $_kl"
+}
 step() { echo "--- $*"; }
 # peers_up N [CMD]: loads the module on nodes 0..N-1 and makes node I host I+1 of one cluster
 # (its id, a secret fresh for the run, the host table), listening on its address; CMD (sh, run

@@ -230,6 +230,11 @@ impl<'a> Cluster<'a> {
         }
     }
 
+    /// Whether node `i` runs (not killed).
+    pub fn is_running(&self, i: usize) -> bool {
+        self.nodes[i].vm.is_some()
+    }
+
     /// Freezes (`true`) or thaws node `i` (SIGSTOP/SIGCONT of its QEMU).
     pub fn freeze(&mut self, i: usize, frozen: bool) -> Result<()> {
         let vm = self.nodes[i].vm.as_mut().with_context(|| format!("node{i} is not running"))?;

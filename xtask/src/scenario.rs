@@ -7,6 +7,7 @@
 //! |---|---|
 //! | `on I CMD` | runs CMD (sh) on node I, prints its output, returns its exit status |
 //! | `kill_node I` / `start_node I` | kills node I like a power cut / boots it over its images |
+//! | `running I` | exit status 0 when node I runs (a scenario after one that killed it boots it) |
 //! | `freeze I` / `thaw I` | SIGSTOP / SIGCONT of node I's QEMU |
 //! | `cut I` / `restore I` | takes node I's link down / up (its tap on the bridge) |
 //! | `netem I SPEC` | `tc qdisc ... netem SPEC` on node I's NIC (empty SPEC: removed) |
@@ -52,6 +53,7 @@ fn handle(c: &mut Cluster, ctl: &Path, id: u64) -> Result<(i32, String)> {
             c.start(node)?;
             (0, String::new())
         }
+        "running" => (i32::from(!c.is_running(node)), String::new()),
         "freeze" | "thaw" => {
             c.freeze(node, verb == "freeze")?;
             (0, String::new())

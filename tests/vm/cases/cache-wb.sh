@@ -6,7 +6,8 @@
 # wb to wt under I/O drains; offline replay: a volume removed with dirty data (run without its
 # cache meanwhile, the module reloaded) is refused when created again with the cache (the refusal
 # says what a replay would write) and recovered from flash with --replay, served while it replays, and `flush`
-# puts exactly the acknowledged data on the SAN; cache device failure: wt bypasses the cache
+# puts exactly the acknowledged data on the SAN; a fresh start drops records the SAN outgrew
+# (and a plain attach afterwards does not bring them back); cache device failure: wt bypasses the cache
 # without loss, wb with dirty data fails its I/O instead of returning older SAN data.
 . "$PF_REPO/tests/vm/lib.sh"
 set -u
@@ -153,6 +154,38 @@ same "$got" "$want" "SAN after the replay"
 same "$(val state)" clean "state after the replay"
 got=$(dd if=$DEV iflag=direct bs=64k skip=$((1000 * 16)) count=4 2>/dev/null | md5sum)
 same "$got" "$(md5sum < b.dat)" "B, written without the cache, after the replay"
+peerflash remove v || fail "remove"
+
+step "fresh: records the SAN outgrew are dropped, never replayed"
+# What the agent does when the lock record says the SAN holds every acknowledged write (another
+# host replayed this volume's replica and wrote on): the records on this flash are stale.
+peerflash create v --backing "$SAN" --cache "$CACHE" --policy wb || fail "create wb"
+echo 1 > $S/destage_paused
+dd if=/dev/urandom of=old.dat bs=64k count=8 status=none
+dd if=old.dat of=$DEV bs=64k seek=$((1100 * 16)) oflag=direct status=none || fail "write the old data"
+[ "$(val dirty_bytes)" -gt 0 ] || fail "nothing dirty"
+peerflash remove v || fail "remove with dirty data"
+dd if=/dev/urandom of=new.dat bs=64k count=8 status=none
+dd if=new.dat of="$SAN" bs=64k seek=$((1100 * 16)) oflag=direct status=none || fail "newer data on the SAN"
+expect_refusal 2 "cannot be used with" peerflash create v --backing "$SAN" --cache "$CACHE" --fresh --replay
+# The module refuses the pair too (a fresh start drops what a replay is for).
+C=/sys/kernel/config/peerflash/v
+mkdir $C && echo "$SAN" > $C/backing && echo "$CACHE" > $C/cache && echo 1 > $C/fresh && echo 1 > $C/replay ||
+    fail "configure fresh and replay"
+expect_write_refused $C/enable 1
+grep -q "set only one" $C/last_error || fail "last_error: $(cat $C/last_error)"
+rmdir $C
+peerflash create v --backing "$SAN" --cache "$CACHE" --policy wb --fresh || fail "create --fresh"
+dmesg | grep "started fresh" | tail -1 | grep -q " 8 records" || fail "the kernel log does not say 8 records were dropped"
+same "$(val dirty_bytes)" 0 "dirty bytes after a fresh start"
+got=$(dd if=$DEV iflag=direct bs=64k skip=$((1100 * 16)) count=8 2>/dev/null | md5sum)
+same "$got" "$(md5sum < new.dat)" "the volume after a fresh start"
+peerflash remove v || fail "remove"
+# The checkpoint moved past the dropped records on flash: a plain attach does not bring them back.
+peerflash create v --backing "$SAN" --cache "$CACHE" --policy wb || fail "create again"
+same "$(val dirty_bytes)" 0 "dirty bytes after a plain attach"
+got=$(dd if=$DEV iflag=direct bs=64k skip=$((1100 * 16)) count=8 2>/dev/null | md5sum)
+same "$got" "$(md5sum < new.dat)" "the volume after a plain attach"
 peerflash remove v || fail "remove"
 
 step "cache device failure"

@@ -129,6 +129,7 @@ fio_verify p1rw64k randrw 64k 1 216M 8M 24
 same_records 1
 on 0 "rm -rf \$PF_RUN_DIR/state \$PF_RUN_DIR/kill-me; mkdir -p \$PF_RUN_DIR/state; cd /tmp; setsid fio --name=crash --filename=/dev/pf-v --rw=randwrite --bs=4k --iodepth=16 --ioengine=libaio --direct=1 --offset=128M --size=32M --verify=crc32c --randseed=14 --aux-path=\$PF_RUN_DIR/state --verify_state_save=1 --do_verify=0 --rate_iops=400 --trigger-timeout=12s --trigger='touch \$PF_RUN_DIR/kill-me; sleep 600' > crash.log 2>&1 < /dev/null & echo started" || fail "fio with a trigger"
 on 0 "i=0; until [ -e \$PF_RUN_DIR/kill-me ]; do i=\$((i + 1)); [ \$i -lt 600 ] || exit 1; sleep 0.1; done; grep -c . $S/replicas" || fail "no trigger"
+kernel_log_clean 0
 kill_node 0
 # Its flash is gone for good: nothing of what follows can read it.
 rm "$RUN/node0/cache.img" || fail "delete node0's cache image"

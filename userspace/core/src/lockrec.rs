@@ -252,6 +252,12 @@ pub enum StartDecision {
     /// This host owned the volume and did not leave it clean: its own flash holds what is
     /// pending, so creating the volume here replays it.
     ReplayHere,
+    /// Host `owner_id` ran this wbp volume and did not leave it clean, and it is gone (this host
+    /// holds the lease); this host is a member of the recorded replica set, so its replica of
+    /// the volume (`volume_uuid`) holds every write the owner acknowledged (the ack rule): it
+    /// replays them to the SAN itself (online replay by a peer), if the replica is of the
+    /// recorded set's epoch (`replication::replica_may_replay`).
+    ReplayReplica { owner_id: u64 },
     /// Host `owner_id` may hold acknowledged writes on its flash that the SAN lacks: the volume
     /// must not run anywhere else until that host has replayed them (the record turns clean).
     WaitFor { owner_id: u64 },
@@ -265,6 +271,14 @@ pub fn start_decision(rec: &LockRecord, me: u64) -> StartDecision {
         // Write-through acknowledges only what is on the SAN: a dead owner leaves nothing behind.
         _ if rec.policy == Policy::WriteThrough => StartDecision::Proceed,
         _ if rec.owner_id == 0 => StartDecision::Proceed,
+        _ if rec.policy == Policy::WriteBackPeers
+            && rec.volume_uuid != [0; 16]
+            && u32::try_from(me).is_ok_and(|m| rec.replicas.contains(m)) =>
+        {
+            StartDecision::ReplayReplica {
+                owner_id: rec.owner_id,
+            }
+        }
         _ => StartDecision::WaitFor {
             owner_id: rec.owner_id,
         },
@@ -384,10 +398,40 @@ mod tests {
             StartDecision::WaitFor { owner_id: 2 }
         );
         r.policy = Policy::WriteBackPeers;
+        // The set is {3, 1}: a member replays its replica, any other host waits.
         assert_eq!(
             start_decision(&r, 3),
+            StartDecision::ReplayReplica { owner_id: 2 }
+        );
+        assert_eq!(
+            start_decision(&r, 1),
+            StartDecision::ReplayReplica { owner_id: 2 }
+        );
+        assert_eq!(
+            start_decision(&r, 4),
             StartDecision::WaitFor { owner_id: 2 }
         );
+        // A member id beyond the set's range is no member.
+        assert_eq!(
+            start_decision(&r, (1 << 32) | 3),
+            StartDecision::WaitFor { owner_id: 2 }
+        );
+        // Without the volume's uuid its replica cannot be found: wait for the owner.
+        let mut no_uuid = r;
+        no_uuid.volume_uuid = [0; 16];
+        assert_eq!(
+            start_decision(&no_uuid, 3),
+            StartDecision::WaitFor { owner_id: 2 }
+        );
+        // The set left host 3 (a later epoch without it): its replica may lack writes.
+        let mut left = r;
+        left.replicas = ReplicaSet::new(5, &[1]).unwrap();
+        assert_eq!(
+            start_decision(&left, 3),
+            StartDecision::WaitFor { owner_id: 2 }
+        );
+        // The owner itself replays its own flash, whatever the set.
+        assert_eq!(start_decision(&r, 2), StartDecision::ReplayHere);
         r.policy = Policy::WriteThrough;
         assert_eq!(start_decision(&r, 3), StartDecision::Proceed);
         r.policy = Policy::WriteBack;

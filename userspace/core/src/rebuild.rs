@@ -13,6 +13,10 @@
 //!   could have been written by the volume: within the backing device, no longer than the
 //!   largest request, with a serial below [`SERIAL_LIMIT`] ([`judge`]).
 //! - The next serial is above every serial seen, the checkpoint's included ([`Scan::next_serial`]).
+//! - A slot started *fresh* replays nothing: the lock record says the SAN holds every
+//!   acknowledged write, so what its log holds is on the SAN already or stale (another host
+//!   replayed a replica of it and wrote on). Its checkpoint moves past every serial seen
+//!   ([`Scan::fresh_checkpoint`]) and is persisted before the volume runs.
 
 use super::format::{Checkpoint, Found, RecordHeader};
 
@@ -189,6 +193,12 @@ impl Scan {
     pub fn next_serial(&self) -> u64 {
         self.checkpoint.max(self.max_serial).saturating_add(1)
     }
+
+    /// The checkpoint of a slot started fresh: every serial seen (valid or torn) is at or below
+    /// it, so no record of the scanned log is replayed, now or after a later crash.
+    pub fn fresh_checkpoint(&self) -> u64 {
+        self.next_serial().saturating_sub(1)
+    }
 }
 
 #[cfg(test)]
@@ -236,6 +246,26 @@ mod tests {
         assert_eq!(may_replay(9, 5, false), Err(StartError::ClosedDirty));
         assert_eq!(may_replay(9, 5, true), Ok(()));
         assert_eq!(may_replay(9, 0, false), Ok(()), "nothing to replay");
+    }
+
+    #[test]
+    fn a_fresh_start_covers_every_record_seen() {
+        let mut s = Scan::new(10);
+        let mut noted = Vec::new();
+        for (seg, serial) in [(0, 12), (1, 40), (2, 17)] {
+            let h = rec(serial, 8, 8, true);
+            if s.note(seg, Found::Valid(h), &U, &B).is_some() {
+                noted.push(h);
+            }
+        }
+        s.note(3, Found::Torn(rec(55, 8, 8, true)), &U, &B);
+        assert_eq!(noted.len(), 3, "all three are above the checkpoint");
+        let cp = s.fresh_checkpoint();
+        assert_eq!(cp, 55, "torn records too: a later scan must not find one above it");
+        for h in noted {
+            assert_eq!(judge(&h, &U, cp, &B), Verdict::Skip, "serial {} would be replayed", h.serial);
+        }
+        assert_eq!(Scan::new(7).fresh_checkpoint(), 7, "an empty log keeps its checkpoint");
     }
 
     #[test]

@@ -11,8 +11,11 @@
 //! only when its record says no other host holds acknowledged writes of it
 //! ([`start_decision`]); otherwise the agent marks the record `pending`, releases the lease and
 //! polls the record until the other host's replay makes it `clean` (Documentation/cluster-locks.md).
+//!
+//! Online replay by a peer (wbp: a member replays its replica of a gone owner's volume) is in
+//! `peer_replay.rs`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -24,6 +27,7 @@ use peerflash_core::mode::CacheState;
 use peerflash_core::sysfs::Attr;
 use peerflash_core::lockrec::{start_decision, LockState, StartDecision};
 use peerflash_core::policy::Policy;
+use peerflash_core::lockrec::LockRecord;
 use peerflash_core::replication::ReplicaSet;
 
 use crate::replicas::{leave_set, lost_hosts, place, replicas_attr};
@@ -58,13 +62,46 @@ pub struct Reply {
     pub message: String,
 }
 
-struct Agent {
-    cfg: Config,
-    me: Host,
-    ds: Datastore,
-    root: Root,
+pub(crate) struct Agent {
+    pub(crate) cfg: Config,
+    pub(crate) me: Host,
+    pub(crate) ds: Datastore,
+    pub(crate) root: Root,
     /// Volumes running here under their lease. Lock order: this, then a lease's record lock.
-    held: Mutex<HashMap<String, Lease>>,
+    pub(crate) held: Mutex<HashMap<String, Lease>>,
+    /// Volumes an operation (`up`, `down`, a peer replay) works on now: one at a time per
+    /// volume. Taken and dropped alone (never with `held`).
+    pub(crate) busy: Mutex<HashSet<String>>,
+    /// Peer replays that could not run: when to try again and what was said (said once).
+    pub(crate) peer_tries: Mutex<HashMap<String, (Instant, String)>>,
+}
+
+/// Where a replay takes the volume's records from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Source {
+    /// This host's own slot of the volume.
+    Own,
+    /// This host's replica of host `origin`'s volume `uuid` (online replay by a peer).
+    Replica { origin: u16, uuid: [u8; 16] },
+}
+
+/// A volume marked busy ([`Agent::busy`]) until dropped.
+pub(crate) struct Busy<'a> {
+    set: &'a Mutex<HashSet<String>>,
+    name: String,
+}
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut s) = self.set.lock() {
+            s.remove(&self.name);
+        }
+    }
+}
+
+/// The hex form of a uuid (what the module's `adopt` takes).
+pub(crate) fn hex(uuid: &[u8; 16]) -> String {
+    uuid.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The kernel's view of a running volume: (state, checkpoint serial, last serial).
@@ -126,7 +163,7 @@ impl Agent {
             })
     }
 
-    fn cache_of<'a>(&self, v: &'a Volume) -> Result<&'a str> {
+    pub(crate) fn cache_of<'a>(&self, v: &'a Volume) -> Result<&'a str> {
         v.cache
             .get(&self.me.name)
             .map(String::as_str)
@@ -139,10 +176,24 @@ impl Agent {
             })
     }
 
-    /// Creates the volume here (replaying what this host's flash holds for it). `replicas`: a
-    /// wbp volume's replica set (`EPOCH GEN WANTED HOST...`); without one a wbp volume runs as
-    /// wb (a replay of this host's own flash needs no peers).
-    fn create(&self, v: &Volume, replicas: Option<String>) -> Result<String> {
+    /// Creates the volume here. `fresh`: the record says the SAN holds every acknowledged
+    /// write, so whatever this host's flash still holds for the volume is dropped (on the SAN
+    /// already, or stale: another host replayed a replica of it and wrote on); otherwise it is
+    /// replayed. `replicas`: a wbp volume's replica set (`EPOCH GEN WANTED HOST...`); without
+    /// one a wbp volume runs as wb (a replay of this host's own flash needs no peers).
+    fn create(&self, v: &Volume, replicas: Option<String>, fresh: bool) -> Result<String> {
+        self.create_from(v, replicas, fresh, None)
+    }
+
+    /// [`Agent::create`], adopting this host's replica of (origin, uuid) when `adopt` (a slot
+    /// of the volume's name is cleared first when `fresh`).
+    fn create_from(
+        &self,
+        v: &Volume,
+        replicas: Option<String>,
+        fresh: bool,
+        adopt: Option<(u16, [u8; 16])>,
+    ) -> Result<String> {
         let policy = match (v.policy, &replicas) {
             (Policy::WriteBackPeers, None) => Policy::WriteBack,
             (p, _) => p,
@@ -153,7 +204,8 @@ impl Agent {
             mib: None,
             force: false,
             replay: false,
-            adopt: None,
+            fresh,
+            adopt: adopt.map(|(o, u)| (o, hex(&u))),
             replicas,
         };
         let device = crate::volume::create(&self.root, &v.name, &v.backing, Some(&cache))?.device;
@@ -182,7 +234,8 @@ impl Agent {
     /// write-through.
     fn new_replica_set(&self, v: &Volume, lease: &Lease, say: &mut dyn FnMut(String)) -> Result<String> {
         let peers = self.peer_ids(v)?;
-        let (members, passed) = place(&peers, v.replicas as usize, |h| {
+        let me = u32::try_from(self.me.id).map_err(|_| anyhow!("this host's id is out of range"))?;
+        let (members, passed) = place(&peers, v.replicas as usize, me, |h| {
             crate::peer::probe(&self.root, u64::from(h), 1).is_ok()
         });
         if !passed.is_empty() {
@@ -203,6 +256,33 @@ impl Agent {
             bail!("volume {}: its replica set cannot be recorded", v.name);
         }
         Ok(replicas_attr(&r.replicas, r.generation, v.replicas))
+    }
+
+    /// Marks `name` busy, or `None` while another operation works on it.
+    pub(crate) fn claim(&self, name: &str) -> Option<Busy<'_>> {
+        let mut set = self.busy.lock().ok()?;
+        if !set.insert(name.to_string()) {
+            return None;
+        }
+        Some(Busy { set: &self.busy, name: name.to_string() })
+    }
+
+    /// Marks `name` busy, waiting until `until` while another operation works on it.
+    fn claim_waiting(&self, name: &str, until: Instant, say: &mut dyn FnMut(String)) -> Result<Busy<'_>> {
+        let mut told = false;
+        loop {
+            if let Some(b) = self.claim(name) {
+                return Ok(b);
+            }
+            if Instant::now() >= until {
+                return Err(VolumeError::Busy(format!("{name}: another operation on it runs here (an up, a down or a peer replay)")).into());
+            }
+            if !told {
+                say(format!("{name}: another operation on it runs here; waiting"));
+                told = true;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
     }
 
     /// Acquires `v`'s lease, waiting while a live host holds it.
@@ -228,30 +308,58 @@ impl Agent {
         }
     }
 
-    /// Replays `v` from this host's flash, destages it all and records it clean; the volume is
-    /// removed again unless `keep`.
-    fn replay_here(
+    /// Replays `v` from this host's flash (`from`: its own slot, or its replica of a gone
+    /// owner's volume), destages it all and records it clean; the volume is removed again
+    /// unless `keep`.
+    pub(crate) fn replay_here(
         &self,
         v: &Volume,
         lease: &Lease,
         keep: bool,
+        from: Source,
         say: &mut dyn FnMut(String),
     ) -> Result<()> {
         let before = lease.record();
-        lease.update_record(|r| {
+        if from == Source::Own && !self.root.dir(&v.name).is_dir() {
+            self.own_flash_holds(v, &before)?;
+        }
+        // This host becomes the owner once its flash holds the volume's slot: at once for its
+        // own slot, only after the adoption for a replica (until then another member, or this
+        // one again after a crash, finds the replicas by the old owner's id).
+        let own = |r: &mut LockRecord| {
             r.owner_id = self.me.id;
             r.set_owner_name(self.me.name.as_bytes());
+        };
+        lease.update_record(|r| {
+            if from == Source::Own {
+                own(r);
+            }
             r.state = LockState::Replaying;
         })?;
+        let whose = match from {
+            Source::Own => "this host's flash".to_string(),
+            Source::Replica { origin, .. } => format!("this host's replica of host {origin}'s writes (online replay by a peer)"),
+        };
         say(format!(
-            "{}: replaying from this host's flash ({} writes after checkpoint {} at the last record)",
+            "{}: replaying from {whose} ({} writes after checkpoint {} at the last record)",
             v.name,
             before.pending_writes(),
             before.checkpoint
         ));
         let already = self.root.dir(&v.name).is_dir();
         if !already {
-            self.create(v, None)?;
+            match from {
+                Source::Own => self.create(v, None, false)?,
+                // A slot of this name left here is not needed: the record is another host's.
+                Source::Replica { origin, uuid } => self.create_from(v, None, true, Some((origin, uuid)))?,
+            };
+        }
+        if let Source::Replica { uuid, .. } = from {
+            // The adopted replica is this host's slot now, uuid and all.
+            lease.update_record(|r| {
+                own(r);
+                r.volume_uuid = uuid;
+            })?;
         }
         // Destage everything, copying the checkpoint into the record as it moves.
         let stop = std::sync::atomic::AtomicBool::new(false);
@@ -302,10 +410,33 @@ impl Agent {
             return Err(VolumeError::Busy(format!("volume {name} already runs here")).into());
         }
         let until = Instant::now() + wait;
+        let _busy = self.claim_waiting(name, until, say)?;
+        let mut said = String::new();
         loop {
             let lease = self.acquire(v, until, say)?;
             let rec = lease.record();
-            match start_decision(&rec, self.me.id) {
+            let mut decision = start_decision(&rec, self.me.id);
+            let mut from = None;
+            // A member whose replica cannot be replayed yet waits like any host, and tries
+            // again every 5 s (the replica may still be open for the dead owner's connection).
+            let mut member_retry = false;
+            match decision {
+                StartDecision::ReplayHere => from = Some(Source::Own),
+                StartDecision::ReplayReplica { owner_id } => match self.replica_to_replay(v, &rec) {
+                    Ok(src) => from = Some(src),
+                    Err(e) => {
+                        let m = format!("{name}: {e:#}");
+                        if m != said {
+                            say(m.clone());
+                            said = m;
+                        }
+                        decision = StartDecision::WaitFor { owner_id };
+                        member_retry = true;
+                    }
+                },
+                _ => {}
+            }
+            match decision {
                 StartDecision::WaitFor { owner_id } => {
                     // Keep the volume stalled: say where the data is, let that host replay.
                     lease.update_record(|r| r.state = LockState::Pending)?;
@@ -319,12 +450,20 @@ impl Agent {
                     if Instant::now() >= until {
                         return Err(VolumeError::Busy(msg).into());
                     }
-                    say(msg);
+                    if msg != said {
+                        say(msg.clone());
+                        said = msg;
+                    }
+                    let polled_since = Instant::now();
                     loop {
                         std::thread::sleep(Duration::from_secs(1));
                         let r = self.ds.read_record(v.lock_slot, name)?;
-                        if r.is_some_and(|r| r.state == LockState::Clean) {
-                            say(format!("{name}: host {owner} finished its replay"));
+                        if let Some(r) = r.filter(|r| r.state == LockState::Clean) {
+                            let by = String::from_utf8_lossy(r.owner_name_bytes()).into_owned();
+                            say(format!("{name}: host {by} finished its replay"));
+                            break;
+                        }
+                        if member_retry && polled_since.elapsed() >= Duration::from_secs(5) {
                             break;
                         }
                         if Instant::now() >= until {
@@ -335,8 +474,8 @@ impl Agent {
                         }
                     }
                 }
-                d => {
-                    let started = self.start(v, &lease, d == StartDecision::ReplayHere, say);
+                _ => {
+                    let started = self.start(v, &lease, from, say);
                     self.settle(name, lease, started)?;
                     return Ok(format!(
                         "/dev/{}{}",
@@ -348,19 +487,20 @@ impl Agent {
         }
     }
 
-    /// Starts `v` here under `lease` (replaying this host's flash first if `replay`) and
-    /// records it running.
+    /// Starts `v` here under `lease` (replaying first what `replay` names) and records it
+    /// running.
     fn start(
         &self,
         v: &Volume,
         lease: &Lease,
-        replay: bool,
+        replay: Option<Source>,
         say: &mut dyn FnMut(String),
     ) -> Result<()> {
         if v.policy == Policy::WriteBackPeers {
-            // This host's own flash first (as wb), then a new run with its replica set.
-            if replay {
-                self.replay_here(v, lease, false, say)?;
+            // This host's own flash or replica first (as wb), then a new run with its replica
+            // set (fresh: whatever this flash holds of the volume is on the SAN by then).
+            if let Some(from) = replay {
+                self.replay_here(v, lease, false, from, say)?;
             }
             // A member that answered the ping may still fail its ATTACH (it went down since):
             // placed again, without it, at a new epoch.
@@ -368,7 +508,7 @@ impl Agent {
             loop {
                 let set = self.new_replica_set(v, lease, say)?;
                 say(format!("{}: replica set {set} (epoch, generation, wanted, hosts)", v.name));
-                match self.create(v, Some(set)) {
+                match self.create(v, Some(set), true) {
                     Ok(_) => break,
                     Err(e) if tries < 2 => {
                         say(format!("{}: {e:#}; placing its replicas again", v.name));
@@ -379,10 +519,11 @@ impl Agent {
             }
             return self.mark_running(v, lease, false);
         }
-        if replay {
-            self.replay_here(v, lease, true, say)?;
-        } else {
-            self.create(v, None)?;
+        match replay {
+            Some(from) => self.replay_here(v, lease, true, from, say)?,
+            None => {
+                self.create(v, None, true)?;
+            }
         }
         self.mark_running(v, lease, true)
     }
@@ -415,7 +556,13 @@ impl Agent {
     /// module.
     fn mark_running(&self, v: &Volume, lease: &Lease, new_run: bool) -> Result<()> {
         let policy = v.policy;
+        // The uuid of the volume's slot here: its replicas on the members carry it, so that a
+        // member can find its replica when this host is gone.
+        let uuid = crate::cache::find_slot(self.cache_of(v)?, |s| s.is_local_named(v.name.as_bytes()))?
+            .map(|s| s.uuid)
+            .ok_or_else(|| anyhow!("volume {} runs but has no slot on this host's cache device", v.name))?;
         lease.update_record(|r| {
+            r.volume_uuid = uuid;
             if new_run {
                 r.generation += 1;
             }
@@ -430,7 +577,7 @@ impl Agent {
 
     /// After work under `lease`: if the volume runs in the kernel (whatever `r` says), the
     /// agent keeps holding and renewing its lease; otherwise the lease is released. Then `r`.
-    fn settle<T>(&self, name: &str, lease: Lease, r: Result<T>) -> Result<T> {
+    pub(crate) fn settle<T>(&self, name: &str, lease: Lease, r: Result<T>) -> Result<T> {
         if self.root.dir(name).is_dir() {
             self.held
                 .lock()
@@ -445,6 +592,7 @@ impl Agent {
     /// `down`: destages the volume, records it clean, removes it and releases its lease.
     fn down(&self, name: &str, say: &mut dyn FnMut(String)) -> Result<()> {
         let v = self.volume(name)?;
+        let _busy = self.claim_waiting(name, Instant::now() + Duration::from_secs(600), say)?;
         let lease = self
             .held
             .lock()
@@ -453,7 +601,7 @@ impl Agent {
             .ok_or_else(|| {
                 VolumeError::NotFound(format!("volume {name} does not run here under the agent"))
             })?;
-        let r = self.replay_here(v, &lease, false, say);
+        let r = self.replay_here(v, &lease, false, Source::Own, say);
         if let Err(e) = r {
             // Keep holding it: the data is still here.
             self.held
@@ -519,11 +667,14 @@ impl Agent {
             let lease = self.acquire(v, Instant::now() + Duration::from_secs(3600), say)?;
             // Another host may have run it meanwhile only if the record turned clean.
             let r = if start_decision(&lease.record(), self.me.id) == StartDecision::ReplayHere {
-                self.replay_here(v, &lease, false, say)
+                self.replay_here(v, &lease, false, Source::Own, say)
             } else {
                 Ok(())
             };
-            self.settle(&v.name, lease, r)?;
+            // One volume's failed recovery does not stop the others' (nor the agent).
+            if let Err(e) = self.settle(&v.name, lease, r) {
+                say(format!("{}: not recovered: {e:#}", v.name));
+            }
         }
         Ok(())
     }
@@ -616,6 +767,8 @@ pub fn run(cfg: Config, host: &str, socket: &Path) -> Result<()> {
         ds,
         root,
         held: Mutex::new(HashMap::new()),
+        busy: Mutex::new(HashSet::new()),
+        peer_tries: Mutex::new(HashMap::new()),
     });
     agent.recover(&mut |m| eprintln!("peerflash agent: {m}"))?;
     if let Some(dir) = socket.parent() {
@@ -629,6 +782,13 @@ pub fn run(cfg: Config, host: &str, socket: &Path) -> Result<()> {
         std::thread::spawn(move || loop {
             a.tick();
             std::thread::sleep(Duration::from_secs(1));
+        });
+    }
+    if agent.cfg.volumes.iter().any(|v| v.policy == Policy::WriteBackPeers) {
+        let a = agent.clone();
+        std::thread::spawn(move || loop {
+            a.replay_for_gone_owners();
+            std::thread::sleep(Duration::from_secs(2));
         });
     }
     eprintln!("peerflash agent: ready on {}", socket.display());

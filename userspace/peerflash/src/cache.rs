@@ -222,6 +222,16 @@ pub fn slot_uuids(path: &str) -> Result<Vec<String>> {
         .collect())
 }
 
+/// The first slot on `path` that `wanted` picks (the slot table only, no scan).
+pub fn find_slot(path: &str, wanted: impl Fn(&Slot) -> bool) -> Result<Option<Slot>> {
+    let mut dev = Device::open(path, false)?;
+    let sb = read_superblock(&mut dev, path)?;
+    Ok(read_slots(&mut dev, &sb)?
+        .into_iter()
+        .filter_map(|(_, s)| s)
+        .find(|s| wanted(s)))
+}
+
 fn read_slots(dev: &mut Device, sb: &Superblock) -> Result<Vec<(u32, Option<Slot>)>> {
     let mut out = Vec::new();
     let mut buf = vec![0u8; sb.block_size as usize];

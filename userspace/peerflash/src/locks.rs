@@ -66,6 +66,9 @@ pub struct RecordView {
     /// The replica set's host ids and its epoch (wbp).
     pub replica_set: Vec<u32>,
     pub replica_epoch: u64,
+    /// The volume's uuid (its slot on the owner's cache device; its replicas carry it), 32 hex
+    /// digits; empty when none was recorded.
+    pub volume_uuid: String,
 }
 
 impl RecordView {
@@ -82,6 +85,11 @@ impl RecordView {
             sequence: r.seq,
             replica_set: r.replicas.members().to_vec(),
             replica_epoch: r.replicas.epoch,
+            volume_uuid: if r.volume_uuid == [0; 16] {
+                String::new()
+            } else {
+                r.volume_uuid.iter().map(|b| format!("{b:02x}")).collect()
+            },
         }
     }
 }
@@ -107,6 +115,9 @@ impl LockStatus {
                     let ids: Vec<String> = r.replica_set.iter().map(|h| format!("host {h}")).collect();
                     let set = if ids.is_empty() { "none".to_string() } else { ids.join(", ") };
                     s.push_str(&format!("  replica set: {set} (epoch {})\n", r.replica_epoch));
+                }
+                if !r.volume_uuid.is_empty() {
+                    s.push_str(&format!("  volume uuid: {}\n", r.volume_uuid));
                 }
             }
         }

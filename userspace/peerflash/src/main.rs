@@ -8,6 +8,7 @@ mod error;
 mod failure;
 mod locks;
 mod peer;
+mod peer_replay;
 mod replicas;
 mod running;
 mod sysfs;
@@ -79,6 +80,12 @@ enum Command {
         /// when the SAN holds nothing newer for them. `peerflash inspect` shows what they are.
         #[arg(long, requires = "cache")]
         replay: bool,
+        /// Start the volume's slot empty: the records it holds on the cache device are dropped,
+        /// never replayed. Only when the SAN holds every acknowledged write (the lock record is
+        /// clean, or another host replayed them); the agent does this itself. With
+        /// --adopt-replica, a slot of this volume's name on the device is cleared first.
+        #[arg(long, requires = "cache", conflicts_with = "replay")]
+        fresh: bool,
         /// Take the replica this host's cache device holds for another host's volume, as
         /// ORIGIN:UUID (the host id and the volume uuid `peerflash inspect` shows), as this
         /// volume's slot and replay it to the backing device: when that host's own flash is gone.
@@ -394,6 +401,7 @@ fn run(cli: Cli) -> Result<()> {
             cache_mib,
             force,
             replay,
+            fresh,
             adopt_replica,
             replicas,
         } => {
@@ -406,6 +414,7 @@ fn run(cli: Cli) -> Result<()> {
                 mib: cache_mib,
                 force,
                 replay,
+                fresh,
                 adopt: adopt_replica,
                 replicas,
             });

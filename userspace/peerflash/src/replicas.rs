@@ -5,17 +5,21 @@
 use anyhow::Result;
 use peerflash_core::replication::ReplicaSet;
 
-/// Where a run of a wbp volume places its replicas: the first `wanted` of the operator's `peers`,
-/// in the operator's order, that answer now (`reachable`, asked only until enough answered).
-/// Returns the members and the peers passed over. With fewer than `wanted` answering, the set is
-/// smaller and the volume runs write-through (`replication::effective_policy`): it starts rather
-/// than failing because a peer host is down.
-pub fn place(peers: &[u32], wanted: usize, mut reachable: impl FnMut(u32) -> bool) -> (Vec<u32>, Vec<u32>) {
+/// Where a run of a wbp volume on host `me` places its replicas: the first `wanted` of the
+/// operator's `peers`, in the operator's order, that answer now (`reachable`, asked only until
+/// enough answered), never `me` (a VM that moved to one of its own peers keeps no replica of
+/// itself). Returns the members and the peers passed over. With fewer than `wanted` answering,
+/// the set is smaller and the volume runs write-through (`replication::effective_policy`): it
+/// starts rather than failing because a peer host is down.
+pub fn place(peers: &[u32], wanted: usize, me: u32, mut reachable: impl FnMut(u32) -> bool) -> (Vec<u32>, Vec<u32>) {
     let mut members = Vec::new();
     let mut passed = Vec::new();
     for &p in peers {
         if members.len() >= wanted {
             break;
+        }
+        if p == me {
+            continue;
         }
         if !members.contains(&p) && reachable(p) {
             members.push(p);
@@ -127,16 +131,21 @@ mod tests {
             }
         };
         // All answer: the operator's first two, and the third is never asked.
-        assert_eq!(place(&[4, 2, 3], 2, up(&[])), (vec![4, 2], vec![]));
+        assert_eq!(place(&[4, 2, 3], 2, 9, up(&[])), (vec![4, 2], vec![]));
         assert_eq!(*asked.borrow(), [4, 2]);
         // The first is down: the next in the operator's order takes its place.
-        assert_eq!(place(&[4, 2, 3], 2, up(&[4])), (vec![2, 3], vec![4]));
+        assert_eq!(place(&[4, 2, 3], 2, 9, up(&[4])), (vec![2, 3], vec![4]));
         // Too few answer: a smaller set (the volume runs write-through), never a host outside
         // `peers`.
-        assert_eq!(place(&[4, 2], 2, up(&[4])), (vec![2], vec![4]));
-        assert_eq!(place(&[4, 2], 2, up(&[4, 2])), (vec![], vec![4, 2]));
+        assert_eq!(place(&[4, 2], 2, 9, up(&[4])), (vec![2], vec![4]));
+        assert_eq!(place(&[4, 2], 2, 9, up(&[4, 2])), (vec![], vec![4, 2]));
         // A peer named twice is placed once.
-        assert_eq!(place(&[2, 2, 3], 2, up(&[])), (vec![2, 3], vec![2]));
+        assert_eq!(place(&[2, 2, 3], 2, 9, up(&[])), (vec![2, 3], vec![2]));
+        // The host the volume runs on is one of its peers: never its own member, never asked,
+        // never reported as passed over.
+        asked.borrow_mut().clear();
+        assert_eq!(place(&[4, 2, 3], 2, 4, up(&[])), (vec![2, 3], vec![]));
+        assert!(!asked.borrow().contains(&4));
     }
 
     #[test]

@@ -87,6 +87,8 @@ pub struct CacheArgs<'a> {
     /// Replay the slot's records even after a removal with dirty data, or from its floor when
     /// no checkpoint copy is readable.
     pub replay: bool,
+    /// Start the slot empty, dropping its records (the SAN holds every acknowledged write).
+    pub fresh: bool,
     /// Adopt the replica slot of (origin host id, volume uuid as 32 hex digits).
     pub adopt: Option<(u16, String)>,
     /// wbp: the replica set, `EPOCH GEN WANTED HOST...` (the `replicas` attribute).
@@ -176,6 +178,13 @@ pub fn create(
                 .and_then(|()| {
                     if c.replay {
                         root.write(name, "replay", "1")
+                    } else {
+                        Ok(())
+                    }
+                })
+                .and_then(|()| {
+                    if c.fresh {
+                        root.write(name, "fresh", "1")
                     } else {
                         Ok(())
                     }

@@ -1,0 +1,77 @@
+# Scenario: online replay by a peer (cargo xtask test: cluster-wbp-peer-replay).
+# test: nodes=3 order=95
+#
+# The agents of tests/vm/wbp-agent/node.sh on three nodes; node0 `up`s vm1 (wbp, replicas on
+# node1 and node2) and writes 4 MiB of 4k random writes (verify state saved) with destaging
+# paused, so that every acknowledged write is only on node0's flash and its members' replicas.
+# node0 is killed. Nobody asks anything: once node0's lease can be taken, a member's agent
+# adopts its replica, replays it to the SAN and records vm1 clean (online replay by a peer).
+# Then node1 `up`s vm1 (node1 is one of vm1's peers: its replica set leaves it out) and fio
+# verifies, with node0's saved state, every write node0 acknowledged. (Run after cluster-wbp,
+# which kills node0: node0 is booted again first.)
+NODE="sh $PF_REPO/tests/vm/wbp-agent/node.sh"
+RUN=$PF_CLUSTER_DIR
+S=/sys/block/pf-vm1/peerflash
+running 0 || start_node 0 || fail "boot node0"
+od -An -N32 -tx1 /dev/urandom | tr -d ' \n' > "$RUN/secret"
+for i in 0 1 2; do cp "$RUN/secret" "$RUN/node$i/run/secret" || fail "secret for node$i"; done
+# field F of vm1's lock record (JSON), read on node I.
+record() {
+    on "$1" "$NODE record" > "$RUN/record.json" || fail "lock status on node$1"
+    python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))[0]["record"][sys.argv[2]])' "$RUN/record.json" "$2"
+}
+for i in 0 1 2; do
+    on $i "$NODE start node$i" || fail "node$i: start"
+done
+on 0 "$NODE init" || fail "lock init"
+for i in 0 1 2; do
+    on $i "$NODE agent node$i" || fail "node$i: agent"
+done
+
+step "node0 runs vm1 and acknowledges writes that only its flash and its members hold"
+on 0 "$NODE up && echo 1 > $S/destage_paused" || fail "up vm1 on node0"
+uuid=$(record 0 volume_uuid)
+echo "vm1's uuid in its lock record: $uuid"
+[ -n "$uuid" ] || fail "the record holds no volume uuid"
+on 0 "rm -rf \$PF_RUN_DIR/state; mkdir -p \$PF_RUN_DIR/state; cd /tmp; fio --name=pr --filename=/dev/pf-vm1 --rw=randwrite --bs=4k --iodepth=4 --ioengine=libaio --direct=1 --size=4M --verify=crc32c --randseed=31 --aux-path=\$PF_RUN_DIR/state --verify_state_save=1 --do_verify=0 > pr.log 2>&1 || { cat pr.log; exit 1; }; grep -q 'err= 0' pr.log" || fail "fio on node0"
+# The agent copies the last serial into the record every second.
+i=0
+until [ "$(record 0 pending_writes)" -gt 0 ]; do
+    i=$((i + 1))
+    [ $i -lt 30 ] || fail "the record does not show node0's pending writes"
+    sleep 1
+done
+echo "pending writes in the record: $(record 0 pending_writes)"
+kernel_log_clean 0
+kill_node 0
+t0=$(date +%s)
+echo "node0 killed"
+
+step "a member's agent replays its replica to the SAN, unasked"
+# sanlock lets another host take node0's lease once node0 has been silent for
+# host_dead_seconds (8 x io_timeout 2 s + 60 s).
+i=0
+until [ "$(record 1 state)" = clean ]; do
+    i=$((i + 1))
+    [ $i -lt 100 ] || fail "vm1 is not clean 300 s after node0 was killed: $(cat "$RUN/record.json")"
+    sleep 3
+done
+echo "vm1 recorded clean $(( $(date +%s) - t0 )) s after node0 was killed, by host $(record 1 owner)"
+on 1 "grep 'online replay by a peer' \$PF_RUN_DIR/agent.log" > "$RUN/said.txt"
+on 2 "grep 'online replay by a peer' \$PF_RUN_DIR/agent.log" >> "$RUN/said.txt"
+cat "$RUN/said.txt"
+grep -q "replaying from this host's replica of host 1" "$RUN/said.txt" || fail "no member's agent says it replayed node0's writes"
+
+step "node1 runs vm1: every write node0 acknowledged reads back"
+on 1 "$NODE up" || fail "up vm1 on node1"
+set=$(record 1 replica_set)
+echo "vm1's replica set on node1: $set"
+[ "$set" = "[3]" ] || fail "node1 placed vm1's replicas on $set (expected node2 alone: never itself)"
+rm -rf "$RUN/node1/run/state" && cp -r "$RUN/node0/run/state" "$RUN/node1/run/state" || fail "copy the verify state"
+on 1 "cd /tmp; fio --name=pr --filename=/dev/pf-vm1 --rw=randwrite --bs=4k --iodepth=4 --ioengine=libaio --direct=1 --size=4M --verify=crc32c --randseed=31 --aux-path=\$PF_RUN_DIR/state --verify_only --verify_state_load=1 --verify_fatal=1 > verify.log 2>&1; rc=\$?; grep -E 'err=|read:' verify.log | head -3; [ \$rc = 0 ] && grep -q 'err= 0' verify.log && grep -q 'read: IOPS' verify.log" ||
+    fail "fio verify_only of node0's acknowledged writes on node1"
+on 1 "$NODE down" || fail "down vm1 on node1"
+for i in 1 2; do
+    on $i "$NODE stop" || fail "node$i: stop"
+done
+echo "wbp-peer-replay: ok"
