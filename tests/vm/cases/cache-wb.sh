@@ -178,11 +178,12 @@ rmdir $C
 peerflash create v --backing "$SAN" --cache "$CACHE" --policy wb --fresh || fail "create --fresh"
 dmesg | grep "started fresh" | tail -1 | grep -q " 8 records" || fail "the kernel log does not say 8 records were dropped"
 same "$(val dirty_bytes)" 0 "dirty bytes after a fresh start"
-got=$(dd if=$DEV iflag=direct bs=64k skip=$((1100 * 16)) count=8 2>/dev/null | md5sum)
-same "$got" "$(md5sum < new.dat)" "the volume after a fresh start"
+# Removed at once (a read would populate the cache and move the checkpoint on by itself): the
+# checkpoint the fresh start moved past the dropped records is on flash, so a plain attach does
+# not bring them back.
 peerflash remove v || fail "remove"
-# The checkpoint moved past the dropped records on flash: a plain attach does not bring them back.
 peerflash create v --backing "$SAN" --cache "$CACHE" --policy wb || fail "create again"
+dmesg | grep "scanned" | tail -1 | grep -q "(0 to replay" || fail "the plain attach replays: $(dmesg | grep scanned | tail -1)"
 same "$(val dirty_bytes)" 0 "dirty bytes after a plain attach"
 got=$(dd if=$DEV iflag=direct bs=64k skip=$((1100 * 16)) count=8 2>/dev/null | md5sum)
 same "$got" "$(md5sum < new.dat)" "the volume after a plain attach"
