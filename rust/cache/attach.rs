@@ -377,14 +377,26 @@ pub(crate) fn attach_replica(devno: u32, want: &ReplicaWant<'_>) -> Result<Attac
         }
         return Ok(Attached { claim: claim(&mut tables, devno, i)?, dev, sb, slot_index: i, slot, created: false, reclaimed: KVec::new() });
     }
-    // A previous owner's replica of the same volume (same uuid, another origin): the volume
-    // runs on `want.origin` now, which it does only once its lock record is clean (every write
-    // the previous owner acknowledged is on the SAN), so that replica is obsolete. Taken over
-    // in place, records and all: `Replica::open` scans it and moves its checkpoint past every
-    // record it holds, so none of them is ever replayed.
-    let older = scan_slots(&dev, &sb, &tables, |s| s.is_replica() && s.uuid == want.uuid && s.origin != want.origin, &mut block)?;
-    if let Some((i, s)) = older.mine {
-        if s.backing_sectors == want.sectors && !is_running(&tables, devno, i) {
+    if scan.damaged {
+        return Err(("a slot of the cache device is damaged: no replica slot can be made while its region is unknown", EIO));
+    }
+    let seg_bytes = u64::from(sb.segment_sectors) * 512;
+    let wanted = want.region_bytes.div_ceil(seg_bytes).max(2);
+    // A previous owner's replica of the same volume (same uuid, another origin), not open: when
+    // there is no room otherwise it is taken over in place, records and all. The volume runs on
+    // `want.origin` now, which it does only once its lock record is clean (every write the
+    // previous owner acknowledged is on the SAN), so that replica is obsolete; `Replica::open`
+    // scans it and moves its checkpoint past every record it holds, so none of them is ever
+    // replayed. With room, it keeps its slot (two hosts' replicas of one uuid stay apart).
+    let older = scan_slots(&dev, &sb, &tables, |s| s.is_replica() && s.uuid == want.uuid && s.origin != want.origin, &mut block)?
+        .mine
+        .filter(|(i, s)| s.backing_sectors == want.sectors && !is_running(&tables, devno, *i));
+    let (index, first, count) = match make_room(&dev, &sb, false, Some(wanted), scan, &mut block) {
+        Ok((index, first, count, _)) => (index, first, count),
+        Err((_, e)) if e == ENOSPC && older.is_some() => {
+            let Some((i, s)) = older else {
+                return Err(("no room for the replica", ENOSPC));
+            };
             let slot = Slot {
                 name: Slot::pack_name(want.name),
                 generation: s.generation.wrapping_add(1),
@@ -396,7 +408,7 @@ pub(crate) fn attach_replica(devno: u32, want: &ReplicaWant<'_>) -> Result<Attac
             slot.encode(&mut block, crc32c);
             dev.write_sync(sb.slot_sector(i), &block).map_err(|e| ("cannot write the replica slot", e))?;
             pr_info!(
-                "cache slot {}: the replica of host {}'s volume is taken over by host {} (the volume moved there)\n",
+                "cache slot {}: the replica of host {}'s volume is taken over by host {} (the volume moved there; no room otherwise)\n",
                 i,
                 s.origin,
                 want.origin
@@ -405,13 +417,8 @@ pub(crate) fn attach_replica(devno: u32, want: &ReplicaWant<'_>) -> Result<Attac
             reclaimed.push(s, GFP_KERNEL).map_err(|_| ("out of memory", ENOMEM))?;
             return Ok(Attached { claim: claim(&mut tables, devno, i)?, dev, sb, slot_index: i, slot, created: false, reclaimed });
         }
-    }
-    if scan.damaged {
-        return Err(("a slot of the cache device is damaged: no replica slot can be made while its region is unknown", EIO));
-    }
-    let seg_bytes = u64::from(sb.segment_sectors) * 512;
-    let wanted = want.region_bytes.div_ceil(seg_bytes).max(2);
-    let (index, first, count, _) = make_room(&dev, &sb, false, Some(wanted), scan, &mut block)?;
+        Err(r) => return Err(r),
+    };
     let slot = Slot {
         uuid: want.uuid,
         name: Slot::pack_name(want.name),
