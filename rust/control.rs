@@ -268,7 +268,7 @@ impl VolumeInner {
                     a.slot.first_segment,
                     a.slot.segments
                 );
-                let opened = match Cache::open(a, self.replay, self.fresh && self.adopt.is_none()) {
+                let opened = match Cache::open(a, self.replay, self.fresh) {
                     Ok(init) => KBox::pin_init(init, GFP_KERNEL),
                     Err((why, e)) => {
                         pr_err!("volume {:?}: cache open refused: {} ({:?})\n", &*self.name, why, e);
@@ -669,7 +669,9 @@ impl AttributeOperations<16> for VolumeConfig {
     }
 
     /// 1: the slot starts empty: the records its log holds are dropped, never replayed, and its
-    /// checkpoint moves past them (persisted before the volume runs). For a host that runs the
+    /// checkpoint moves past them (persisted before the volume runs). With `adopt`: a slot of
+    /// this name is cleared first, and the adopted replica's records are dropped too (an
+    /// obsolete replica whose room the volume takes). For a host that runs the
     /// volume when the lock record says the SAN holds every acknowledged write: a record left
     /// on this flash is then on the SAN already, or stale (another host replayed a replica of
     /// it and wrote on).

@@ -106,8 +106,9 @@ pub(crate) struct Want<'a> {
     /// Adopt the replica slot of (origin host id, volume uuid) as this volume's slot: the records
     /// a peer held for a primary whose own flash is gone, replayed by the volume's attach.
     pub(crate) adopt: Option<(u16, [u8; 16])>,
-    /// With `adopt`: a slot of this name already on the device is cleared first (the lock
-    /// record says the SAN holds every acknowledged write, so its records are not needed).
+    /// With `adopt`: a slot of this name already on the device is cleared first, and the
+    /// adopted replica's records are dropped (the lock record says the SAN holds every
+    /// acknowledged write: an obsolete replica whose room the volume takes).
     pub(crate) fresh: bool,
 }
 
@@ -382,13 +383,14 @@ pub(crate) fn attach_replica(devno: u32, want: &ReplicaWant<'_>) -> Result<Attac
     }
     let seg_bytes = u64::from(sb.segment_sectors) * 512;
     let wanted = want.region_bytes.div_ceil(seg_bytes).max(2);
-    // A previous owner's replica of the same volume (same uuid, another origin), not open: when
-    // there is no room otherwise it is taken over in place, records and all. The volume runs on
+    // A slot of the same volume from another origin (same uuid: a previous owner's replica, or
+    // this host's own slot of it after an online replay here), not open: when there is no room
+    // otherwise it is taken over in place, records and all. The volume runs on
     // `want.origin` now, which it does only once its lock record is clean (every write the
     // previous owner acknowledged is on the SAN), so that replica is obsolete; `Replica::open`
     // scans it and moves its checkpoint past every record it holds, so none of them is ever
     // replayed. With room, it keeps its slot (two hosts' replicas of one uuid stay apart).
-    let older = scan_slots(&dev, &sb, &tables, |s| s.is_replica() && s.uuid == want.uuid && s.origin != want.origin, &mut block)?
+    let older = scan_slots(&dev, &sb, &tables, |s| s.uuid == want.uuid && s.origin != want.origin, &mut block)?
         .mine
         .filter(|(i, s)| s.backing_sectors == want.sectors && !is_running(&tables, devno, *i));
     let (index, first, count) = match make_room(&dev, &sb, false, Some(wanted), scan, &mut block) {

@@ -6,8 +6,9 @@
 # paused, so that every acknowledged write is only on node0's flash and its members' replicas.
 # node0 is killed. Nobody asks anything: once node0's lease can be taken, a member's agent
 # adopts its replica, replays it to the SAN and records vm1 clean (online replay by a peer).
-# Then node1 `up`s vm1 (node1 is one of vm1's peers: its replica set leaves it out) and fio
-# verifies, with node0's saved state, every write node0 acknowledged. (Run after cluster-wbp,
+# Then the other member `up`s vm1: its own replica is obsolete (it takes its room, records
+# dropped), its set is the member that replayed (never itself), whose slot of vm1 that member
+# takes over at ATTACH; fio verifies, with node0's saved state, every write node0 acknowledged. (Run after cluster-wbp,
 # which kills node0: node0 is booted again first.)
 NODE="sh $PF_REPO/tests/vm/wbp-agent/node.sh"
 RUN=$PF_CLUSTER_DIR
@@ -62,15 +63,23 @@ on 2 "grep 'online replay by a peer' \$PF_RUN_DIR/agent.log" >> "$RUN/said.txt"
 cat "$RUN/said.txt"
 grep -q "replaying from this host's replica of host 1" "$RUN/said.txt" || fail "no member's agent says it replayed node0's writes"
 
-step "node1 runs vm1: every write node0 acknowledged reads back"
-on 1 "$NODE up" || fail "up vm1 on node1"
-set=$(record 1 replica_set)
-echo "vm1's replica set on node1: $set"
-[ "$set" = "[3]" ] || fail "node1 placed vm1's replicas on $set (expected node2 alone: never itself)"
-rm -rf "$RUN/node1/run/state" && cp -r "$RUN/node0/run/state" "$RUN/node1/run/state" || fail "copy the verify state"
-on 1 "cd /tmp; fio --name=pr --filename=/dev/pf-vm1 --rw=randwrite --bs=4k --iodepth=4 --ioengine=libaio --direct=1 --size=4M --verify=crc32c --randseed=31 --aux-path=\$PF_RUN_DIR/state --verify_only --verify_state_load=1 --verify_fatal=1 > verify.log 2>&1; rc=\$?; grep -E 'err=|read:' verify.log | head -3; [ \$rc = 0 ] && grep -q 'err= 0' verify.log && grep -q 'read: IOPS' verify.log" ||
-    fail "fio verify_only of node0's acknowledged writes on node1"
-on 1 "$NODE down" || fail "down vm1 on node1"
+# The other member runs vm1: its own replica is obsolete (it takes its room, records dropped),
+# and its set is the member that replayed, whose slot of vm1 it takes over at ATTACH.
+case "$(record 1 owner)" in
+    node1) r=1 o=2 ;;
+    node2) r=2 o=1 ;;
+    *) fail "vm1 was replayed by $(record 1 owner), not by a member" ;;
+esac
+step "node$o (the member that did not replay) runs vm1: every write node0 acknowledged reads back"
+on $o "$NODE up" || fail "up vm1 on node$o"
+set=$(record $o replica_set)
+echo "vm1's replica set on node$o: $set"
+[ "$set" = "[$((r + 1))]" ] || fail "node$o placed vm1's replicas on $set (expected node$r alone: never itself)"
+on $o "grep 'obsolete replica' \$PF_RUN_DIR/agent.log" || fail "node$o's agent did not take the room of its obsolete replica"
+rm -rf "$RUN/node$o/run/state" && cp -r "$RUN/node0/run/state" "$RUN/node$o/run/state" || fail "copy the verify state"
+on $o "cd /tmp; fio --name=pr --filename=/dev/pf-vm1 --rw=randwrite --bs=4k --iodepth=4 --ioengine=libaio --direct=1 --size=4M --verify=crc32c --randseed=31 --aux-path=\$PF_RUN_DIR/state --verify_only --verify_state_load=1 --verify_fatal=1 > verify.log 2>&1; rc=\$?; grep -E 'err=|read:' verify.log | head -3; [ \$rc = 0 ] && grep -q 'err= 0' verify.log && grep -q 'read: IOPS' verify.log" ||
+    fail "fio verify_only of node0's acknowledged writes on node$o"
+on $o "$NODE down" || fail "down vm1 on node$o"
 for i in 1 2; do
     on $i "$NODE stop" || fail "node$i: stop"
 done

@@ -185,6 +185,27 @@ impl Agent {
         self.create_from(v, replicas, fresh, None)
     }
 
+    /// [`Agent::create`] with `fresh` under `lease`: a replica this host still holds of the
+    /// volume's recorded uuid from another host is obsolete (the record says the SAN holds
+    /// every acknowledged write), and the volume takes its room: adopted with `fresh`, so its
+    /// records are dropped, never replayed.
+    fn create_fresh(&self, v: &Volume, lease: &Lease, replicas: Option<String>) -> Result<String> {
+        let uuid = lease.record().volume_uuid;
+        let me = u16::try_from(self.me.id).unwrap_or(0);
+        let obsolete = if uuid == [0; 16] {
+            None
+        } else {
+            crate::cache::find_slot(self.cache_of(v)?, |s| s.is_replica() && s.uuid == uuid && s.origin != me)?
+        };
+        if let Some(s) = &obsolete {
+            eprintln!(
+                "peerflash agent: {}: taking the room of this host's obsolete replica of host {}'s run of it (its records dropped)",
+                v.name, s.origin
+            );
+        }
+        self.create_from(v, replicas, true, obsolete.map(|s| (s.origin, s.uuid)))
+    }
+
     /// [`Agent::create`], adopting this host's replica of (origin, uuid) when `adopt` (a slot
     /// of the volume's name is cleared first when `fresh`).
     fn create_from(
@@ -350,8 +371,10 @@ impl Agent {
         if !already {
             match from {
                 Source::Own => self.create(v, None, false)?,
-                // A slot of this name left here is not needed: the record is another host's.
-                Source::Replica { origin, uuid } => self.create_from(v, None, true, Some((origin, uuid)))?,
+                // Replayed, never fresh (that would drop what the replay is for); a slot of this
+                // name left here makes the adoption refuse (tried again later; see
+                // cluster-locks.md).
+                Source::Replica { origin, uuid } => self.create_from(v, None, false, Some((origin, uuid)))?,
             };
         }
         if let Source::Replica { uuid, .. } = from {
@@ -508,7 +531,7 @@ impl Agent {
             loop {
                 let set = self.new_replica_set(v, lease, say)?;
                 say(format!("{}: replica set {set} (epoch, generation, wanted, hosts)", v.name));
-                match self.create(v, Some(set), true) {
+                match self.create_fresh(v, lease, Some(set)) {
                     Ok(_) => break,
                     Err(e) if tries < 2 => {
                         say(format!("{}: {e:#}; placing its replicas again", v.name));
@@ -522,7 +545,7 @@ impl Agent {
         match replay {
             Some(from) => self.replay_here(v, lease, true, from, say)?,
             None => {
-                self.create(v, None, true)?;
+                self.create_fresh(v, lease, None)?;
             }
         }
         self.mark_running(v, lease, true)
