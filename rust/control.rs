@@ -398,6 +398,22 @@ fn show_path(page: &mut [u8; PAGE_SIZE], path: Option<&CStr>) -> Result<usize> {
     }
 }
 
+/// Stores a 0/1 attribute that only matters before enabling (`busy`: the refusal while the
+/// volume runs; `range`: for another number).
+fn store_flag(this: &VolumeConfig, page: &[u8], busy: &'static str, range: &'static str, set: impl FnOnce(&mut VolumeInner, bool)) -> Result {
+    let mut g = this.inner.lock();
+    if g.running.is_some() {
+        return Err(g.refuse(busy, EBUSY));
+    }
+    match attr::parse_u64(page) {
+        Ok(n @ (0 | 1)) => set(&mut g, n == 1),
+        Ok(_) => return Err(g.refuse(range, ERANGE)),
+        Err(e) => return Err(g.refuse(e.describe(), EINVAL)),
+    }
+    g.last_error = "";
+    Ok(())
+}
+
 /// Writes `args` to a configfs page and returns the length.
 pub(crate) fn show_fmt(page: &mut [u8; PAGE_SIZE], args: fmt::Arguments<'_>) -> Result<usize> {
     let mut w = kernel::str::Formatter::new(page);
@@ -620,17 +636,7 @@ impl AttributeOperations<12> for VolumeConfig {
     /// 1: when the cache device has no room for a new slot, the attach takes back the slots of
     /// volumes not running here (their data on the cache device is lost).
     fn store(this: &VolumeConfig, page: &[u8]) -> Result {
-        let mut g = this.inner.lock();
-        if g.running.is_some() {
-            return Err(g.refuse("force only matters before enabling", EBUSY));
-        }
-        match attr::parse_u64(page) {
-            Ok(n @ (0 | 1)) => g.force = n == 1,
-            Ok(_) => return Err(g.refuse("force is 0 or 1", ERANGE)),
-            Err(e) => return Err(g.refuse(e.describe(), EINVAL)),
-        }
-        g.last_error = "";
-        Ok(())
+        store_flag(this, page, "force only matters before enabling", "force is 0 or 1", |g, on| g.force = on)
     }
 }
 
@@ -646,17 +652,7 @@ impl AttributeOperations<13> for VolumeConfig {
     /// may have run without this cache since) or neither checkpoint copy is readable (then from
     /// the slot's serial floor): the operator knows the SAN holds nothing newer for them.
     fn store(this: &VolumeConfig, page: &[u8]) -> Result {
-        let mut g = this.inner.lock();
-        if g.running.is_some() {
-            return Err(g.refuse("replay only matters before enabling", EBUSY));
-        }
-        match attr::parse_u64(page) {
-            Ok(n @ (0 | 1)) => g.replay = n == 1,
-            Ok(_) => return Err(g.refuse("replay is 0 or 1", ERANGE)),
-            Err(e) => return Err(g.refuse(e.describe(), EINVAL)),
-        }
-        g.last_error = "";
-        Ok(())
+        store_flag(this, page, "replay only matters before enabling", "replay is 0 or 1", |g, on| g.replay = on)
     }
 }
 
@@ -676,17 +672,7 @@ impl AttributeOperations<16> for VolumeConfig {
     /// on this flash is then on the SAN already, or stale (another host replayed a replica of
     /// it and wrote on).
     fn store(this: &VolumeConfig, page: &[u8]) -> Result {
-        let mut g = this.inner.lock();
-        if g.running.is_some() {
-            return Err(g.refuse("fresh only matters before enabling", EBUSY));
-        }
-        match attr::parse_u64(page) {
-            Ok(n @ (0 | 1)) => g.fresh = n == 1,
-            Ok(_) => return Err(g.refuse("fresh is 0 or 1", ERANGE)),
-            Err(e) => return Err(g.refuse(e.describe(), EINVAL)),
-        }
-        g.last_error = "";
-        Ok(())
+        store_flag(this, page, "fresh only matters before enabling", "fresh is 0 or 1", |g, on| g.fresh = on)
     }
 }
 

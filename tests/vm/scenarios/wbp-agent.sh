@@ -12,11 +12,7 @@
 # volume starts write-through rather than failing); with the link back, the next run has both
 # (epoch 4, wbp). At the end each node is left as booted (nothing loaded or running), for the
 # next scenario on the same cluster.
-NODE="sh $PF_REPO/tests/vm/wbp-agent/node.sh"
-RUN=$PF_CLUSTER_DIR
-S=/sys/block/pf-vm1/peerflash
-od -An -N32 -tx1 /dev/urandom | tr -d ' \n' > "$RUN/secret"
-for i in 0 1 2; do cp "$RUN/secret" "$RUN/node$i/run/secret" || fail "secret for node$i"; done
+. "$PF_REPO/tests/vm/wbp-agent/cluster.sh"
 
 # record_set: "EPOCH MEMBERS" of vm1's lock record, read on node0.
 record_set() {
@@ -31,13 +27,7 @@ expect_set() {
     [ "$set" = "$1" ] || fail "the record holds '$set', expected '$1' (epoch, members)"
 }
 
-for i in 0 1 2; do
-    on $i "$NODE start node$i" || fail "node$i: start"
-done
-on 0 "$NODE init" || fail "lock init"
-for i in 0 1 2; do
-    on $i "$NODE agent node$i" || fail "node$i: agent"
-done
+agents_up
 
 step "up: the agent records the operator's placement, then the module runs it"
 on 0 "$NODE up" || fail "up vm1"

@@ -10,24 +10,14 @@
 # dropped), its set is the member that replayed (never itself), whose slot of vm1 that member
 # takes over at ATTACH; fio verifies, with node0's saved state, every write node0 acknowledged. (Run after cluster-wbp,
 # which kills node0: node0 is booted again first.)
-NODE="sh $PF_REPO/tests/vm/wbp-agent/node.sh"
-RUN=$PF_CLUSTER_DIR
-S=/sys/block/pf-vm1/peerflash
+. "$PF_REPO/tests/vm/wbp-agent/cluster.sh"
 running 0 || start_node 0 || fail "boot node0"
-od -An -N32 -tx1 /dev/urandom | tr -d ' \n' > "$RUN/secret"
-for i in 0 1 2; do cp "$RUN/secret" "$RUN/node$i/run/secret" || fail "secret for node$i"; done
 # field F of vm1's lock record (JSON), read on node I.
 record() {
     on "$1" "$NODE record" > "$RUN/record.json" || fail "lock status on node$1"
     python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))[0]["record"][sys.argv[2]])' "$RUN/record.json" "$2"
 }
-for i in 0 1 2; do
-    on $i "$NODE start node$i" || fail "node$i: start"
-done
-on 0 "$NODE init" || fail "lock init"
-for i in 0 1 2; do
-    on $i "$NODE agent node$i" || fail "node$i: agent"
-done
+agents_up
 
 step "node0 runs vm1 and acknowledges writes that only its flash and its members hold"
 on 0 "$NODE up && echo 1 > $S/destage_paused" || fail "up vm1 on node0"

@@ -99,9 +99,9 @@ impl Drop for Busy<'_> {
     }
 }
 
-/// The hex form of a uuid (what the module's `adopt` takes).
+/// A uuid as 32 hex digits (what the module's `adopt` takes).
 pub(crate) fn hex(uuid: &[u8; 16]) -> String {
-    uuid.iter().map(|b| format!("{b:02x}")).collect()
+    uuid::Uuid::from_bytes(*uuid).simple().to_string()
 }
 
 /// The kernel's view of a running volume: (state, checkpoint serial, last serial).

@@ -88,7 +88,7 @@ impl RecordView {
             volume_uuid: if r.volume_uuid == [0; 16] {
                 String::new()
             } else {
-                r.volume_uuid.iter().map(|b| format!("{b:02x}")).collect()
+                uuid::Uuid::from_bytes(r.volume_uuid).simple().to_string()
             },
         }
     }

@@ -27,7 +27,7 @@ impl Agent {
             return Ok(());
         }
         let uuid = rec.volume_uuid;
-        if crate::cache::find_slot(self.cache_of(v)?, |s| s.is_local_named(v.name.as_bytes()) && s.uuid == uuid)?.is_none() {
+        if !self.holds_own_slot(v, &uuid)? {
             bail!(
                 "{}: this host's cache device no longer holds the volume's slot {}: its acknowledged writes are on the replica set's members {:?}, whose agents replay them (online replay by a peer)",
                 v.name,
@@ -36,6 +36,11 @@ impl Agent {
             );
         }
         Ok(())
+    }
+
+    /// Whether this host's cache device holds `v`'s own slot with volume uuid `uuid`.
+    fn holds_own_slot(&self, v: &Volume, uuid: &[u8; 16]) -> Result<bool> {
+        Ok(crate::cache::find_slot(self.cache_of(v)?, |s| s.is_local_named(v.name.as_bytes()) && s.uuid == *uuid)?.is_some())
     }
 
     /// The replica of `rec`'s owner that this host may replay for `v` (online replay by a
@@ -51,7 +56,7 @@ impl Agent {
         let Some(slot) = crate::cache::find_slot(cache, |s| s.is_replica_of(origin, &uuid))? else {
             // Adopted already by a replay of this host that stopped before it recorded itself
             // the owner: the slot is this host's own now.
-            if crate::cache::find_slot(cache, |s| s.is_local_named(v.name.as_bytes()) && s.uuid == uuid)?.is_some() {
+            if self.holds_own_slot(v, &uuid)? {
                 return Ok(Source::Own);
             }
             bail!("this host's cache device holds no replica of host {origin}'s volume {}", hex(&uuid));
