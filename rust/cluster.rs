@@ -15,7 +15,8 @@ use kernel::str::CString;
 use kernel::prelude::*;
 
 use crate::blk::bdev::BlockDev;
-use crate::control::{show_fmt, Config};
+use crate::control::page::show_fmt;
+use crate::control::Config;
 use crate::peer::node::DisplayEp;
 use crate::peer::probe;
 use crate::pfcore::handshake::{parse_cluster_id, parse_secret};

@@ -15,7 +15,7 @@
 //! slot block is cleared: their region is free, their records no longer anyone's), never a
 //! running one.
 //!
-//! Lock order: `VolumeConfig::inner` (control.rs), then [`SLOT_TABLES`]; the slot-table I/O
+//! Lock order: `VolumeConfig::inner` (control/volume.rs), then [`SLOT_TABLES`]; the slot-table I/O
 //! runs under it. Nothing else is taken under `SLOT_TABLES`, and a [`SlotClaim`] is dropped
 //! (which takes it) only outside it, in process context.
 

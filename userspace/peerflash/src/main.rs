@@ -1,6 +1,7 @@
 //! `peerflash`: the userspace helper. dmsetup-style verbs over the module's configfs tree.
 
 mod agent;
+mod agent_socket;
 mod cache;
 mod config;
 mod configfs;
@@ -9,9 +10,11 @@ mod failure;
 mod locks;
 mod peer;
 mod peer_replay;
+mod recovery;
 mod replicas;
 mod running;
 mod sysfs;
+mod up_down;
 mod volume;
 
 use error::exit;
@@ -296,31 +299,31 @@ fn run(cli: Cli) -> Result<()> {
             socket,
         } => {
             let c = config::load(config)?;
-            return agent::run(c, host, &agent::socket_path(socket.as_deref()));
+            return agent::run(c, host, &agent_socket::socket_path(socket.as_deref()));
         }
         Command::Up {
             name,
             wait_secs,
             socket,
         } => {
-            let req = agent::Request {
+            let req = agent_socket::Request {
                 op: "up".into(),
                 volume: name.clone(),
                 wait_secs: *wait_secs,
             };
-            return agent_answer(&agent::request(
-                &agent::socket_path(socket.as_deref()),
+            return agent_answer(&agent_socket::request(
+                &agent_socket::socket_path(socket.as_deref()),
                 &req,
             )?);
         }
         Command::Down { name, socket } => {
-            let req = agent::Request {
+            let req = agent_socket::Request {
                 op: "down".into(),
                 volume: name.clone(),
                 wait_secs: 0,
             };
-            return agent_answer(&agent::request(
-                &agent::socket_path(socket.as_deref()),
+            return agent_answer(&agent_socket::request(
+                &agent_socket::socket_path(socket.as_deref()),
                 &req,
             )?);
         }
@@ -478,7 +481,7 @@ fn run(cli: Cli) -> Result<()> {
     Ok(())
 }
 
-fn agent_answer(r: &agent::Reply) -> Result<()> {
+fn agent_answer(r: &agent_socket::Reply) -> Result<()> {
     if r.code == exit::OK {
         println!("{}", r.message);
         Ok(())
