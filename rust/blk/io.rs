@@ -2,7 +2,8 @@
 
 //! Bios built by the cache data path and waited for as a group: [`PageBuf`] (kernel pages the
 //! driver owns), [`Bio`] (a bio being built, borrowing the pages or request data it points to)
-//! and [`IoSet`] (bios submitted together; waiting returns the first error).
+//! and [`IoSet`] (bios submitted together; waiting returns the first error); and
+//! [`WriteSlot`], one write at a time from pages the slot owns, polled or waited for.
 //!
 //! Soundness of the borrows: a `Bio<'a>` may only be submitted through an `IoSet<'a>`, and an
 //! `IoSet` waits for all its bios before it is dropped, so whatever a bio points to outlives its
@@ -302,4 +303,137 @@ pub(crate) fn read_into(dev: &BlockDev, sector: u64, pages: &PageBuf, len: usize
 pub(crate) fn flush(dev: &BlockDev) -> Result {
     // SAFETY: the device is open; `blkdev_issue_flush` waits for the flush.
     kernel::error::to_result(unsafe { bindings::blkdev_issue_flush(dev.raw()) })
+}
+
+/// A write from pages the slot owns, one at a time: filled, submitted, then polled or waited
+/// for; the next write may use the slot once the last one was waited for. The pages outlive
+/// the I/O because the slot is pinned and dropping it waits.
+///
+/// # Invariants
+///
+/// While `busy`, exactly one bio from `buf`'s pages is in flight (or its completion has not yet
+/// returned from `complete`), its `bi_private` is this pinned slot, and nothing else touches
+/// `buf`.
+#[pin_data(PinnedDrop)]
+pub(crate) struct WriteSlot {
+    buf: PageBuf,
+    busy: bool,
+    /// The `blk_status_t` of the last write.
+    status: AtomicU8,
+    #[pin]
+    done: kernel::types::Opaque<bindings::completion>,
+}
+
+/// `bi_end_io` of a [`WriteSlot`]'s bio.
+///
+/// # Safety
+///
+/// Called once by the block layer for a bio submitted by [`WriteSlot::submit`].
+unsafe extern "C" fn slot_end_io(bio: *mut bindings::bio) {
+    // SAFETY: `bi_private` is the pinned slot that submitted the bio; it waits on `done` before
+    // it is reused or dropped, and `complete` is the last access to it here. Only the two
+    // fields the owner does not touch while `busy` are reached, through raw projections (the
+    // slot is `!Unpin`, so its owner's `&mut` does not claim them).
+    let (slot, status) = unsafe { ((*bio).bi_private as *const WriteSlot, (*bio).bi_status) };
+    // SAFETY: as above.
+    unsafe { (*core::ptr::addr_of!((*slot).status)).store(status, Ordering::Release) };
+    // SAFETY: the bio was handed over by `submit` and is put exactly once, here.
+    unsafe { bindings::bio_put(bio) };
+    // SAFETY: `done` was initialised by `submit` before the bio went out.
+    unsafe { bindings::complete(kernel::types::Opaque::cast_into(core::ptr::addr_of!((*slot).done))) };
+}
+
+impl WriteSlot {
+    /// An idle slot with `len` bytes of pages (grown by [`WriteSlot::fill`] when a write needs
+    /// more).
+    pub(crate) fn new(len: usize) -> impl PinInit<Self, Error> {
+        try_pin_init!(Self {
+            buf: PageBuf::new(len)?,
+            busy: false,
+            status: AtomicU8::new(0),
+            done <- kernel::types::Opaque::ffi_init(|slot: *mut bindings::completion| {
+                // SAFETY: `slot` is valid for a `struct completion` and not yet in use.
+                unsafe { bindings::init_completion(slot) };
+            }),
+        }? Error)
+    }
+
+    /// Copies `pieces` one after the other into the slot's pages from offset 0, growing them
+    /// when needed; `EBUSY` while a write is in flight.
+    pub(crate) fn fill(self: Pin<&mut Self>, pieces: &[&[u8]]) -> Result {
+        // SAFETY: nothing here moves the slot; `buf` is not structurally pinned (the bio points
+        // at its pages, which do not move with it, and only while `busy`).
+        let this = unsafe { self.get_unchecked_mut() };
+        if this.busy {
+            return Err(EBUSY);
+        }
+        let total = pieces.iter().try_fold(0usize, |n, p| n.checked_add(p.len())).ok_or(EINVAL)?;
+        if total > this.buf.len() {
+            this.buf = PageBuf::new(total)?;
+        }
+        let mut at = 0;
+        for p in pieces {
+            this.buf.write(at, p)?;
+            at += p.len();
+        }
+        Ok(())
+    }
+
+    /// Submits a write of the first `len` bytes of the slot's pages to `dev` at `sector`.
+    pub(crate) fn submit(self: Pin<&mut Self>, dev: &BlockDev, sector: u64, len: usize, dir: Dir, bs: &BioSet) -> Result {
+        // SAFETY: nothing here moves the slot (see `fill`).
+        let this = unsafe { self.get_unchecked_mut() };
+        if this.busy {
+            return Err(EBUSY);
+        }
+        let vecs = u16::try_from(len.div_ceil(PAGE_SIZE)).map_err(|_| EINVAL)?;
+        let mut bio = Bio::new(dev, sector, vecs, dir, bs)?;
+        bio.add_buf(&this.buf, 0, len)?;
+        let raw = bio.into_raw();
+        this.status.store(0, Ordering::Relaxed);
+        // SAFETY: no write is in flight (`busy` is false), so nobody waits on or completes
+        // `done`: it may be set up again.
+        unsafe { bindings::init_completion(this.done.get()) };
+        this.busy = true;
+        // SAFETY: the bio is set up and ours; its completion puts it and completes `done`. The
+        // slot is pinned and waits for that completion before it is reused or dropped, and its
+        // pages are not touched while `busy` (type invariant).
+        unsafe {
+            (*raw).bi_end_io = Some(slot_end_io);
+            (*raw).bi_private = (this as *const Self).cast_mut().cast();
+            bindings::submit_bio(raw);
+        }
+        Ok(())
+    }
+
+    /// Whether the write in flight has completed (true when none is).
+    pub(crate) fn finished(&self) -> bool {
+        // SAFETY: `done` is initialised; `completion_done` only reads it under its lock, which
+        // also makes sure `complete` has returned.
+        !self.busy || unsafe { bindings::completion_done(self.done.get()) }
+    }
+
+    /// Waits for the write in flight, if any; its result. The slot is idle afterwards.
+    pub(crate) fn wait(self: Pin<&mut Self>) -> Result {
+        // SAFETY: nothing here moves the slot (see `fill`).
+        let this = unsafe { self.get_unchecked_mut() };
+        if !this.busy {
+            return Ok(());
+        }
+        // SAFETY: `done` is initialised and completed exactly once by the bio in flight.
+        unsafe { bindings::wait_for_completion(this.done.get()) };
+        this.busy = false;
+        match this.status.load(Ordering::Acquire) {
+            0 => Ok(()),
+            // SAFETY: `blk_status_to_errno` accepts any status value.
+            s => Err(Error::from_errno(unsafe { bindings::blk_status_to_errno(s) })),
+        }
+    }
+}
+
+#[pinned_drop]
+impl PinnedDrop for WriteSlot {
+    fn drop(self: Pin<&mut Self>) {
+        let _ = self.wait();
+    }
 }

@@ -10,8 +10,8 @@
 //! - [`request::Request`]: a started request, ended exactly once or remapped to another device,
 //!   and [`request::Handler`], what the driver above does with it.
 //! - [`dir::Dir`]: what a bio does.
-//! - [`io`]: driver-owned pages, bios built from them or from a request, and groups of bios
-//!   waited for together.
+//! - [`io`]: driver-owned pages, bios built from them or from a request, groups of bios
+//!   waited for together, and write slots (one write in flight from pages the slot owns).
 //! - [`thread`]: the volume's workqueue and the destager's kernel thread.
 //! - [`clock`]: the wall clock.
 

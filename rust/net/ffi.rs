@@ -18,6 +18,7 @@ extern "C" {
     pub(crate) fn pf_sock_send(sock: *mut bindings::socket, vec: *mut bindings::kvec, n: usize, len: usize, more: bool) -> i32;
     pub(crate) fn pf_sock_send_rq(sock: *mut bindings::socket, rq: *mut bindings::request) -> i32;
     pub(crate) fn pf_sock_recv(sock: *mut bindings::socket, buf: *mut u8, len: usize) -> i32;
+    pub(crate) fn pf_sock_readable(sock: *mut bindings::socket) -> bool;
     pub(crate) fn pf_sock_shutdown(sock: *mut bindings::socket);
     pub(crate) fn pf_msecs_to_jiffies(ms: u32) -> i64;
     pub(crate) fn kernel_listen(sock: *mut bindings::socket, backlog: i32) -> i32;

@@ -26,6 +26,7 @@ int pf_sock_peer_v4(struct socket *sock, __be32 *addr, __be16 *port);
 int pf_sock_send(struct socket *sock, struct kvec *vec, size_t n, size_t len, bool more);
 int pf_sock_send_rq(struct socket *sock, struct request *rq);
 int pf_sock_recv(struct socket *sock, void *buf, size_t len);
+bool pf_sock_readable(struct socket *sock);
 void pf_sock_shutdown(struct socket *sock);
 long pf_msecs_to_jiffies(unsigned int ms);
 
@@ -150,6 +151,19 @@ int pf_sock_recv(struct socket *sock, void *buf, size_t len)
 	struct kvec vec = { .iov_base = buf, .iov_len = len };
 
 	return kernel_recvmsg(sock, &msg, &vec, 1, len, MSG_WAITALL | MSG_NOSIGNAL);
+}
+
+/*
+ * Whether a receive would return at once: a byte is waiting, or the connection ended or failed
+ * (the receive then reports it). Peeks one byte without waiting and leaves it queued.
+ */
+bool pf_sock_readable(struct socket *sock)
+{
+	struct msghdr msg = { .msg_flags = MSG_NOSIGNAL };
+	char byte;
+	struct kvec vec = { .iov_base = &byte, .iov_len = 1 };
+
+	return kernel_recvmsg(sock, &msg, &vec, 1, 1, MSG_PEEK | MSG_DONTWAIT | MSG_NOSIGNAL) != -EAGAIN;
 }
 
 /* Wakes every thread blocked on the socket: their calls return an error. */

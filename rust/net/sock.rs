@@ -190,6 +190,13 @@ impl Sock {
         Ok(())
     }
 
+    /// Whether a receive would return at once (data waits, or the connection ended).
+    pub(crate) fn readable(&self) -> bool {
+        // SAFETY: `self.sock` is live (type invariant); the helper peeks one byte into its own
+        // stack without waiting.
+        unsafe { ffi::pf_sock_readable(self.sock.as_ptr()) }
+    }
+
     /// Shuts the socket down both ways: every call blocked on it returns an error, now and later.
     pub(crate) fn shutdown(&self) {
         // SAFETY: `self.sock` is live (type invariant); shutdown may race with senders and

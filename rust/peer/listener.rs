@@ -15,7 +15,7 @@ use super::node::{bump, SharedNode};
 use crate::blk::thread::{nap, should_stop, Thread};
 use crate::net::sock::Sock;
 use crate::pfcore::hosts::Endpoint;
-use super::replica::{answer, Replica};
+use super::replica::{answer, written, Replica, Reply};
 use crate::pfcore::wire::{Msg, Role, MAX_PAYLOAD};
 
 /// How long a blocking accept waits before the thread looks at whether it should stop.
@@ -184,6 +184,11 @@ fn serve(st: &ListenState, link: Link) -> Result {
 /// A served connection's thread: answers pings; on a data connection, the replica messages of
 /// one replica (`replica::answer`); any frame that does not verify, or is not expected on its
 /// connection, ends the connection.
+///
+/// Answers go out in the order the messages came. A WRITE's record is written while the next
+/// messages are received (up to `replica::DEPTH` at once); its answer goes out when its record
+/// is on this device and every older one is answered. Before any other message is answered,
+/// every WRITE taken before it is.
 fn serve_link(s: &Served) {
     let Some(mut link) = s.link.lock().take() else {
         s.done.store(true, Ordering::Release);
@@ -204,9 +209,18 @@ fn serve_link(s: &Served) {
     let mut replica: Option<Replica> = None;
     // Receives time out every HANDSHAKE_WAIT_MS; a connection silent for IDLE_MS ends.
     let mut idle_ms = 0;
-    loop {
+    'serve: loop {
         if should_stop() {
             break;
+        }
+        // The WRITEs whose records are on the device are answered; with nothing to receive, the
+        // oldest is waited for.
+        if let Some(r) = replica.as_mut() {
+            while r.head_finished() || (r.pending() && !link.sock.readable()) {
+                if send_written(s, &mut link, r).is_err() {
+                    break 'serve;
+                }
+            }
         }
         let reply = match link.recv(&mut *buf) {
             Err(LinkError::Idle) => {
@@ -225,8 +239,19 @@ fn serve_link(s: &Served) {
             Ok((_, Msg::Detach { .. })) => break,
             Ok((_, m)) => {
                 idle_ms = 0;
+                // A WRITE beyond the replica's depth waits for the oldest; any other message
+                // for every one taken.
+                if let Some(r) = replica.as_mut() {
+                    let write = matches!(m, Msg::Write(..));
+                    while r.pending() && (!write || r.full()) {
+                        if send_written(s, &mut link, r).is_err() {
+                            break 'serve;
+                        }
+                    }
+                }
                 match data.then(|| answer(&s.node, peer, &mut replica, &m)).flatten() {
-                    Some(Ok(reply)) => reply,
+                    Some(Ok(Reply::Send(reply))) => reply,
+                    Some(Ok(Reply::Taken)) => continue,
                     Some(Err(e)) => {
                         pr_warn!("peer {}: {} failed (errno {}); closing\n", peer, m.cmd().name(), e.to_errno());
                         break;
@@ -244,13 +269,30 @@ fn serve_link(s: &Served) {
                 break;
             }
         };
+        // A ping's answer too waits for the WRITEs taken before it.
+        if let Some(r) = replica.as_mut() {
+            while r.pending() {
+                if send_written(s, &mut link, r).is_err() {
+                    break 'serve;
+                }
+            }
+        }
         if link.send(&reply, 0).is_err() {
             break;
         }
     }
-    // The replica's slot is released before the connection counts as ended.
+    // The replica's records in flight end and its slot is released before the connection
+    // counts as ended.
     drop(replica);
     end_served(s, link);
+}
+
+/// Sends the answer to the oldest WRITE `r` took, once its record is on the device.
+fn send_written(s: &Served, link: &mut Link, r: &mut Replica) -> Result<(), LinkError> {
+    match written(&s.node, r) {
+        Some(m) => link.send(&m, 0),
+        None => Ok(()),
+    }
 }
 
 /// The end of a served connection: closed, logged, uncounted.

@@ -10,6 +10,9 @@
 //! A replica belongs to the one connection that attached it; its slot is claimed in the slot
 //! registry (`cache::attach`) while it lives, so no second connection or forced attach can
 //! take it.
+//!
+//! Records are written [`DEPTH`] at a time, each from its own [`WriteSlot`]; their answers go
+//! out in the order the WRITEs came ([`Replica::take_write`], [`Replica::answer_head`]).
 
 use core::sync::atomic::Ordering;
 
@@ -18,7 +21,7 @@ use kernel::prelude::*;
 use super::node::{bump, Node};
 use crate::blk::bioset::BioSet;
 use crate::blk::dir::Dir;
-use crate::blk::io::{self, Bio, PageBuf};
+use crate::blk::io::{self, PageBuf, WriteSlot};
 use crate::cache::attach::{self, Attached, Refusal, ReplicaWant};
 use crate::cache::rebuild::read_checkpoint;
 use crate::klib::crc32c;
@@ -32,16 +35,35 @@ fn oom<E>(_: E) -> Refusal {
     ("out of memory for the replica", ENOMEM)
 }
 
+/// Records a replica writes at once; a WRITE beyond them waits for the oldest.
+pub(crate) const DEPTH: usize = 16;
+
+/// A WRITE taken, not yet answered.
+#[derive(Clone, Copy)]
+struct Taken {
+    serial: u64,
+    bytes: u64,
+    /// Its record is being written from the slot of its place in the ring; otherwise it was
+    /// answered when taken (`early`: a serial the checkpoint covers, or a refusal).
+    written: bool,
+    early: Result,
+}
+
 /// An open replica.
 pub(crate) struct Replica {
+    /// The records being written, one per slot (dropped first: `Drop` waits for them before
+    /// the device and the bio set go).
+    slots: KVec<Pin<KBox<WriteSlot>>>,
+    /// The WRITEs taken, oldest at `head`, `count` of them, each at the same index as its slot.
+    taken: [Taken; DEPTH],
+    head: usize,
+    count: usize,
     att: Attached,
     /// Highest serial recorded per segment of the region (0: none).
     seg_max: KVVec<u64>,
     log: ReplicaLog,
     /// Seq of the newest checkpoint copy.
     checkpoint_seq: u64,
-    /// One record: a header block and up to `rebuild::MAX_RECORD_SECTORS` of data.
-    rec: PageBuf,
     /// A header block.
     block: KVec<u8>,
     bset: Pin<KBox<BioSet>>,
@@ -65,7 +87,12 @@ impl Replica {
         let block = KVec::from_elem(0u8, bs, GFP_KERNEL).map_err(oom)?;
         // A replica is always replayed from what it holds: no copy readable is the floor.
         let (checkpoint, checkpoint_seq) = read_checkpoint(&att.dev, &att.sb, att.slot_index, &att.slot, true)?;
-        let rec = PageBuf::new(bs + rebuild::MAX_RECORD_SECTORS as usize * 512).map_err(oom)?;
+        let mut slots = KVec::with_capacity(DEPTH, GFP_KERNEL).map_err(oom)?;
+        for _ in 0..DEPTH {
+            // Room for a 4 KiB record; a larger one grows its slot when it comes.
+            slots.push(KBox::pin_init(WriteSlot::new(bs + 4096), GFP_KERNEL).map_err(oom)?, GFP_KERNEL).map_err(oom)?;
+        }
+        let none = Taken { serial: 0, bytes: 0, written: false, early: Ok(()) };
         let bset = KBox::pin_init(BioSet::new(), GFP_KERNEL).map_err(oom)?;
         let seg_sectors = u64::from(att.sb.segment_sectors);
         let mut r = Replica {
@@ -73,7 +100,10 @@ impl Replica {
             att,
             seg_max,
             checkpoint_seq,
-            rec,
+            slots,
+            taken: [none; DEPTH],
+            head: 0,
+            count: 0,
             block,
             bset,
             gen,
@@ -148,10 +178,46 @@ impl Replica {
         self.log.free_sectors(&self.seg_max).saturating_mul(512)
     }
 
-    /// Writes one record of the primary (`data`: its sectors) and waits until it is on this
-    /// device (with FUA when the primary's write had it). A serial the checkpoint already covers
-    /// is not written (it is on the SAN).
-    pub(crate) fn write(&mut self, w: &WriteHead, data: &[u8]) -> Result {
+    /// Whether [`DEPTH`] WRITEs wait for their answers (the next waits for the oldest).
+    pub(crate) fn full(&self) -> bool {
+        self.count == DEPTH
+    }
+
+    /// Whether a WRITE waits for its answer.
+    pub(crate) fn pending(&self) -> bool {
+        self.count != 0
+    }
+
+    /// Whether the oldest WRITE waiting can be answered without waiting.
+    pub(crate) fn head_finished(&self) -> bool {
+        self.count != 0
+            && self.taken.get(self.head).is_some_and(|t| !t.written || self.slots.get(self.head).is_some_and(|s| s.finished()))
+    }
+
+    /// Takes one WRITE of the primary (`data`: its sectors): its record goes to this device
+    /// (with FUA when the primary's write had it) and is answered by [`Replica::answer_head`],
+    /// in order. A serial the checkpoint already covers is not written (it is on the SAN). With
+    /// [`DEPTH`] WRITEs waiting, `EBUSY` (the caller answers the oldest first).
+    pub(crate) fn take_write(&mut self, w: &WriteHead, data: &[u8]) -> Result {
+        if self.full() {
+            return Err(EBUSY);
+        }
+        let at = (self.head + self.count) % DEPTH;
+        let written = self.start_write(at, w, data);
+        let t = Taken {
+            serial: w.serial,
+            bytes: data.len() as u64,
+            written: written == Ok(true),
+            early: written.map(|_| ()),
+        };
+        *self.taken.get_mut(at).ok_or(EINVAL)? = t;
+        self.count += 1;
+        Ok(())
+    }
+
+    /// Starts writing the record of `w` from slot `at`: `Ok(true)` when it was submitted,
+    /// `Ok(false)` when the checkpoint covers it.
+    fn start_write(&mut self, at: usize, w: &WriteHead, data: &[u8]) -> Result<bool> {
         let slot = &self.att.slot;
         let bs = self.att.sb.block_size as usize;
         if w.sectors == 0 || w.sectors > rebuild::MAX_RECORD_SECTORS || w.serial == 0 || w.serial >= SERIAL_LIMIT {
@@ -165,7 +231,7 @@ impl Replica {
             return Err(EINVAL);
         }
         if w.serial <= self.log.checkpoint {
-            return Ok(());
+            return Ok(false);
         }
         let footprint = RecordHeader::footprint(w.sectors, self.att.sb.block_size);
         let mut log = self.log;
@@ -183,8 +249,6 @@ impl Replica {
         };
         h.crc = h.checksum([data], crc32c);
         h.encode(&mut self.block);
-        self.rec.write(0, &self.block)?;
-        self.rec.write(bs, data)?;
         let sector = self
             .att
             .sb
@@ -192,16 +256,27 @@ impl Replica {
             .checked_add(off)
             .ok_or(EINVAL)?;
         let dir = if w.flags & WRITE_FUA != 0 { Dir::WriteFua } else { Dir::Write };
-        let total = bs + len;
-        let vecs = u16::try_from(total.div_ceil(kernel::page::PAGE_SIZE)).map_err(|_| EINVAL)?;
-        let mut bio = Bio::new(&self.att.dev, sector, vecs, dir, &self.bset)?;
-        bio.add_buf(&self.rec, 0, total)?;
-        let mut bios = KVec::new();
-        bios.push(bio, GFP_KERNEL)?;
+        let ws = self.slots.get_mut(at).ok_or(EINVAL)?;
+        ws.as_mut().fill(&[&self.block, data])?;
         // The head moves even when the write fails: the place may hold part of a record, which
         // its checksum makes a torn one, never served.
         self.log = log;
-        io::run(bios)
+        ws.as_mut().submit(&self.att.dev, sector, bs + len, dir, &self.bset)?;
+        Ok(true)
+    }
+
+    /// Answers the oldest WRITE waiting (waiting for its record if needed): its serial, its
+    /// bytes and whether its record is on this device.
+    pub(crate) fn answer_head(&mut self) -> Option<(u64, u64, Result)> {
+        if self.count == 0 {
+            return None;
+        }
+        let at = self.head;
+        let t = *self.taken.get(at)?;
+        let r = if t.written { self.slots.get_mut(at)?.as_mut().wait() } else { t.early };
+        self.head = (self.head + 1) % DEPTH;
+        self.count -= 1;
+        Some((t.serial, t.bytes, r))
     }
 
     /// Records epoch `epoch` of the primary's replica set in the slot (a replay uses a slot only
@@ -250,26 +325,34 @@ impl Replica {
     }
 }
 
+impl Drop for Replica {
+    fn drop(&mut self) {
+        // Every record in flight ends before the device and the bio set it uses are released.
+        for ws in self.slots.iter_mut() {
+            let _ = ws.as_mut().wait();
+        }
+    }
+}
+
+/// What a data connection does with a replica message.
+pub(crate) enum Reply {
+    /// Send this answer, after the answers of every WRITE taken before.
+    Send(Msg<'static>),
+    /// A WRITE was taken: [`written`] answers it when its record is on this device.
+    Taken,
+}
+
 /// The answer of a data connection to a replica message from host `peer` (`replica`: what the
 /// connection has open); `None` for a message that is not one. `Err`: the connection must end
-/// (a checkpoint that cannot be persisted: the primary must not count on it).
-pub(crate) fn answer(node: &Node, peer: u32, replica: &mut Option<Replica>, m: &Msg<'_>) -> Option<Result<Msg<'static>>> {
+/// (a checkpoint that cannot be persisted: the primary must not count on it). A WRITE is taken
+/// only when the replica is not [`Replica::full`]; the caller answers the oldest first.
+pub(crate) fn answer(node: &Node, peer: u32, replica: &mut Option<Replica>, m: &Msg<'_>) -> Option<Result<Reply>> {
     let reply = match m {
         Msg::Attach(a) => Ok(attach(node, peer, replica, a)),
-        Msg::Write(w, data) => Ok(match replica.as_mut() {
-            None => Msg::WriteNack { serial: w.serial, errno: ENXIO.to_errno() },
-            Some(r) => match r.write(w, data) {
-                Ok(()) => {
-                    bump(&node.counters.replica_writes);
-                    node.counters.replica_bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
-                    Msg::WriteAck { serial: w.serial, credit: r.credit() }
-                }
-                Err(e) => {
-                    bump(&node.counters.replica_nacks);
-                    Msg::WriteNack { serial: w.serial, errno: e.to_errno() }
-                }
-            },
-        }),
+        Msg::Write(w, data) => match replica.as_mut() {
+            None => Ok(Msg::WriteNack { serial: w.serial, errno: ENXIO.to_errno() }),
+            Some(r) => return Some(r.take_write(w, data).map(|()| Reply::Taken)),
+        },
         Msg::Flush { id } => Ok(Msg::FlushAck {
             id: *id,
             errno: match replica.as_ref().map(Replica::flush) {
@@ -290,7 +373,23 @@ pub(crate) fn answer(node: &Node, peer: u32, replica: &mut Option<Replica>, m: &
         },
         _ => return None,
     };
-    Some(reply)
+    Some(reply.map(Reply::Send))
+}
+
+/// The answer to the oldest WRITE `replica` took (waiting for its record if needed).
+pub(crate) fn written(node: &Node, r: &mut Replica) -> Option<Msg<'static>> {
+    let (serial, bytes, result) = r.answer_head()?;
+    Some(match result {
+        Ok(()) => {
+            bump(&node.counters.replica_writes);
+            node.counters.replica_bytes.fetch_add(bytes, Ordering::Relaxed);
+            Msg::WriteAck { serial, credit: r.credit() }
+        }
+        Err(e) => {
+            bump(&node.counters.replica_nacks);
+            Msg::WriteNack { serial, errno: e.to_errno() }
+        }
+    })
 }
 
 /// ATTACH: the replica opened (or made) on the replica cache device, for its primary only.
