@@ -7,7 +7,8 @@
 //!
 //! Soundness of the borrows: a `Bio<'a>` may only be submitted through an `IoSet<'a>`, and an
 //! `IoSet` waits for all its bios before it is dropped, so whatever a bio points to outlives its
-//! I/O.
+//! I/O. A `WriteSlot` submits only bios on its own pages, is pinned, refuses to touch its pages
+//! while a write is in flight and waits for that write before it is reused or dropped.
 
 use core::marker::PhantomData;
 use core::ptr::NonNull;
