@@ -7,6 +7,8 @@
 
 #[path = "../userspace/core/src/admission.rs"]
 pub mod admission;
+#[path = "../userspace/core/src/answer_order.rs"]
+pub mod answer_order;
 #[path = "../userspace/core/src/attr.rs"]
 pub mod attr;
 #[path = "../userspace/core/src/destage.rs"]

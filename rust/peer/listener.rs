@@ -16,6 +16,7 @@ use crate::blk::thread::{nap, should_stop, Thread};
 use crate::net::sock::Sock;
 use crate::pfcore::hosts::Endpoint;
 use super::replica::{answer, written, Replica, Reply};
+use crate::pfcore::answer_order::{answer_before, step, Step};
 use crate::pfcore::wire::{Msg, Role, MAX_PAYLOAD};
 
 /// How long a blocking accept waits before the thread looks at whether it should stop.
@@ -216,7 +217,13 @@ fn serve_link(s: &Served) {
         // The WRITEs whose records are on the device are answered; with nothing to receive, the
         // oldest is waited for.
         if let Some(r) = replica.as_mut() {
-            while r.head_finished() || (r.pending() && !link.sock.readable()) {
+            loop {
+                let (pending, done) = (r.pending(), r.head_finished());
+                // The socket is peeked at only when it decides.
+                let readable = pending > 0 && !done && link.sock.readable();
+                if step(pending, done, readable) != Step::AnswerOldest {
+                    break;
+                }
                 if send_written(s, &mut link, r).is_err() {
                     break 'serve;
                 }
@@ -243,7 +250,7 @@ fn serve_link(s: &Served) {
                 // for every one taken.
                 if let Some(r) = replica.as_mut() {
                     let write = matches!(m, Msg::Write(..));
-                    while r.pending() && (!write || r.full()) {
+                    while answer_before(r.pending(), r.full(), write) {
                         if send_written(s, &mut link, r).is_err() {
                             break 'serve;
                         }
@@ -271,7 +278,7 @@ fn serve_link(s: &Served) {
         };
         // A ping's answer too waits for the WRITEs taken before it.
         if let Some(r) = replica.as_mut() {
-            while r.pending() {
+            while r.pending() > 0 {
                 if send_written(s, &mut link, r).is_err() {
                     break 'serve;
                 }

@@ -12,7 +12,8 @@
 //! take it.
 //!
 //! Records are written [`DEPTH`] at a time, each from its own [`WriteSlot`]; their answers go
-//! out in the order the WRITEs came ([`Replica::take_write`], [`Replica::answer_head`]).
+//! out in the order the WRITEs came ([`Replica::take_write`], [`Replica::answer_head`]; the
+//! order's rules are `pfcore::answer_order`'s).
 
 use core::sync::atomic::Ordering;
 
@@ -25,6 +26,7 @@ use crate::blk::io::{self, PageBuf, WriteSlot};
 use crate::cache::attach::{self, Attached, Refusal, ReplicaWant};
 use crate::cache::rebuild::read_checkpoint;
 use crate::klib::crc32c;
+use crate::pfcore::answer_order::{self, Taken};
 use crate::pfcore::format::{self, Checkpoint, Found, RecordHeader, RECORD_DIRTY};
 use crate::pfcore::rebuild::{self, SERIAL_LIMIT};
 use crate::pfcore::replica_log::ReplicaLog;
@@ -38,26 +40,13 @@ fn oom<E>(_: E) -> Refusal {
 /// Records a replica writes at once; a WRITE beyond them waits for the oldest.
 pub(crate) const DEPTH: usize = 16;
 
-/// A WRITE taken, not yet answered.
-#[derive(Clone, Copy)]
-struct Taken {
-    serial: u64,
-    bytes: u64,
-    /// Its record is being written from the slot of its place in the ring; otherwise it was
-    /// answered when taken (`early`: a serial the checkpoint covers, or a refusal).
-    written: bool,
-    early: Result,
-}
-
 /// An open replica.
 pub(crate) struct Replica {
     /// The records being written, one per slot (dropped first: `Drop` waits for them before
     /// the device and the bio set go).
     slots: KVec<Pin<KBox<WriteSlot>>>,
-    /// The WRITEs taken, oldest at `head`, `count` of them, each at the same index as its slot.
-    taken: [Taken; DEPTH],
-    head: usize,
-    count: usize,
+    /// The WRITEs taken and not answered, each at the index of its slot.
+    taken: Taken<DEPTH>,
     att: Attached,
     /// Highest serial recorded per segment of the region (0: none).
     seg_max: KVVec<u64>,
@@ -92,7 +81,6 @@ impl Replica {
             // Room for a 4 KiB record; a larger one grows its slot when it comes.
             slots.push(KBox::pin_init(WriteSlot::new(bs + 4096), GFP_KERNEL).map_err(oom)?, GFP_KERNEL).map_err(oom)?;
         }
-        let none = Taken { serial: 0, bytes: 0, written: false, early: Ok(()) };
         let bset = KBox::pin_init(BioSet::new(), GFP_KERNEL).map_err(oom)?;
         let seg_sectors = u64::from(att.sb.segment_sectors);
         let mut r = Replica {
@@ -101,9 +89,7 @@ impl Replica {
             seg_max,
             checkpoint_seq,
             slots,
-            taken: [none; DEPTH],
-            head: 0,
-            count: 0,
+            taken: Taken::new(),
             block,
             bset,
             gen,
@@ -180,18 +166,21 @@ impl Replica {
 
     /// Whether [`DEPTH`] WRITEs wait for their answers (the next waits for the oldest).
     pub(crate) fn full(&self) -> bool {
-        self.count == DEPTH
+        self.taken.is_full()
     }
 
-    /// Whether a WRITE waits for its answer.
-    pub(crate) fn pending(&self) -> bool {
-        self.count != 0
+    /// How many WRITEs wait for their answers.
+    pub(crate) fn pending(&self) -> usize {
+        self.taken.len()
     }
 
     /// Whether the oldest WRITE waiting can be answered without waiting.
     pub(crate) fn head_finished(&self) -> bool {
-        self.count != 0
-            && self.taken.get(self.head).is_some_and(|t| !t.written || self.slots.get(self.head).is_some_and(|s| s.finished()))
+        match self.taken.oldest() {
+            None => false,
+            Some((_, w)) if w.early.is_some() => true,
+            Some((at, _)) => self.slots.get(at).is_some_and(|s| s.finished()),
+        }
     }
 
     /// Takes one WRITE of the primary (`data`: its sectors): its record goes to this device
@@ -199,19 +188,13 @@ impl Replica {
     /// in order. A serial the checkpoint already covers is not written (it is on the SAN). With
     /// [`DEPTH`] WRITEs waiting, `EBUSY` (the caller answers the oldest first).
     pub(crate) fn take_write(&mut self, w: &WriteHead, data: &[u8]) -> Result {
-        if self.full() {
-            return Err(EBUSY);
-        }
-        let at = (self.head + self.count) % DEPTH;
-        let written = self.start_write(at, w, data);
-        let t = Taken {
-            serial: w.serial,
-            bytes: data.len() as u64,
-            written: written == Ok(true),
-            early: written.map(|_| ()),
+        let at = self.taken.next_slot().ok_or(EBUSY)?;
+        let early = match self.start_write(at, w, data) {
+            Ok(true) => None,
+            Ok(false) => Some(0),
+            Err(e) => Some(e.to_errno()),
         };
-        *self.taken.get_mut(at).ok_or(EINVAL)? = t;
-        self.count += 1;
+        self.taken.push(answer_order::Write { serial: w.serial, bytes: data.len() as u64, early }).ok_or(EBUSY)?;
         Ok(())
     }
 
@@ -268,15 +251,13 @@ impl Replica {
     /// Answers the oldest WRITE waiting (waiting for its record if needed): its serial, its
     /// bytes and whether its record is on this device.
     pub(crate) fn answer_head(&mut self) -> Option<(u64, u64, Result)> {
-        if self.count == 0 {
-            return None;
-        }
-        let at = self.head;
-        let t = *self.taken.get(at)?;
-        let r = if t.written { self.slots.get_mut(at)?.as_mut().wait() } else { t.early };
-        self.head = (self.head + 1) % DEPTH;
-        self.count -= 1;
-        Some((t.serial, t.bytes, r))
+        let (at, w) = self.taken.pop()?;
+        let r = match w.early {
+            None => self.slots.get_mut(at)?.as_mut().wait(),
+            Some(0) => Ok(()),
+            Some(e) => Err(Error::from_errno(e)),
+        };
+        Some((w.serial, w.bytes, r))
     }
 
     /// Records epoch `epoch` of the primary's replica set in the slot (a replay uses a slot only

@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admission;
+pub mod answer_order;
 pub mod attr;
 #[cfg(feature = "std")]
 pub mod btree;
