@@ -321,7 +321,8 @@ mod tests {
         let g = graph(&repo).unwrap();
         assert!(g.len() > 50, "the graph covers the code base ({} files)", g.len());
         // The graph sees the layering it checks (control -> volume -> cache -> blk).
-        assert!(g["rust/control.rs"].contains("rust/volume.rs"));
+        assert!(g["rust/control/volume.rs"].contains("rust/volume.rs"));
+        assert!(g["rust/control/attrs.rs"].contains("rust/control/volume.rs"));
         assert!(g["rust/volume.rs"].contains("rust/cache/mod.rs") || g["rust/volume.rs"].contains("rust/cache/cache.rs"));
         assert!(g["rust/cache/write.rs"].contains("rust/cache/cache.rs"));
         let c = circles(&g);
