@@ -260,11 +260,7 @@ impl<'a> IoSet<'a> {
             self.put();
         }
         self.done.wait_for_completion();
-        match self.status.load(Ordering::Acquire) {
-            0 => Ok(()),
-            // SAFETY: `blk_status_to_errno` accepts any status value.
-            s => Err(Error::from_errno(unsafe { bindings::blk_status_to_errno(s) })),
-        }
+        status_result(self.status.load(Ordering::Acquire))
     }
 }
 
@@ -272,6 +268,15 @@ impl<'a> IoSet<'a> {
 impl PinnedDrop for IoSet<'_> {
     fn drop(self: Pin<&mut Self>) {
         let _ = self.as_ref().wait();
+    }
+}
+
+/// The result of a bio's `blk_status_t`.
+fn status_result(status: u8) -> Result {
+    match status {
+        0 => Ok(()),
+        // SAFETY: `blk_status_to_errno` accepts any status value.
+        s => Err(Error::from_errno(unsafe { bindings::blk_status_to_errno(s) })),
     }
 }
 
@@ -409,9 +414,12 @@ impl WriteSlot {
 
     /// Whether the write in flight has completed (true when none is).
     pub(crate) fn finished(&self) -> bool {
-        // SAFETY: `done` is initialised; `completion_done` only reads it under its lock, which
-        // also makes sure `complete` has returned.
-        !self.busy || unsafe { bindings::completion_done(self.done.get()) }
+        if !self.busy {
+            return true;
+        }
+        // SAFETY: `done` is initialised; `completion_done` reads it under its lock, which also
+        // makes sure `complete` has returned.
+        unsafe { bindings::completion_done(self.done.get()) }
     }
 
     /// Waits for the write in flight, if any; its result. The slot is idle afterwards.
@@ -424,11 +432,7 @@ impl WriteSlot {
         // SAFETY: `done` is initialised and completed exactly once by the bio in flight.
         unsafe { bindings::wait_for_completion(this.done.get()) };
         this.busy = false;
-        match this.status.load(Ordering::Acquire) {
-            0 => Ok(()),
-            // SAFETY: `blk_status_to_errno` accepts any status value.
-            s => Err(Error::from_errno(unsafe { bindings::blk_status_to_errno(s) })),
-        }
+        status_result(this.status.load(Ordering::Acquire))
     }
 }
 

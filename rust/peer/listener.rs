@@ -210,24 +210,20 @@ fn serve_link(s: &Served) {
     let mut replica: Option<Replica> = None;
     // Receives time out every HANDSHAKE_WAIT_MS; a connection silent for IDLE_MS ends.
     let mut idle_ms = 0;
-    'serve: loop {
+    loop {
         if should_stop() {
             break;
         }
         // The WRITEs whose records are on the device are answered; with nothing to receive, the
         // oldest is waited for.
-        if let Some(r) = replica.as_mut() {
-            loop {
-                let (pending, done) = (r.pending(), r.head_finished());
-                // The socket is peeked at only when it decides.
-                let readable = pending > 0 && !done && link.sock.readable();
-                if step(pending, done, readable) != Step::AnswerOldest {
-                    break;
-                }
-                if send_written(s, &mut link, r).is_err() {
-                    break 'serve;
-                }
-            }
+        let next = |r: &Replica, link: &Link| {
+            let (pending, done) = (r.pending(), r.head_finished());
+            // The socket is peeked at only when it decides.
+            let readable = pending > 0 && !done && link.sock.readable();
+            step(pending, done, readable) == Step::AnswerOldest
+        };
+        if answer_while(s, &mut link, &mut replica, next).is_err() {
+            break;
         }
         let reply = match link.recv(&mut *buf) {
             Err(LinkError::Idle) => {
@@ -240,6 +236,10 @@ fn serve_link(s: &Served) {
             }
             Ok((_, Msg::Ping { stamp })) => {
                 idle_ms = 0;
+                // Its answer too waits for every WRITE taken before it.
+                if answer_while(s, &mut link, &mut replica, |r, _| r.pending() > 0).is_err() {
+                    break;
+                }
                 bump(&s.node.counters.pings_answered);
                 Msg::PingAck { stamp }
             }
@@ -248,13 +248,9 @@ fn serve_link(s: &Served) {
                 idle_ms = 0;
                 // A WRITE beyond the replica's depth waits for the oldest; any other message
                 // for every one taken.
-                if let Some(r) = replica.as_mut() {
-                    let write = matches!(m, Msg::Write(..));
-                    while answer_before(r.pending(), r.full(), write) {
-                        if send_written(s, &mut link, r).is_err() {
-                            break 'serve;
-                        }
-                    }
+                let write = matches!(m, Msg::Write(..));
+                if answer_while(s, &mut link, &mut replica, |r, _| answer_before(r.pending(), r.full(), write)).is_err() {
+                    break;
                 }
                 match data.then(|| answer(&s.node, peer, &mut replica, &m)).flatten() {
                     Some(Ok(Reply::Send(reply))) => reply,
@@ -276,14 +272,6 @@ fn serve_link(s: &Served) {
                 break;
             }
         };
-        // A ping's answer too waits for the WRITEs taken before it.
-        if let Some(r) = replica.as_mut() {
-            while r.pending() > 0 {
-                if send_written(s, &mut link, r).is_err() {
-                    break 'serve;
-                }
-            }
-        }
         if link.send(&reply, 0).is_err() {
             break;
         }
@@ -294,12 +282,24 @@ fn serve_link(s: &Served) {
     end_served(s, link);
 }
 
-/// Sends the answer to the oldest WRITE `r` took, once its record is on the device.
-fn send_written(s: &Served, link: &mut Link, r: &mut Replica) -> Result<(), LinkError> {
-    match written(&s.node, r) {
-        Some(m) => link.send(&m, 0),
-        None => Ok(()),
+/// While `more` says so, sends the answer to the oldest WRITE the connection's replica took
+/// (waiting for its record to land); `Err` when a send fails (the connection ends).
+fn answer_while(
+    s: &Served,
+    link: &mut Link,
+    replica: &mut Option<Replica>,
+    more: impl Fn(&Replica, &Link) -> bool,
+) -> Result<(), LinkError> {
+    let Some(r) = replica.as_mut() else {
+        return Ok(());
+    };
+    while more(r, link) {
+        match written(&s.node, r) {
+            Some(m) => link.send(&m, 0)?,
+            None => break,
+        }
     }
+    Ok(())
 }
 
 /// The end of a served connection: closed, logged, uncounted.
